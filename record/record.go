@@ -248,9 +248,37 @@ func DecodeMeta(b []byte) (*Record, error) {
 	return r, nil
 }
 
-// decode parses and verifies the header and returns the record without its
-// body and the unverified body frame.
-func decode(b []byte) (*Record, []byte, error) {
+// Meta is the part of a record's header that the engine's decisions
+// need, read by Peek without allocating.
+type Meta struct {
+	State       State
+	Fingerprint Fingerprint
+	Attempt     uint32
+	ExpiresAt   time.Time
+	Lease       Lease
+}
+
+// Expired reports whether the record may no longer be used at now.
+func (m *Meta) Expired(now time.Time) bool {
+	return !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt)
+}
+
+// Peek verifies the header checksum of an encoded record and returns its
+// metadata without allocating. It does not verify the body frame.
+func Peek(b []byte) (Meta, error) {
+	h, _, err := header(b)
+	if err != nil {
+		return Meta{}, err
+	}
+	var m Meta
+	d := decoder{b: h}
+	_, err = d.fixed(&m)
+	return m, err
+}
+
+// header verifies the header checksum and returns the header bytes and the
+// body frame that follows them.
+func header(b []byte) (hdr, frame []byte, err error) {
 	if len(b) < 3 {
 		return nil, nil, fmt.Errorf("%w: record of %d bytes is too short", ErrCorrupt, len(b))
 	}
@@ -268,97 +296,113 @@ func decode(b []byte) (*Record, []byte, error) {
 	if got, want := crc32.Checksum(b[:end], castagnoli), binary.LittleEndian.Uint32(b[end:]); got != want {
 		return nil, nil, fmt.Errorf("%w: record header checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
-	r, err := decodeHeader(b[2+w : end])
+	return b[2+w : end], b[end+crcLen:], nil
+}
+
+// decode parses and verifies the header and returns the record without its
+// body and the unverified body frame.
+func decode(b []byte) (*Record, []byte, error) {
+	h, frame, err := header(b)
 	if err != nil {
 		return nil, nil, err
 	}
-	return r, b[end+crcLen:], nil
+	r, err := decodeHeader(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, frame, nil
 }
 
 func decodeHeader(h []byte) (*Record, error) {
-	if len(h) < fixedHeader {
-		return nil, fmt.Errorf("%w: record header is truncated", ErrCorrupt)
+	var m Meta
+	d := decoder{b: h}
+	status, err := d.fixed(&m)
+	if err != nil {
+		return nil, err
 	}
-	r := &Record{State: State(h[0])}
 	flags := h[1]
-	if r.State != InFlight && r.State != Completed {
-		return nil, fmt.Errorf("%w: unknown state %d", ErrCorrupt, h[0])
-	}
-	if flags&^flagCheckpt != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
-	}
-	r.Fingerprint = Fingerprint{Version: h[2], Sum: binary.LittleEndian.Uint64(h[3:])}
+	r := &Record{State: m.State, Fingerprint: m.Fingerprint, Attempt: m.Attempt, Status: status,
+		ExpiresAt: m.ExpiresAt, Lease: m.Lease}
 	// One string holds every text field; the fields are substrings of it.
 	s := string(h)
-	d := decoder{s: s, off: fixedHeader}
-	attempt := d.uvarint()
-	status := d.uvarint()
-	created, completed, expires := d.varint(), d.varint(), d.varint()
-	r.Lease.Owner, r.Lease.Token = d.uvarint(), d.uvarint()
-	leaseExp := d.varint()
-	r.RequestID = d.str()
-	n := d.uvarint()
-	if d.err == nil && n > 0 {
+	r.RequestID = d.str(s)
+	if n := d.uvarint(); d.err == nil && n > 0 {
 		if n > MaxHeaders {
 			return nil, fmt.Errorf("%w: %d headers", ErrCorrupt, n)
 		}
 		r.Header = make([]Header, n)
 		for i := range r.Header {
-			r.Header[i] = Header{Name: d.str(), Value: d.str()}
+			r.Header[i] = Header{Name: d.str(s), Value: d.str(s)}
 		}
 	}
 	if flags&flagCheckpt != 0 {
-		r.Checkpoint = &Checkpoint{Phase: d.str()}
-		if data := d.str(); len(data) > 0 {
+		r.Checkpoint = &Checkpoint{Phase: d.str(s)}
+		if data := d.str(s); len(data) > 0 {
 			r.Checkpoint.Data = []byte(data)
 		}
 	}
 	if d.err != nil {
 		return nil, d.err
 	}
-	if d.off != len(s) {
-		return nil, fmt.Errorf("%w: %d stray bytes after the record header", ErrCorrupt, len(s)-d.off)
+	if d.off != len(h) {
+		return nil, fmt.Errorf("%w: %d stray bytes after the record header", ErrCorrupt, len(h)-d.off)
 	}
-	if attempt > math.MaxUint32 || status > math.MaxUint16 {
-		return nil, fmt.Errorf("%w: attempt %d or status %d out of range", ErrCorrupt, attempt, status)
-	}
-	r.Attempt, r.Status = uint32(attempt), int(status)
-	r.CreatedAt, r.CompletedAt, r.ExpiresAt = fromUnixNano(created), fromUnixNano(completed), fromUnixNano(expires)
-	r.Lease.ExpiresAt = fromUnixNano(leaseExp)
+	r.CreatedAt, r.CompletedAt = fromUnixNano(d.created), fromUnixNano(d.completed)
 	return r, nil
 }
 
-// decoder reads varints and length-prefixed strings from s, recording the
+// decoder reads varints and length-prefixed fields from b, recording the
 // first error and returning zero values after it.
 type decoder struct {
-	s   string
-	off int
-	err error
+	b                  []byte
+	off                int
+	err                error
+	created, completed int64
+}
+
+// fixed reads the header up to and including the lease into m, and returns
+// the status.
+func (d *decoder) fixed(m *Meta) (status int, err error) {
+	h := d.b
+	if len(h) < fixedHeader {
+		return 0, fmt.Errorf("%w: record header is truncated", ErrCorrupt)
+	}
+	m.State = State(h[0])
+	if m.State != InFlight && m.State != Completed {
+		return 0, fmt.Errorf("%w: unknown state %d", ErrCorrupt, h[0])
+	}
+	if h[1]&^flagCheckpt != 0 {
+		return 0, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, h[1])
+	}
+	m.Fingerprint = Fingerprint{Version: h[2], Sum: binary.LittleEndian.Uint64(h[3:])}
+	d.off = fixedHeader
+	attempt, st := d.uvarint(), d.uvarint()
+	d.created, d.completed = d.varint(), d.varint()
+	expires := d.varint()
+	m.Lease.Owner, m.Lease.Token = d.uvarint(), d.uvarint()
+	leaseExp := d.varint()
+	if d.err != nil {
+		return 0, d.err
+	}
+	if attempt > math.MaxUint32 || st > math.MaxUint16 {
+		return 0, fmt.Errorf("%w: attempt %d or status %d out of range", ErrCorrupt, attempt, st)
+	}
+	m.Attempt = uint32(attempt)
+	m.ExpiresAt, m.Lease.ExpiresAt = fromUnixNano(expires), fromUnixNano(leaseExp)
+	return int(st), nil
 }
 
 func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	var x uint64
-	var shift uint
-	for i := 0; i < binary.MaxVarintLen64; i++ {
-		if d.off >= len(d.s) {
-			break
-		}
-		c := d.s[d.off]
-		d.off++
-		if c < 0x80 {
-			if i == binary.MaxVarintLen64-1 && c > 1 {
-				break
-			}
-			return x | uint64(c)<<shift
-		}
-		x |= uint64(c&0x7f) << shift
-		shift += 7
+	x, n := binary.Uvarint(d.b[d.off:])
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint in record header", ErrCorrupt)
+		return 0
 	}
-	d.err = fmt.Errorf("%w: bad varint in record header", ErrCorrupt)
-	return 0
+	d.off += n
+	return x
 }
 
 func (d *decoder) varint() int64 {
@@ -370,16 +414,18 @@ func (d *decoder) varint() int64 {
 	return x
 }
 
-func (d *decoder) str() string {
+// str reads a length-prefixed field and returns it as a substring of s,
+// which must hold the same bytes as d.b.
+func (d *decoder) str(s string) string {
 	n := d.uvarint()
 	if d.err != nil {
 		return ""
 	}
-	if n > uint64(len(d.s)-d.off) {
+	if n > uint64(len(d.b)-d.off) {
 		d.err = fmt.Errorf("%w: field overruns the record header", ErrCorrupt)
 		return ""
 	}
-	s := d.s[d.off : d.off+int(n)]
+	f := s[d.off : d.off+int(n)]
 	d.off += int(n)
-	return s
+	return f
 }

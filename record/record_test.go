@@ -155,8 +155,8 @@ func goldenRecords() map[string]*record.Record {
 		"completed": {
 			State: record.Completed, RequestID: "req_02", Fingerprint: record.Sum([]byte(`{"to":"+4420"}`)),
 			Attempt: 2, Status: 201,
-			Header: []record.Header{{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/v1/calls/call_1"}},
-			Body:   []byte(`{"data":{"id":"call_1","object":"call","status":"queued"}}`),
+			Header:    []record.Header{{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/v1/calls/call_1"}},
+			Body:      []byte(`{"data":{"id":"call_1","object":"call","status":"queued"}}`),
 			CreatedAt: t0, CompletedAt: t0.Add(time.Second), ExpiresAt: t0.Add(24*time.Hour + time.Second),
 			Lease: record.Lease{Owner: 8, Token: 43},
 		},
@@ -365,5 +365,28 @@ func BenchmarkAppend(b *testing.B) {
 				_, _ = record.Append(dst[:0], r, codec.Auto)
 			}
 		})
+	}
+}
+
+func TestPeek(t *testing.T) {
+	for name, r := range goldenRecords() {
+		enc, _ := record.Append(nil, r, codec.S2)
+		m, err := record.Peek(enc)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if m.State != r.State || m.Fingerprint != r.Fingerprint || m.Attempt != r.Attempt ||
+			!m.ExpiresAt.Equal(r.ExpiresAt) || m.Lease.Owner != r.Lease.Owner || m.Lease.Token != r.Lease.Token ||
+			!m.Lease.ExpiresAt.Equal(r.Lease.ExpiresAt) {
+			t.Errorf("%s: Peek = %+v; record %+v", name, m, r)
+		}
+		if n := testing.AllocsPerRun(100, func() { _, _ = record.Peek(enc) }); n != 0 {
+			t.Errorf("Peek allocates %v times; want 0", n)
+		}
+		bad := bytes.Clone(enc)
+		bad[5] ^= 1
+		if _, err := record.Peek(bad); !errors.Is(err, record.ErrCorrupt) {
+			t.Errorf("%s: Peek of a damaged header = %v; want ErrCorrupt", name, err)
+		}
 	}
 }
