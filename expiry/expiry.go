@@ -180,28 +180,33 @@ func SplitKey(key []byte) (gen uint32, suffix []byte, ok bool) {
 	return binary.BigEndian.Uint32(key[1:]), key[PrefixLen:], true
 }
 
-// DropRange returns the key range [start, end) that holds every
-// generation before gen.
-func DropRange(gen uint32) (start, end []byte) {
-	return AppendPrefix(nil, 0), AppendPrefix(nil, gen)
+// DropRange returns the key range [start, end) that holds generations
+// from to to-1. Callers pass the lowest generation that may still hold
+// records as from, so that the range is no wider than what it deletes.
+func DropRange(from, to uint32) (start, end []byte) {
+	return AppendPrefix(nil, from), AppendPrefix(nil, to)
 }
 
-// NextBoundary returns the start of the generation after the one key
-// belongs to, or, for a key before the generation keyspace, the start of
-// generation 0. It returns nil for a key after the generation keyspace
-// (or in the last generation). Storage uses it to cut files at generation
-// boundaries.
-func NextBoundary(key []byte) []byte {
+// NextBoundary returns where the span of key ends when storage cuts its
+// files at generation boundaries: the start of the next generation. Every
+// generation below low (already dropped) forms one span ending at low, so
+// that a range deletion over dropped generations is never cut into one
+// file per generation; a key before the generation keyspace ends at low
+// too. It returns nil for a key after the generation keyspace.
+func NextBoundary(key []byte, low uint32) []byte {
 	switch {
 	case len(key) == 0 || key[0] < KeyPrefix:
-		return AppendPrefix(nil, 0)
+		return AppendPrefix(nil, low)
 	case key[0] > KeyPrefix:
 		return nil
 	}
 	var buf [4]byte
 	copy(buf[:], key[1:])
 	gen := binary.BigEndian.Uint32(buf[:])
-	if gen == math.MaxUint32 {
+	switch {
+	case gen < low:
+		return AppendPrefix(nil, low)
+	case gen == math.MaxUint32:
 		return []byte{KeyPrefix + 1}
 	}
 	return AppendPrefix(nil, gen+1)

@@ -76,11 +76,11 @@ func TestKeys(t *testing.T) {
 	if _, _, ok := expiry.SplitKey([]byte("m\x00\x00\x00\x00")); ok {
 		t.Error("SplitKey accepted a key of another namespace")
 	}
-	start, end := expiry.DropRange(7)
+	start, end := expiry.DropRange(3, 7)
 	for gen := uint32(0); gen < 10; gen++ {
 		key := expiry.AppendKey(nil, gen, []byte("\xff\xff"))
 		in := bytes.Compare(key, start) >= 0 && bytes.Compare(key, end) < 0
-		if in != (gen < 7) {
+		if in != (gen >= 3 && gen < 7) {
 			t.Errorf("generation %d: in drop range = %v", gen, in)
 		}
 	}
@@ -88,15 +88,17 @@ func TestKeys(t *testing.T) {
 		key  []byte
 		want []byte
 	}{
-		{nil, expiry.AppendPrefix(nil, 0)},
-		{[]byte("meta"), expiry.AppendPrefix(nil, 0)},
+		{nil, expiry.AppendPrefix(nil, 2)},
+		{[]byte("meta"), expiry.AppendPrefix(nil, 2)},
 		{expiry.AppendKey(nil, 5, []byte("k")), expiry.AppendPrefix(nil, 6)},
-		{[]byte("r\x00"), expiry.AppendPrefix(nil, 1)},
+		{[]byte("r\x00"), expiry.AppendPrefix(nil, 2)}, // dropped generations are one span
+		{expiry.AppendKey(nil, 1, nil), expiry.AppendPrefix(nil, 2)},
+		{expiry.AppendKey(nil, 2, nil), expiry.AppendPrefix(nil, 3)},
 		{expiry.AppendPrefix(nil, math.MaxUint32), []byte("s")},
 		{[]byte("z"), nil},
 	}
 	for _, tt := range tests {
-		if got := expiry.NextBoundary(tt.key); !bytes.Equal(got, tt.want) {
+		if got := expiry.NextBoundary(tt.key, 2); !bytes.Equal(got, tt.want) {
 			t.Errorf("NextBoundary(%q) = %q; want %q", tt.key, got, tt.want)
 		}
 	}

@@ -1,0 +1,546 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/idemkv/idemkv/expiry"
+	"github.com/idemkv/idemkv/record"
+)
+
+// Outcome is Begin's answer.
+type Outcome uint8
+
+const (
+	// Proceed: first time (or the earlier attempt was interrupted). The
+	// caller holds the claim and must Complete or Release it.
+	Proceed Outcome = iota + 1
+	// Replay: a completed record with the same fingerprint exists;
+	// Result.Record holds the stored response.
+	Replay
+	// Conflict: the key is taken (completed or in flight) by a request
+	// with a different fingerprint; Result.OriginalRequestID names it.
+	Conflict
+	// InFlight: a request with the same fingerprint holds the claim and
+	// the caller asked not to wait; Result.OriginalRequestID names it.
+	InFlight
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Proceed:
+		return "proceed"
+	case Replay:
+		return "replay"
+	case Conflict:
+		return "conflict"
+	case InFlight:
+		return "in-flight"
+	}
+	return fmt.Sprintf("Outcome(%d)", uint8(o))
+}
+
+// Request is the question Begin answers.
+type Request struct {
+	// Key names the record.
+	Key record.Key
+	// Fingerprint identifies the request's content (see record.Hasher).
+	// Its Version must be non-zero.
+	Fingerprint record.Fingerprint
+	// RequestID identifies this request; it is stored with the claim and
+	// reported to conflicting requests (up to record.MaxRequestIDLen bytes).
+	RequestID string
+	// Wait overrides Options.Wait for this call.
+	Wait WaitPolicy
+}
+
+// Result is Begin's answer.
+type Result struct {
+	Outcome Outcome
+	// Claim is the claim the caller now holds (Proceed only).
+	Claim *Claim
+	// Recovered is set with Proceed when an earlier claim of the key was
+	// interrupted: its process crashed or its lease expired. The handler
+	// may have partly run before; Record holds that claim (with its last
+	// Checkpoint, if any) so the application can reconcile.
+	Recovered bool
+	// Record is the stored record: the response to replay (Replay, with
+	// its body), the interrupted claim (Proceed with Recovered, without a
+	// body), or the record that conflicts (Conflict with a completed or
+	// interrupted record, without a body). The caller owns it.
+	Record *record.Record
+	// OriginalRequestID is the request id of the original request
+	// (Conflict) or of the running one (InFlight).
+	OriginalRequestID string
+}
+
+// Begin asks whether the request may run. It returns exactly one of the
+// four outcomes. With the Wait policy, a request whose key is held by a
+// running request with the same fingerprint blocks until that request
+// completes (Replay) or releases its claim (then this one may Proceed),
+// or until ctx is done (ctx.Err() is returned). Storage reads and writes
+// are not interrupted by ctx.
+func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
+	if err := req.Key.Validate(); err != nil {
+		return Result{}, err
+	}
+	if req.Fingerprint.Version == 0 {
+		return Result{}, fmt.Errorf("%w: fingerprint has no version", ErrInvalid)
+	}
+	if len(req.RequestID) > record.MaxRequestIDLen {
+		return Result{}, fmt.Errorf("%w: request id is %d bytes (max %d)", ErrInvalid, len(req.RequestID), record.MaxRequestIDLen)
+	}
+	if e.closed.Load() {
+		return Result{}, ErrClosed
+	}
+	e.st.begins.Add(1)
+	wait := req.Wait
+	if wait == DefaultWait {
+		wait = e.opts.Wait
+	}
+	kb := getBuf()
+	defer putBuf(kb)
+	*kb = req.Key.Append((*kb)[:0])
+	ek := string(*kb)
+	s := e.stripeFor(ek)
+	for {
+		now := e.clock.Now()
+		s.mu.Lock()
+		if c := s.calls[ek]; c != nil {
+			if c.expiredLocked(now) {
+				// The holder outlived its lease: take the key over. Its
+				// lease record stays in storage until the lookup below
+				// replaces it, and its Complete will fail.
+				delete(s.calls, ek)
+				c.lost = true
+				s.mu.Unlock()
+				e.st.leasesExpired.Add(1)
+				c.resolve(retry, nil)
+				continue
+			}
+			if c.kind == claimCall {
+				if c.fp != req.Fingerprint {
+					s.mu.Unlock()
+					e.st.conflicts.Add(1)
+					return Result{Outcome: Conflict, OriginalRequestID: c.requestID}, nil
+				}
+				if wait == NoWait {
+					s.mu.Unlock()
+					e.st.inflight.Add(1)
+					return Result{Outcome: InFlight, OriginalRequestID: c.requestID}, nil
+				}
+				e.st.waits.Add(1)
+			}
+			s.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return Result{}, ctx.Err()
+			}
+			switch c.res {
+			case stored:
+				if res, ok, err := e.answerStored(c.val, req, e.clock.Now()); ok || err != nil {
+					return res, err
+				}
+			case closing:
+				return Result{}, ErrClosed
+			}
+			continue
+		}
+		if v, ok := s.cache.get(ek); ok {
+			s.mu.Unlock()
+			if res, ok, err := e.answerStored(v, req, now); ok || err != nil {
+				e.st.cacheHits.Add(1)
+				return res, err
+			}
+			// Expired: forget it and look in storage.
+			s.mu.Lock()
+			if cur, ok := s.cache.get(ek); ok && &cur[0] == &v[0] {
+				s.cache.remove(ek)
+			}
+			s.mu.Unlock()
+			continue
+		}
+		lc := newCall(lookupCall)
+		s.calls[ek] = lc
+		s.mu.Unlock()
+		return e.lead(s, lc, ek, req, now)
+	}
+}
+
+// lead runs the storage lookup for a key on behalf of every request that
+// arrives meanwhile (they wait on lc), and answers for itself.
+func (e *Engine) lead(s *stripe, lc *call, ek string, req Request, now time.Time) (res Result, err error) {
+	if err := e.acquire(); err != nil {
+		s.abandon(ek, lc)
+		return Result{}, err
+	}
+	defer e.release()
+	e.st.lookups.Add(1)
+	f, err := e.lookup(ek, now)
+	if err != nil {
+		s.abandon(ek, lc)
+		e.st.errors.Add(1)
+		return Result{}, err
+	}
+	var prev *record.Record
+	if f.found {
+		m := f.meta
+		switch {
+		case m.State == record.Completed && m.Expired(now):
+			// Expired: the key is fresh again.
+		case m.State == record.Completed:
+			s.mu.Lock()
+			delete(s.calls, ek)
+			s.cache.put(ek, f.val)
+			s.mu.Unlock()
+			lc.resolve(stored, f.val)
+			res, _, err := e.answerStored(f.val, req, now)
+			return res, err
+		default:
+			// An in-flight record with no claim in memory: its holder is
+			// gone (an earlier process, or a claim that lost its lease).
+			prev, err = record.DecodeMeta(f.val)
+			if err != nil {
+				s.abandon(ek, lc)
+				return Result{}, err
+			}
+			if m.Fingerprint != req.Fingerprint {
+				s.abandon(ek, lc)
+				e.st.conflicts.Add(1)
+				return Result{Outcome: Conflict, Record: prev, OriginalRequestID: prev.RequestID}, nil
+			}
+		}
+	}
+	c, err := e.claim(ek, req, now, f, prev)
+	if err != nil {
+		s.abandon(ek, lc)
+		e.st.errors.Add(1)
+		return Result{}, err
+	}
+	s.mu.Lock()
+	s.calls[ek] = c.c
+	s.mu.Unlock()
+	lc.resolve(retry, nil)
+	e.st.proceeds.Add(1)
+	e.st.claims.Add(1)
+	if prev != nil {
+		e.st.recovered.Add(1)
+	}
+	return Result{Outcome: Proceed, Claim: c, Recovered: prev != nil, Record: prev}, nil
+}
+
+// abandon removes a lookup call that found nothing to share and wakes its
+// waiters to try again.
+func (s *stripe) abandon(ek string, c *call) {
+	s.mu.Lock()
+	if s.calls[ek] == c {
+		delete(s.calls, ek)
+	}
+	s.mu.Unlock()
+	c.resolve(retry, nil)
+}
+
+// answerStored turns an encoded completed record into Replay or Conflict
+// for req; ok is false if the record has expired at now.
+func (e *Engine) answerStored(val []byte, req Request, now time.Time) (Result, bool, error) {
+	m, err := record.Peek(val)
+	if err != nil {
+		e.st.corrupt.Add(1)
+		return Result{}, true, err
+	}
+	if m.Expired(now) {
+		return Result{}, false, nil
+	}
+	if m.Fingerprint != req.Fingerprint {
+		r, err := record.DecodeMeta(val)
+		if err != nil {
+			e.st.corrupt.Add(1)
+			return Result{}, true, err
+		}
+		e.st.conflicts.Add(1)
+		return Result{Outcome: Conflict, Record: r, OriginalRequestID: r.RequestID}, true, nil
+	}
+	r, err := record.Decode(val)
+	if err != nil {
+		e.st.corrupt.Add(1)
+		return Result{}, true, err
+	}
+	e.st.replays.Add(1)
+	return Result{Outcome: Replay, Record: r}, true, nil
+}
+
+// claim writes the lease record of a new claim and returns the claim.
+// found describes what storage held (an interrupted claim, or an expired
+// record, or nothing).
+func (e *Engine) claim(ek string, req Request, now time.Time, f found, prev *record.Record) (*Claim, error) {
+	token := e.tokens.Add(1)
+	cl := &Claim{
+		e: e, ek: ek, key: req.Key, fp: req.Fingerprint, requestID: req.RequestID,
+		token: token, attempt: 1, createdAt: now,
+	}
+	if prev != nil {
+		cl.attempt = prev.Attempt + 1
+		cl.createdAt = prev.CreatedAt
+		cl.checkpoint = prev.Checkpoint
+	}
+	lease := &record.Record{
+		State: record.InFlight, RequestID: req.RequestID, Fingerprint: req.Fingerprint,
+		Attempt: cl.attempt, CreatedAt: cl.createdAt, ExpiresAt: now.Add(e.ttl),
+		Lease:      record.Lease{Owner: e.incarnation, Token: token, ExpiresAt: now.Add(e.opts.Lease)},
+		Checkpoint: cl.checkpoint,
+	}
+	cl.gen = e.gens.Of(lease.ExpiresAt)
+	if err := e.writeRecord(ek, lease, cl.gen, f, false); err != nil {
+		return nil, err
+	}
+	cl.c = &call{
+		kind: claimCall, fp: req.Fingerprint, requestID: req.RequestID, token: token,
+		leaseUntil: lease.Lease.ExpiresAt.UnixNano(), done: make(chan struct{}),
+	}
+	return cl, nil
+}
+
+// writeRecord stores r under ek in generation gen, deleting the copy that
+// f found in another generation, and waits for durability if durable.
+func (e *Engine) writeRecord(ek string, r *record.Record, gen uint32, f found, durable bool) error {
+	vb := getBuf()
+	defer putBuf(vb)
+	val, err := record.Append((*vb)[:0], r, e.opts.Compression)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	*vb = val
+	b := e.db.NewBatch()
+	defer b.Close()
+	kb := getBuf()
+	defer putBuf(kb)
+	*kb = append(expiry.AppendPrefix((*kb)[:0], gen), ek...)
+	_ = b.Set(*kb, val, nil)
+	if f.found && f.gen != gen {
+		*kb = append(expiry.AppendPrefix((*kb)[:0], f.gen), ek...)
+		_ = b.Delete(*kb, nil)
+	}
+	if err := e.commit(b, durable); err != nil {
+		return err
+	}
+	e.noteGen(gen)
+	return nil
+}
+
+// commit applies b. Every commit returns after the log is written to the
+// operating system (see package walfs); durable commits also wait for an
+// fsync in the Synced mode.
+func (e *Engine) commit(b *pebble.Batch, durable bool) error {
+	if err := e.db.Apply(b, pebble.Sync); err != nil {
+		return fmt.Errorf("idemkv: write: %w", err)
+	}
+	if durable && e.opts.Durability == Synced {
+		if err := e.fsync.Sync(); err != nil {
+			return fmt.Errorf("idemkv: write: %w", err)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) noteGen(gen uint32) {
+	for {
+		m := e.maxGen.Load()
+		if gen <= m || e.maxGen.CompareAndSwap(m, gen) {
+			return
+		}
+	}
+}
+
+// Claim is the exclusive right to run a request for a key, returned with
+// Proceed. Exactly one of Complete or Release must follow. A Claim's
+// methods are safe to call from any goroutine, but not concurrently with
+// each other.
+type Claim struct {
+	e          *Engine
+	c          *call
+	ek         string
+	key        record.Key
+	fp         record.Fingerprint
+	requestID  string
+	token      uint64
+	attempt    uint32
+	gen        uint32 // generation of the lease record
+	createdAt  time.Time
+	checkpoint *record.Checkpoint
+	finished   atomic.Bool
+}
+
+// Key returns the claimed key.
+func (c *Claim) Key() record.Key { return c.key }
+
+// RequestID returns the request id given to Begin.
+func (c *Claim) RequestID() string { return c.requestID }
+
+// Attempt returns 1 for a first claim, and one more for each recovery.
+func (c *Claim) Attempt() uint32 { return c.attempt }
+
+// Token returns the claim's fencing token, unique among the claims of this
+// process.
+func (c *Claim) Token() uint64 { return c.token }
+
+// Response is what Complete stores for replay.
+type Response struct {
+	Status int
+	Header []record.Header
+	Body   []byte
+	// RequestID, if set, replaces the claim's request id in the stored
+	// record (for example the id the handler itself assigned).
+	RequestID string
+}
+
+// Complete stores resp as the key's record and releases the claim. Every
+// request waiting on the key then gets Replay (or Conflict). In the Synced
+// mode it returns once the record is fsynced; the key stays locked until
+// then, so no one can see a record that a crash could still lose. The
+// caller may reuse resp's slices after the call. ctx is not used to
+// interrupt the write, which cannot be undone halfway.
+func (c *Claim) Complete(ctx context.Context, resp Response) error {
+	e := c.e
+	if resp.Status < 100 || resp.Status > 999 {
+		return fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
+	}
+	if len(resp.Body) > e.opts.MaxBodySize {
+		return fmt.Errorf("%w: body is %d bytes (max %d)", ErrTooLarge, len(resp.Body), e.opts.MaxBodySize)
+	}
+	reqID := c.requestID
+	if resp.RequestID != "" {
+		reqID = resp.RequestID
+	}
+	now := e.clock.Now()
+	r := &record.Record{
+		State: record.Completed, RequestID: reqID, Fingerprint: c.fp, Attempt: c.attempt,
+		Status: resp.Status, Header: resp.Header, Body: resp.Body,
+		CreatedAt: c.createdAt, CompletedAt: now, ExpiresAt: now.Add(e.ttl),
+		Lease:      record.Lease{Owner: e.incarnation, Token: c.token},
+		Checkpoint: c.checkpoint,
+	}
+	val, err := record.Append(nil, r, e.opts.Compression)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrTooLarge, err)
+	}
+	if err := c.begin(); err != nil {
+		return err
+	}
+	if err := e.acquire(); err != nil {
+		c.abort()
+		return err
+	}
+	defer e.release()
+	gen := e.gens.Of(r.ExpiresAt)
+	b := e.db.NewBatch()
+	defer b.Close()
+	kb := getBuf()
+	defer putBuf(kb)
+	*kb = append(expiry.AppendPrefix((*kb)[:0], gen), c.ek...)
+	_ = b.Set(*kb, val, nil)
+	if c.gen != gen {
+		*kb = append(expiry.AppendPrefix((*kb)[:0], c.gen), c.ek...)
+		_ = b.Delete(*kb, nil)
+	}
+	if err := e.commit(b, true); err != nil {
+		e.st.errors.Add(1)
+		c.abort()
+		return err
+	}
+	e.noteGen(gen)
+	s := e.stripeFor(c.ek)
+	s.mu.Lock()
+	if s.calls[c.ek] == c.c {
+		delete(s.calls, c.ek)
+	}
+	s.cache.put(c.ek, val)
+	s.mu.Unlock()
+	c.c.resolve(stored, val)
+	e.st.completes.Add(1)
+	e.st.claims.Add(-1)
+	return nil
+}
+
+// Release gives the claim up without storing a response, so that a retry
+// runs the request again. Waiting requests wake and one of them proceeds.
+func (c *Claim) Release(ctx context.Context) error {
+	e := c.e
+	if err := c.begin(); err != nil {
+		return err
+	}
+	if err := e.acquire(); err != nil {
+		c.abort()
+		return err
+	}
+	defer e.release()
+	b := e.db.NewBatch()
+	defer b.Close()
+	kb := getBuf()
+	defer putBuf(kb)
+	*kb = append(expiry.AppendPrefix((*kb)[:0], c.gen), c.ek...)
+	_ = b.Delete(*kb, nil)
+	err := e.commit(b, false)
+	c.abort() // remove the claim and wake waiters either way
+	if err != nil {
+		// The lease stays in storage; the next Begin recovers it.
+		e.st.errors.Add(1)
+		return err
+	}
+	e.st.releases.Add(1)
+	return nil
+}
+
+// begin marks the claim as finishing, so that its lease cannot be taken
+// over while it writes, and checks that it is still held.
+func (c *Claim) begin() error {
+	if c.finished.Swap(true) {
+		return ErrClaimDone
+	}
+	e := c.e
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	s := e.stripeFor(c.ek)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.c.lost || s.calls[c.ek] != c.c {
+		e.st.leasesLost.Add(1)
+		return ErrLeaseLost
+	}
+	c.c.completing = true
+	return nil
+}
+
+// abort removes the claim from memory and wakes its waiters to look again.
+func (c *Claim) abort() {
+	e := c.e
+	s := e.stripeFor(c.ek)
+	s.mu.Lock()
+	held := s.calls[c.ek] == c.c
+	if held {
+		delete(s.calls, c.ek)
+	}
+	s.mu.Unlock()
+	if held {
+		c.c.resolve(retry, nil)
+		e.st.claims.Add(-1)
+	}
+}
+
+// bufPool holds scratch buffers for keys and values. A buffer is never
+// returned to the pool while anything still refers to it.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	bufPool.Put(b)
+}

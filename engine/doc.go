@@ -1,0 +1,78 @@
+// Package engine is idemkv's embedded idempotency-key store: a crash-safe
+// claim / complete / replay engine on Pebble.
+//
+// For every request that carries an idempotency key, a server asks
+// [Engine.Begin] one question — has (scope, endpoint, key) been seen? —
+// and gets one of four answers:
+//
+//   - [Proceed]: first time. The caller holds a [Claim], runs its handler,
+//     then calls [Claim.Complete] with the response, or [Claim.Release]
+//     (nothing stored, a retry runs again).
+//   - [Replay]: a completed record with the same fingerprint exists; the
+//     stored response is returned byte for byte.
+//   - [Conflict]: the key is taken by a request with a different
+//     fingerprint; the original request id is returned.
+//   - [InFlight]: a request with the same fingerprint is running and the
+//     caller chose not to wait. With [Wait] (the default), Begin waits for
+//     it instead, bounded by its context, and answers Replay (or Proceed if
+//     the running request released its claim).
+//
+// # Guarantees
+//
+//   - A handler never runs twice for one key while a claim or a completed,
+//     unexpired record exists: not under concurrency (claims are held in
+//     striped in-memory locks and every waiter parks on the running call),
+//     and not across a crash (claims are persisted as leases before Begin
+//     returns Proceed).
+//   - A claim interrupted by a crash is recovered by the next request with
+//     the same key and fingerprint: it gets Proceed with Result.Recovered
+//     and the interrupted claim's record (attempt number, last checkpoint),
+//     so the application can reconcile. Every process that opens a data
+//     directory has a new incarnation number, so a lease left by an earlier
+//     process is known to be orphaned and is recovered at once. Within one
+//     process a lease only expires if its holder neither completes nor
+//     releases it within Options.Lease.
+//   - What Complete acknowledged is replayed after a crash, as described
+//     for each [Durability]: in the default Synced mode a record is fsynced
+//     before Complete returns, and the key stays locked until then, because
+//     Pebble makes a write visible before its fsync finishes; no one can be
+//     answered from a record that a crash could still lose.
+//   - An expired record is never replayed, whether or not the sweeper has
+//     dropped it yet (see package expiry).
+//   - Damaged stored bytes are detected by checksums and reported as errors
+//     matching [ErrCorrupt]; they are never replayed.
+//   - Keys of different scopes and endpoints never collide (see package
+//     record).
+//
+// # Durability modes
+//
+// Every write — leases, completions, releases — is committed to Pebble's
+// write-ahead log and written to the operating system (write(2)) before
+// the call returns, so a crash of the process loses nothing that was
+// acknowledged, in either mode. The modes differ in fsync, which is what a
+// crash of the machine (power loss, kernel panic) needs:
+//
+//	mode     Complete returns after       process crash   machine crash
+//	Synced   fsync (shared by many)       loses nothing   loses nothing
+//	Relaxed  write(2); fsync every        loses nothing   loses at most the last
+//	         SyncInterval (100ms)                         SyncInterval of completions
+//
+// Leases (Begin's Proceed) never wait for an fsync in either mode. A
+// machine crash can therefore lose a lease; a retry then proceeds without
+// the Recovered flag.
+//
+// The engine decides the fsyncs itself: it wraps Pebble's filesystem so that
+// a commit with pebble.Sync returns once the log is written, and fsyncs the
+// log once for all the commits that wait (group commit). Plain
+// pebble.NoSync is not used because it returns while the bytes are still in
+// Pebble's own memory, where a process crash loses them.
+//
+// # Caveats
+//
+//   - After an fsync of the log fails, the engine refuses every write that
+//     needs durability until it is reopened: once fsync has failed, no later
+//     fsync proves the earlier writes durable.
+//   - A data directory's generation width is fixed when it is created; the
+//     TTL may later change within 63 widths (see Options.TTL).
+//   - One process at a time: Pebble locks the directory.
+package engine

@@ -1,0 +1,346 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/idemkv/idemkv/engine/internal/walfs"
+	"github.com/idemkv/idemkv/expiry"
+)
+
+// Engine is an embedded, persistent idempotency-key store. It is safe for
+// concurrent use by many goroutines. Only one Engine (one process) may have
+// a data directory open at a time; Open fails if another holds it.
+type Engine struct {
+	opts  Options
+	db    *pebble.DB
+	fs    *walfs.FS
+	gens  expiry.Generations
+	ttl   time.Duration
+	clock expiry.Clock
+	log   *slog.Logger
+
+	// incarnation numbers the processes that opened this directory; leases
+	// record it, so a lease with another incarnation is an orphan of a
+	// process that has exited.
+	incarnation uint64
+	tokens      atomic.Uint64 // fencing tokens of claims
+
+	stripes []stripe
+	mask    uint64
+
+	fsync groupSync
+
+	// lowGen is the lowest generation that may hold records (everything
+	// below has been dropped); maxGen the highest seen. Both are hints
+	// kept by the sweeper and by writes.
+	lowGen, maxGen atomic.Uint32
+
+	// closeMu is held for reading by every operation that touches db, and
+	// for writing by Close, so that Close waits for them to finish.
+	closeMu sync.RWMutex
+	closed  atomic.Bool
+	stop    chan struct{}  // closed by Close to stop background goroutines
+	bg      sync.WaitGroup // background goroutines
+	once    sync.Once
+	cerr    error
+
+	st stats
+}
+
+// metaKey holds the data directory's metadata. It sorts before every
+// generation-prefixed key.
+var metaKey = []byte("\x00idemkv")
+
+// The metadata layout. These constants are part of the on-disk format.
+//
+//	+-------+---------+-----------------------+----------------------+------------+
+//	| magic | version | width (uvarint, secs) | incarnation (uvarint)| crc32c (4) |
+//	+-------+---------+-----------------------+----------------------+------------+
+const (
+	metaMagic   = 0x1E
+	metaVersion = 1
+)
+
+// Open opens (creating if needed) the data directory dir. A nil o means
+// the defaults documented on Options.
+func Open(dir string, o *Options) (*Engine, error) {
+	opts, err := o.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	e := &Engine{
+		opts:    opts,
+		ttl:     opts.TTL,
+		clock:   opts.Clock,
+		log:     opts.Logger,
+		fs:      walfs.New(opts.FS),
+		stripes: make([]stripe, opts.Stripes),
+		mask:    uint64(opts.Stripes - 1),
+		stop:    make(chan struct{}),
+	}
+	e.fsync.fn = e.fs.SyncWAL
+	perStripe := 0
+	if opts.CacheSize > 0 {
+		perStripe = opts.CacheSize / opts.Stripes
+	}
+	for i := range e.stripes {
+		e.stripes[i].init(perStripe)
+	}
+
+	cache := pebble.NewCache(opts.BlockCacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:                 e.fs,
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		MemTableSize:       opts.MemTableSize,
+		Logger:             pebbleLogger{opts.Logger},
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	// Cut tables at generation boundaries so that dropping a generation
+	// frees whole files without rewriting any.
+	po.Experimental.SpanPolicyFunc = func(start []byte) (pebble.SpanPolicy, []byte, error) {
+		return pebble.SpanPolicy{}, expiry.NextBoundary(start, e.lowGen.Load()), nil
+	}
+	if opts.ConfigurePebble != nil {
+		opts.ConfigurePebble(po)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	e.db = db
+	if err := e.loadMeta(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	if err := (expiry.Policy{TTL: opts.TTL, Lease: opts.Lease}).Validate(e.gens.Width); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	if err := e.initGenerations(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	e.bg.Add(1)
+	go e.sweepLoop()
+	if opts.Durability == Relaxed {
+		e.bg.Add(1)
+		go e.syncLoop()
+	}
+	return e, nil
+}
+
+// loadMeta reads the directory's metadata (creating it for a new
+// directory), takes the next incarnation number and stores it durably.
+func (e *Engine) loadMeta() error {
+	width := e.opts.GenerationWidth
+	var inc uint64
+	v, closer, err := e.db.Get(metaKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+		if err := (expiry.Policy{TTL: e.opts.TTL, Lease: e.opts.Lease}).Validate(width); err != nil {
+			return err
+		}
+	case err != nil:
+		return err
+	default:
+		w, i, derr := decodeMeta(v)
+		closer.Close()
+		if derr != nil {
+			return derr
+		}
+		width, inc = w, i
+	}
+	e.gens = expiry.Generations{Width: width}
+	e.incarnation = inc + 1
+	if err := e.db.Set(metaKey, encodeMeta(width, e.incarnation), pebble.Sync); err != nil {
+		return err
+	}
+	return e.fsync.Sync()
+}
+
+func encodeMeta(width time.Duration, inc uint64) []byte {
+	b := []byte{metaMagic, metaVersion}
+	b = binary.AppendUvarint(b, uint64(width/time.Second))
+	b = binary.AppendUvarint(b, inc)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeMeta(b []byte) (time.Duration, uint64, error) {
+	if len(b) < 2+4 || b[0] != metaMagic {
+		return 0, 0, fmt.Errorf("%w: bad metadata record", ErrCorrupt)
+	}
+	if b[1] != metaVersion {
+		return 0, 0, fmt.Errorf("%w: data directory format version %d (this build reads %d)", ErrVersion, b[1], metaVersion)
+	}
+	body := b[:len(b)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return 0, 0, fmt.Errorf("%w: metadata checksum mismatch", ErrCorrupt)
+	}
+	secs, n := binary.Uvarint(body[2:])
+	if n <= 0 || secs == 0 || secs > uint64(100*365*24*time.Hour/time.Second) {
+		return 0, 0, fmt.Errorf("%w: bad generation width", ErrCorrupt)
+	}
+	inc, m := binary.Uvarint(body[2+n:])
+	if m <= 0 || 2+n+m != len(body) {
+		return 0, 0, fmt.Errorf("%w: bad metadata record", ErrCorrupt)
+	}
+	return time.Duration(secs) * time.Second, inc, nil
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// initGenerations finds the lowest and highest generation on disk. In an
+// empty store the lowest is the current one: nothing older exists.
+func (e *Engine) initGenerations() error {
+	e.lowGen.Store(e.gens.Droppable(e.clock.Now()))
+	it, err := e.db.NewIter(&pebble.IterOptions{
+		LowerBound: expiry.AppendPrefix(nil, 0),
+		UpperBound: []byte{expiry.KeyPrefix + 1},
+	})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	if it.First() {
+		g, _, _ := expiry.SplitKey(it.Key())
+		e.lowGen.Store(min(g, e.lowGen.Load()))
+	}
+	if it.Last() {
+		g, _, _ := expiry.SplitKey(it.Key())
+		e.maxGen.Store(g)
+	}
+	return it.Error()
+}
+
+// Close stops background work, wakes every waiter with ErrClosed, makes
+// every claim still in flight fail with ErrLeaseLost (their leases stay on
+// disk and are recovered by the next process), fsyncs and closes the
+// store. It is idempotent: later calls return the first call's result.
+func (e *Engine) Close() error {
+	e.once.Do(func() {
+		e.closed.Store(true)
+		close(e.stop)
+		e.bg.Wait()
+		for i := range e.stripes {
+			e.stripes[i].closeAll()
+		}
+		e.closeMu.Lock()
+		defer e.closeMu.Unlock()
+		err := e.fsync.Sync()
+		if cerr := e.db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			e.cerr = fmt.Errorf("engine: close: %w", err)
+		}
+	})
+	return e.cerr
+}
+
+// acquire marks the start of an operation that uses the store; release
+// must follow. It fails once the engine is closed.
+func (e *Engine) acquire() error {
+	e.closeMu.RLock()
+	if e.closed.Load() {
+		e.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *Engine) release() { e.closeMu.RUnlock() }
+
+func (e *Engine) stripeFor(ek string) *stripe {
+	return &e.stripes[xxhash.Sum64String(ek)&e.mask]
+}
+
+// groupSync runs fn (an fsync of the log) on behalf of many callers at
+// once: a caller needs a run of fn that starts after its call, and every
+// caller waiting when a run starts is served by that run.
+type groupSync struct {
+	fn func() error
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	started uint64 // runs started; guarded by mu
+	done    uint64 // runs finished; guarded by mu
+	running bool   // guarded by mu
+	failed  uint64 // the first run that failed, 0 if none; guarded by mu
+	err     error  // its error; guarded by mu
+}
+
+// Sync returns once every write completed before the call is durable.
+func (g *groupSync) Sync() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cond.L == nil {
+		g.cond.L = &g.mu
+	}
+	target := g.started + 1
+	for g.done < target {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		run := g.started
+		g.mu.Unlock()
+		err := g.fn()
+		g.mu.Lock()
+		g.running = false
+		g.done = run
+		if err != nil && g.failed == 0 {
+			g.failed, g.err = run, err
+		}
+		g.cond.Broadcast()
+	}
+	if g.failed != 0 && g.failed <= target {
+		return g.err
+	}
+	return nil
+}
+
+// syncLoop fsyncs the log every SyncInterval in the Relaxed mode.
+func (e *Engine) syncLoop() {
+	defer e.bg.Done()
+	t := time.NewTicker(e.opts.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			if err := e.fsync.Sync(); err != nil {
+				e.log.Error("idemkv: background fsync failed", "err", err)
+				return
+			}
+		}
+	}
+}
+
+// pebbleLogger passes Pebble's errors to slog and drops its chatter.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (pebbleLogger) Infof(string, ...any) {}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error("pebble (fatal): " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,628 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/expiry"
+	"github.com/idemkv/idemkv/record"
+)
+
+var ctx = context.Background()
+
+// newTestEngine opens an engine on a fresh temporary directory and closes
+// it when the test ends.
+func newTestEngine(t testing.TB, o *engine.Options) (*engine.Engine, string) {
+	t.Helper()
+	dir := t.TempDir()
+	e, err := engine.Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e, dir
+}
+
+func key(k string) record.Key {
+	return record.Key{Scope: "tenant-a", Endpoint: "POST /v1/calls", Key: k}
+}
+
+func req(k, body string) engine.Request {
+	return engine.Request{Key: key(k), Fingerprint: record.Sum([]byte(body)), RequestID: "req-" + k + "-" + body}
+}
+
+func response(body string) engine.Response {
+	return engine.Response{
+		Status: 201,
+		Header: []record.Header{{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/v1/calls/1"}},
+		Body:   []byte(body),
+	}
+}
+
+func begin(t testing.TB, e *engine.Engine, r engine.Request) engine.Result {
+	t.Helper()
+	res, err := e.Begin(ctx, r)
+	if err != nil {
+		t.Fatalf("Begin(%v): %v", r.Key, err)
+	}
+	return res
+}
+
+func mustOutcome(t testing.TB, res engine.Result, want engine.Outcome) {
+	t.Helper()
+	if res.Outcome != want {
+		t.Fatalf("outcome = %v; want %v (result %+v)", res.Outcome, want, res)
+	}
+}
+
+func assertReplay(t testing.TB, res engine.Result, want engine.Response) {
+	t.Helper()
+	mustOutcome(t, res, engine.Replay)
+	r := res.Record
+	if r.Status != want.Status || !bytes.Equal(r.Body, want.Body) || fmt.Sprint(r.Header) != fmt.Sprint(want.Header) {
+		t.Fatalf("replayed %d %q %v; want %d %q %v", r.Status, r.Body, r.Header, want.Status, want.Body, want.Header)
+	}
+}
+
+func TestAnswers(t *testing.T) {
+	bigBody := strings.Repeat(`{"id":"call_1","status":"queued"},`, 200)
+	tests := []struct {
+		name string
+		run  func(t *testing.T, e *engine.Engine)
+	}{
+		{"first request proceeds", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			mustOutcome(t, res, engine.Proceed)
+			if res.Recovered || res.Claim.Attempt() != 1 {
+				t.Fatalf("fresh claim: recovered=%v attempt=%d", res.Recovered, res.Claim.Attempt())
+			}
+		}},
+		{"retry after completion replays", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Complete(ctx, response(bigBody)); err != nil {
+				t.Fatal(err)
+			}
+			assertReplay(t, begin(t, e, req("k", "a")), response(bigBody))
+			e.EvictCacheForTest()
+			assertReplay(t, begin(t, e, req("k", "a")), response(bigBody))
+		}},
+		{"different body conflicts with completed", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Complete(ctx, response("x")); err != nil {
+				t.Fatal(err)
+			}
+			for _, evict := range []bool{false, true} {
+				if evict {
+					e.EvictCacheForTest()
+				}
+				got := begin(t, e, req("k", "b"))
+				mustOutcome(t, got, engine.Conflict)
+				if got.OriginalRequestID != "req-k-a" {
+					t.Fatalf("OriginalRequestID = %q; want req-k-a", got.OriginalRequestID)
+				}
+			}
+		}},
+		{"handler's request id is stored", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			resp := response("x")
+			resp.RequestID = "handler-id"
+			if err := res.Claim.Complete(ctx, resp); err != nil {
+				t.Fatal(err)
+			}
+			if got := begin(t, e, req("k", "b")); got.OriginalRequestID != "handler-id" {
+				t.Fatalf("OriginalRequestID = %q; want handler-id", got.OriginalRequestID)
+			}
+		}},
+		{"different body conflicts with in-flight", func(t *testing.T, e *engine.Engine) {
+			mustOutcome(t, begin(t, e, req("k", "a")), engine.Proceed)
+			got := begin(t, e, req("k", "b"))
+			mustOutcome(t, got, engine.Conflict)
+			if got.OriginalRequestID != "req-k-a" {
+				t.Fatalf("OriginalRequestID = %q", got.OriginalRequestID)
+			}
+		}},
+		{"no-wait duplicate gets in-flight", func(t *testing.T, e *engine.Engine) {
+			mustOutcome(t, begin(t, e, req("k", "a")), engine.Proceed)
+			r := req("k", "a")
+			r.Wait = engine.NoWait
+			got := begin(t, e, r)
+			mustOutcome(t, got, engine.InFlight)
+			if got.OriginalRequestID != "req-k-a" {
+				t.Fatalf("OriginalRequestID = %q", got.OriginalRequestID)
+			}
+		}},
+		{"waiting duplicate gets the replay", func(t *testing.T, e *engine.Engine) {
+			first := begin(t, e, req("k", "a"))
+			got := make(chan engine.Result)
+			go func() { got <- begin(t, e, req("k", "a")) }()
+			waitFor(t, func() bool { return e.Stats().Waits == 1 })
+			if err := first.Claim.Complete(ctx, response("done")); err != nil {
+				t.Fatal(err)
+			}
+			assertReplay(t, <-got, response("done"))
+		}},
+		{"waiting duplicate proceeds after release", func(t *testing.T, e *engine.Engine) {
+			first := begin(t, e, req("k", "a"))
+			got := make(chan engine.Result)
+			go func() { got <- begin(t, e, req("k", "a")) }()
+			waitFor(t, func() bool { return e.Stats().Waits == 1 })
+			if err := first.Claim.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			res := <-got
+			mustOutcome(t, res, engine.Proceed)
+			if res.Recovered {
+				t.Fatal("a released key was reported as recovered")
+			}
+		}},
+		{"wait is bounded by the context", func(t *testing.T, e *engine.Engine) {
+			mustOutcome(t, begin(t, e, req("k", "a")), engine.Proceed)
+			c, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			if _, err := e.Begin(c, req("k", "a")); !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("err = %v; want DeadlineExceeded", err)
+			}
+		}},
+		{"release lets a retry run again", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			mustOutcome(t, begin(t, e, req("k", "a")), engine.Proceed)
+		}},
+		{"a claim finishes once", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Complete(ctx, response("x")); err != nil {
+				t.Fatal(err)
+			}
+			if err := res.Claim.Complete(ctx, response("y")); !errors.Is(err, engine.ErrClaimDone) {
+				t.Fatalf("second Complete: %v; want ErrClaimDone", err)
+			}
+			if err := res.Claim.Release(ctx); !errors.Is(err, engine.ErrClaimDone) {
+				t.Fatalf("Release after Complete: %v; want ErrClaimDone", err)
+			}
+			assertReplay(t, begin(t, e, req("k", "a")), response("x"))
+		}},
+		{"keys are scoped by tenant and endpoint", func(t *testing.T, e *engine.Engine) {
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Complete(ctx, response("x")); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []record.Key{
+				{Scope: "tenant-b", Endpoint: "POST /v1/calls", Key: "k"},
+				{Scope: "tenant-a", Endpoint: "POST /v1/agents", Key: "k"},
+				{Scope: "tenant-a", Endpoint: "POST /v1/calls", Key: "K"},
+			} {
+				mustOutcome(t, begin(t, e, engine.Request{Key: k, Fingerprint: record.Sum([]byte("a"))}), engine.Proceed)
+			}
+		}},
+		{"invalid input is refused", func(t *testing.T, e *engine.Engine) {
+			if _, err := e.Begin(ctx, engine.Request{Key: record.Key{}, Fingerprint: record.Sum(nil)}); !errors.Is(err, engine.ErrInvalidKey) {
+				t.Errorf("empty key: %v", err)
+			}
+			if _, err := e.Begin(ctx, engine.Request{Key: key(strings.Repeat("k", 256)), Fingerprint: record.Sum(nil)}); !errors.Is(err, engine.ErrInvalidKey) {
+				t.Errorf("long key: %v", err)
+			}
+			if _, err := e.Begin(ctx, engine.Request{Key: key("k")}); !errors.Is(err, engine.ErrInvalid) {
+				t.Errorf("no fingerprint: %v", err)
+			}
+			res := begin(t, e, req("k", "a"))
+			if err := res.Claim.Complete(ctx, engine.Response{Status: 42}); !errors.Is(err, engine.ErrInvalid) {
+				t.Errorf("status 42: %v", err)
+			}
+			if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: make([]byte, 16<<20+1)}); !errors.Is(err, engine.ErrTooLarge) {
+				t.Errorf("huge body: %v", err)
+			}
+			// Nothing was lost: the claim is still held and completes.
+			if err := res.Claim.Complete(ctx, response("ok")); err != nil {
+				t.Errorf("Complete after refused input: %v", err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e, _ := newTestEngine(t, nil)
+			tt.run(t, e)
+		})
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRecoveredAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	e, err := engine.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := begin(t, e, req("k", "a"))
+	mustOutcome(t, res, engine.Proceed)
+	// The process "dies" holding the claim: close without completing.
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Claim.Complete(ctx, response("late")); err == nil {
+		t.Fatal("Complete after Close succeeded")
+	}
+	e, err = engine.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	got := begin(t, e, req("k", "b"))
+	mustOutcome(t, got, engine.Conflict) // the interrupted claim still binds the key to its body
+	got = begin(t, e, req("k", "a"))
+	mustOutcome(t, got, engine.Proceed)
+	if !got.Recovered || got.Claim.Attempt() != 2 || got.Record == nil || got.Record.RequestID != "req-k-a" {
+		t.Fatalf("recovered=%v attempt=%d record=%+v; want a recovered second attempt", got.Recovered, got.Claim.Attempt(), got.Record)
+	}
+	if err := got.Claim.Complete(ctx, response("x")); err != nil {
+		t.Fatal(err)
+	}
+	assertReplay(t, begin(t, e, req("k", "a")), response("x"))
+	if s := e.Stats(); s.Recovered != 1 || s.Incarnation != 2 {
+		t.Errorf("stats: recovered=%d incarnation=%d; want 1, 2", s.Recovered, s.Incarnation)
+	}
+}
+
+func TestReplayAfterRestart(t *testing.T) {
+	dir := t.TempDir()
+	e, err := engine.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := begin(t, e, req("k", "a"))
+	if err := res.Claim.Complete(ctx, response("stored")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := e.Begin(ctx, req("k", "a")); !errors.Is(err, engine.ErrClosed) {
+		t.Fatalf("Begin after Close: %v; want ErrClosed", err)
+	}
+	e, err = engine.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	assertReplay(t, begin(t, e, req("k", "a")), response("stored"))
+}
+
+func TestLeaseExpiryWithinProcess(t *testing.T) {
+	clock := expiry.NewFakeClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+	e, _ := newTestEngine(t, &engine.Options{Clock: clock, Lease: time.Minute})
+	first := begin(t, e, req("k", "a"))
+	clock.Advance(59 * time.Second)
+	r := req("k", "a")
+	r.Wait = engine.NoWait
+	mustOutcome(t, begin(t, e, r), engine.InFlight)
+	clock.Advance(time.Second)
+	second := begin(t, e, req("k", "a"))
+	mustOutcome(t, second, engine.Proceed)
+	if !second.Recovered || second.Claim.Attempt() != 2 {
+		t.Fatalf("takeover: recovered=%v attempt=%d", second.Recovered, second.Claim.Attempt())
+	}
+	if err := first.Claim.Complete(ctx, response("stale")); !errors.Is(err, engine.ErrLeaseLost) {
+		t.Fatalf("stale holder's Complete: %v; want ErrLeaseLost", err)
+	}
+	if err := second.Claim.Complete(ctx, response("fresh")); err != nil {
+		t.Fatal(err)
+	}
+	assertReplay(t, begin(t, e, req("k", "a")), response("fresh"))
+}
+
+func TestTTL(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	clock := expiry.NewFakeClock(t0)
+	e, _ := newTestEngine(t, &engine.Options{Clock: clock, TTL: time.Hour})
+	res := begin(t, e, req("k", "a"))
+	clock.Advance(10 * time.Minute) // the TTL counts from completion
+	if err := res.Claim.Complete(ctx, response("x")); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour - time.Nanosecond)
+	assertReplay(t, begin(t, e, req("k", "a")), response("x"))
+	clock.Advance(time.Nanosecond)
+	for _, evict := range []bool{false, true} {
+		if evict {
+			e.EvictCacheForTest()
+		}
+		if _, err := e.Get(ctx, key("k")); !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("Get of an expired record: %v; want ErrNotFound", err)
+		}
+	}
+	res = begin(t, e, req("k", "b")) // a different body is fine once expired
+	mustOutcome(t, res, engine.Proceed)
+	if err := res.Claim.Complete(ctx, response("y")); err != nil {
+		t.Fatal(err)
+	}
+	assertReplay(t, begin(t, e, req("k", "b")), response("y"))
+}
+
+func TestSweepDropsExpiredGenerations(t *testing.T) {
+	t0 := time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)
+	clock := expiry.NewFakeClock(t0)
+	e, _ := newTestEngine(t, &engine.Options{Clock: clock, TTL: time.Hour})
+	for i := range 100 {
+		res := begin(t, e, req(fmt.Sprint(i), "a"))
+		if err := res.Claim.Complete(ctx, response(strings.Repeat("x", 1000))); err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+	}
+	count := func(includeExpired bool) int {
+		n := 0
+		err := e.Scan(ctx, engine.ScanOptions{IncludeExpired: includeExpired}, func(engine.Entry) error { n++; return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := count(false); got != 59 {
+		t.Fatalf("live records after 100 minutes with a 1h TTL = %d; want 59", got)
+	}
+	if got := count(true); got != 100 {
+		t.Fatalf("stored records before sweeping = %d; want 100", got)
+	}
+	dropped, err := e.Sweep(ctx)
+	if err != nil || dropped == 0 {
+		t.Fatalf("Sweep = %d, %v; want some generations dropped", dropped, err)
+	}
+	after := count(true)
+	if after < 59 || after >= 100 {
+		t.Fatalf("stored records after sweeping = %d; want fewer than 100 and every live one", after)
+	}
+	if got := count(false); got != 59 {
+		t.Fatalf("live records after sweeping = %d; want 59", got)
+	}
+	for i := 41; i < 100; i++ {
+		assertReplay(t, begin(t, e, req(fmt.Sprint(i), "a")), response(strings.Repeat("x", 1000)))
+	}
+	clock.Advance(2 * time.Hour)
+	if _, err := e.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := count(true); got != 0 {
+		t.Fatalf("records left after everything expired and was swept = %d", got)
+	}
+}
+
+func TestCorruptRecordIsReportedNotReplayed(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	for _, name := range []string{"header", "body", "truncated"} {
+		t.Run(name, func(t *testing.T) {
+			k := "corrupt-" + name
+			res := begin(t, e, req(k, "a"))
+			if err := res.Claim.Complete(ctx, response(strings.Repeat(`{"a":1}`, 100))); err != nil {
+				t.Fatal(err)
+			}
+			err := e.DamageForTest(key(k), func(v []byte) []byte {
+				switch name {
+				case "header":
+					v[4] ^= 0x40
+				case "body":
+					v[len(v)-10] ^= 0x01
+				default:
+					v = v[:len(v)/2]
+				}
+				return v
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.EvictCacheForTest()
+			if _, err := e.Begin(ctx, req(k, "a")); !errors.Is(err, engine.ErrCorrupt) {
+				t.Fatalf("Begin on a damaged record: %v; want ErrCorrupt", err)
+			}
+			if _, err := e.Get(ctx, key(k)); !errors.Is(err, engine.ErrCorrupt) {
+				t.Fatalf("Get on a damaged record: %v; want ErrCorrupt", err)
+			}
+			var bad int
+			_ = e.Scan(ctx, engine.ScanOptions{WithBody: true, Prefix: record.ScopePrefix("tenant-a")}, func(en engine.Entry) error {
+				if en.Key == key(k) && errors.Is(en.Err, engine.ErrCorrupt) {
+					bad++
+				}
+				return nil
+			})
+			if bad != 1 {
+				t.Fatalf("Scan reported %d damaged entries for the key; want 1", bad)
+			}
+			// An operator can delete it, after which the key is fresh.
+			if err := e.Delete(ctx, key(k)); err != nil {
+				t.Fatal(err)
+			}
+			mustOutcome(t, begin(t, e, req(k, "a")), engine.Proceed)
+		})
+	}
+}
+
+func TestGetDeleteScan(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	mk := func(scope, endpoint, k string) record.Key { return record.Key{Scope: scope, Endpoint: endpoint, Key: k} }
+	keys := []record.Key{
+		mk("a", "POST /x", "1"), mk("a", "POST /x", "2"), mk("a", "POST /y", "1"),
+		mk("b", "POST /x", "1"), mk("a\x01", "POST /x", "1"),
+	}
+	for _, k := range keys {
+		res := begin(t, e, engine.Request{Key: k, Fingerprint: record.Sum([]byte("f")), RequestID: k.String()})
+		if err := res.Claim.Complete(ctx, response(k.String())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inflight := begin(t, e, engine.Request{Key: mk("a", "POST /x", "3"), Fingerprint: record.Sum([]byte("f"))})
+	tests := []struct {
+		prefix record.Prefix
+		want   int
+	}{
+		{record.AllKeys(), 6},
+		{record.ScopePrefix("a"), 4},
+		{record.EndpointPrefix("a", "POST /x"), 3},
+		{record.ScopePrefix("b"), 1},
+		{record.ScopePrefix("c"), 0},
+	}
+	for _, tt := range tests {
+		n := 0
+		if err := e.Scan(ctx, engine.ScanOptions{Prefix: tt.prefix}, func(en engine.Entry) error {
+			if en.Err != nil {
+				t.Fatal(en.Err)
+			}
+			n++
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if n != tt.want {
+			t.Errorf("Scan(%+v) visited %d records; want %d", tt.prefix, n, tt.want)
+		}
+	}
+	r, err := e.Get(ctx, keys[0])
+	if err != nil || r.State != record.Completed || string(r.Body) != keys[0].String() {
+		t.Fatalf("Get = %+v, %v", r, err)
+	}
+	r, err = e.Get(ctx, mk("a", "POST /x", "3"))
+	if err != nil || r.State != record.InFlight {
+		t.Fatalf("Get of an in-flight key = %+v, %v", r, err)
+	}
+	if err := e.Delete(ctx, mk("a", "POST /x", "3")); !errors.Is(err, engine.ErrInFlight) {
+		t.Fatalf("Delete of an in-flight key: %v; want ErrInFlight", err)
+	}
+	_ = inflight.Claim.Release(ctx)
+	if err := e.Delete(ctx, keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Delete(ctx, keys[0]); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("second Delete: %v; want ErrNotFound", err)
+	}
+	if _, err := e.Get(ctx, keys[0]); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("Get after Delete: %v", err)
+	}
+	mustOutcome(t, begin(t, e, engine.Request{Key: keys[0], Fingerprint: record.Sum([]byte("other"))}), engine.Proceed)
+}
+
+// TestExactlyOnceUnderContention hammers a few keys from thousands of
+// goroutines and checks that the "handler" ran exactly once per key and
+// that every caller saw the same response.
+func TestExactlyOnceUnderContention(t *testing.T) {
+	for _, d := range []engine.Durability{engine.Synced, engine.Relaxed} {
+		t.Run(d.String(), func(t *testing.T) {
+			e, _ := newTestEngine(t, &engine.Options{Durability: d})
+			const keys, goroutines = 8, 2000
+			var runs [keys]atomic.Int32
+			var mu sync.Mutex
+			seen := map[int]string{}
+			var wg sync.WaitGroup
+			for g := range goroutines {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					k := g % keys
+					r := req(fmt.Sprint(k), "same-body")
+					for {
+						res, err := e.Begin(ctx, r)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						var body string
+						switch res.Outcome {
+						case engine.Proceed:
+							n := runs[k].Add(1)
+							body = fmt.Sprintf("key %d run %d", k, n)
+							if g%7 == 0 && n == 1 {
+								// Some first runs fail and release; a
+								// waiter must then run it instead.
+								runs[k].Add(-1)
+								if err := res.Claim.Release(ctx); err != nil {
+									t.Error(err)
+								}
+								continue
+							}
+							if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: []byte(body)}); err != nil {
+								t.Error(err)
+								return
+							}
+						case engine.Replay:
+							body = string(res.Record.Body)
+						default:
+							t.Errorf("outcome %v", res.Outcome)
+							return
+						}
+						mu.Lock()
+						if prev, ok := seen[k]; ok && prev != body {
+							t.Errorf("key %d: responses %q and %q", k, prev, body)
+						}
+						seen[k] = body
+						mu.Unlock()
+						return
+					}
+				}()
+			}
+			wg.Wait()
+			for k := range keys {
+				if n := runs[k].Load(); n != 1 {
+					t.Errorf("key %d: handler ran %d times; want 1", k, n)
+				}
+			}
+		})
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	bad := []engine.Options{
+		{Stripes: 3},
+		{MaxBodySize: -1},
+		{Durability: 9},
+		{TTL: 30 * 24 * time.Hour, GenerationWidth: time.Hour},
+		{GenerationWidth: 1500 * time.Millisecond},
+	}
+	for _, o := range bad {
+		if _, err := engine.Open(t.TempDir(), &o); err == nil {
+			t.Errorf("Open(%+v) succeeded", o)
+		}
+	}
+	// The width of an existing directory is kept whatever the options say.
+	dir := t.TempDir()
+	e, err := engine.Open(dir, &engine.Options{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.Stats().GenerationWidth
+	e.Close()
+	e, err = engine.Open(dir, &engine.Options{TTL: 2 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := e.Stats().GenerationWidth; got != w || w != 15*time.Minute {
+		t.Fatalf("width after reopening with another TTL = %v; want %v (15m)", got, w)
+	}
+}
+
+func TestSecondOpenRefused(t *testing.T) {
+	_, dir := newTestEngine(t, nil)
+	if e2, err := engine.Open(dir, nil); err == nil {
+		e2.Close()
+		t.Fatal("a second engine opened a directory already in use")
+	}
+}

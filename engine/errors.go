@@ -1,0 +1,52 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/idemkv/idemkv/record"
+)
+
+var (
+	// ErrClosed is returned by every method of an Engine after Close, and
+	// by waits that Close interrupted.
+	ErrClosed = errors.New("idemkv: engine closed")
+
+	// ErrNotFound is returned by Get and Delete when no live record exists
+	// for the key.
+	ErrNotFound = errors.New("idemkv: record not found")
+
+	// ErrLeaseLost is returned by Claim.Complete and Claim.Release when the
+	// claim is no longer held: its lease expired and another request took
+	// the key over, or the engine was closed. Nothing is written.
+	ErrLeaseLost = errors.New("idemkv: claim lease lost")
+
+	// ErrClaimDone is returned when Complete or Release is called on a
+	// claim that was already completed or released.
+	ErrClaimDone = errors.New("idemkv: claim already completed or released")
+
+	// ErrInFlight is returned by Delete when a request holds a claim on
+	// the key.
+	ErrInFlight = errors.New("idemkv: request in flight")
+
+	// ErrTooLarge is returned when a response exceeds Options.MaxBodySize
+	// or the record limits of package record.
+	ErrTooLarge = errors.New("idemkv: response too large")
+
+	// ErrInvalid is returned for an invalid argument: a bad status code or
+	// fingerprint, or invalid Options.
+	ErrInvalid = errors.New("idemkv: invalid argument")
+
+	// ErrCorrupt is matched by every error caused by damaged stored bytes.
+	// A damaged record is reported, never replayed. It is
+	// record.ErrCorrupt (and codec.ErrCorrupt).
+	ErrCorrupt = record.ErrCorrupt
+
+	// ErrInvalidKey is returned for an empty or oversized key. It is
+	// record.ErrInvalidKey.
+	ErrInvalidKey = record.ErrInvalidKey
+
+	// ErrVersion is returned when the data directory or a record was
+	// written by a newer, unknown format version. It also matches
+	// ErrCorrupt.
+	ErrVersion = record.ErrVersion
+)

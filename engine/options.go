@@ -1,0 +1,199 @@
+package engine
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/codec"
+	"github.com/idemkv/idemkv/expiry"
+)
+
+// Durability selects when Complete returns, and so what a crash can lose.
+type Durability uint8
+
+const (
+	// Synced (the default): Complete returns once the record is fsynced.
+	// Nothing acknowledged is lost in a process crash or a machine crash
+	// (power loss, kernel panic). Concurrent completions share fsyncs
+	// (group commit), so throughput grows with concurrency.
+	Synced Durability = iota
+
+	// Relaxed: Complete returns once the record is written to the
+	// operating system (write(2)), which survives a crash of the process,
+	// and the log is fsynced in the background every SyncInterval. A
+	// machine crash loses at most the completions of the last
+	// SyncInterval; after it, a retry of such a request runs again.
+	Relaxed
+)
+
+func (d Durability) String() string {
+	switch d {
+	case Synced:
+		return "synced"
+	case Relaxed:
+		return "relaxed"
+	}
+	return fmt.Sprintf("Durability(%d)", uint8(d))
+}
+
+// ParseDurability parses "synced" or "relaxed".
+func ParseDurability(s string) (Durability, error) {
+	switch s {
+	case "synced", "sync":
+		return Synced, nil
+	case "relaxed":
+		return Relaxed, nil
+	}
+	return 0, fmt.Errorf("%w: unknown durability %q (want synced or relaxed)", ErrInvalid, s)
+}
+
+// WaitPolicy says what Begin does when another request holds the key's
+// claim with the same fingerprint.
+type WaitPolicy uint8
+
+const (
+	// DefaultWait uses Options.Wait (in a Request).
+	DefaultWait WaitPolicy = iota
+	// Wait blocks until the running request completes (then Replay) or
+	// releases its claim (then Proceed), bounded by the context.
+	Wait
+	// NoWait returns InFlight at once.
+	NoWait
+)
+
+// Options configure an Engine. The zero value, and a nil *Options, give
+// the documented defaults.
+type Options struct {
+	// TTL is how long a completed record is replayed, counted from its
+	// completion. Default 24h. A data directory's generation width is fixed
+	// when it is created (TTL/4 by default), and TTL may then be at most
+	// 63 widths.
+	TTL time.Duration
+
+	// Lease is how long a claim may stay in flight within one process
+	// before another request may take it over (and the first holder's
+	// Complete fails with ErrLeaseLost). Default 5m. Claims left by an
+	// earlier process (a crash) are taken over at once.
+	Lease time.Duration
+
+	// GenerationWidth is the width of a time generation in a new data
+	// directory (see package expiry). It is ignored for an existing one.
+	// Default expiry.DefaultWidth(TTL); a whole number of seconds.
+	GenerationWidth time.Duration
+
+	// Durability selects what a crash can lose. Default Synced.
+	Durability Durability
+
+	// SyncInterval is how often the Relaxed mode fsyncs in the background.
+	// Default 100ms.
+	SyncInterval time.Duration
+
+	// Wait is what Begin does when the key is in flight with the same
+	// fingerprint, unless the Request says otherwise. Default Wait.
+	Wait WaitPolicy
+
+	// Compression selects how bodies are stored. Default codec.Auto.
+	Compression codec.Method
+
+	// MaxBodySize is the largest response body Complete accepts, in
+	// bytes. Default 16 MiB; at most codec.MaxLen.
+	MaxBodySize int
+
+	// CacheSize is the memory, in bytes, for recently completed records
+	// (kept compressed), so that retries rarely read storage. Default
+	// 32 MiB; negative disables the cache.
+	CacheSize int
+
+	// Stripes is the number of lock stripes for in-flight claims, a power
+	// of two. Default 512.
+	Stripes int
+
+	// SweepInterval is how often expired generations are dropped. Default
+	// a sixteenth of the generation width, at most a minute.
+	SweepInterval time.Duration
+
+	// Clock tells the time. Default the system clock.
+	Clock expiry.Clock
+
+	// Logger receives background errors (sweeps, background syncs) and
+	// Pebble's own errors. Default slog.Default().
+	Logger *slog.Logger
+
+	// FS is the filesystem. Default vfs.Default (the real one); tests may
+	// pass vfs.NewMem() or an error-injecting filesystem.
+	FS vfs.FS
+
+	// MemTableSize is Pebble's memtable size in bytes. Default 64 MiB.
+	MemTableSize uint64
+
+	// BlockCacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	BlockCacheSize int64
+
+	// ConfigurePebble, if set, is called with the Pebble options the
+	// engine built, just before opening, for tuning beyond these fields.
+	// Changing the comparer, the FS or the WAL settings breaks the
+	// engine's guarantees.
+	ConfigurePebble func(*pebble.Options)
+}
+
+// withDefaults returns a copy of o (which may be nil) with defaults filled
+// in and validates it.
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	p := expiry.Policy{TTL: c.TTL, Lease: c.Lease}.WithDefaults()
+	c.TTL, c.Lease = p.TTL, p.Lease
+	if c.GenerationWidth == 0 {
+		c.GenerationWidth = expiry.DefaultWidth(c.TTL)
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = 100 * time.Millisecond
+	}
+	if c.Wait == DefaultWait {
+		c.Wait = Wait
+	}
+	if c.MaxBodySize == 0 {
+		c.MaxBodySize = 16 << 20
+	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 32 << 20
+	}
+	if c.Stripes == 0 {
+		c.Stripes = 512
+	}
+	if c.Clock == nil {
+		c.Clock = expiry.SystemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = 64 << 20
+	}
+	if c.BlockCacheSize == 0 {
+		c.BlockCacheSize = 64 << 20
+	}
+	switch {
+	case c.Durability > Relaxed:
+		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, c.Durability)
+	case c.Wait > NoWait:
+		return c, fmt.Errorf("%w: unknown wait policy %d", ErrInvalid, c.Wait)
+	case c.Compression > codec.Zstd:
+		return c, fmt.Errorf("%w: unknown compression %d", ErrInvalid, c.Compression)
+	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:
+		return c, fmt.Errorf("%w: MaxBodySize %d out of range (0 to %d)", ErrInvalid, c.MaxBodySize, codec.MaxLen)
+	case c.Stripes < 1 || c.Stripes&(c.Stripes-1) != 0:
+		return c, fmt.Errorf("%w: Stripes %d is not a power of two", ErrInvalid, c.Stripes)
+	case c.SyncInterval < 0 || c.SweepInterval < 0:
+		return c, fmt.Errorf("%w: negative interval", ErrInvalid)
+	}
+	return c, nil
+}

@@ -1,0 +1,161 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/idemkv/idemkv/record"
+)
+
+// A stripe guards the in-flight state and the cache of the keys that hash
+// to it. Its mutex is held only for map operations, never across I/O.
+type stripe struct {
+	mu    paddedMutex
+	calls map[string]*call // in-flight lookups and claims by encoded key; guarded by mu
+	cache recentCache      // guarded by mu
+}
+
+func (s *stripe) init(cacheBudget int) {
+	s.calls = make(map[string]*call)
+	s.cache.budget = cacheBudget
+}
+
+// callKind distinguishes the two things that can be in flight for a key.
+type callKind uint8
+
+const (
+	// lookupCall: a Begin (or Delete) is reading storage for the key.
+	// Everyone else waits for it, whatever their fingerprint, because what
+	// storage holds decides their answer.
+	lookupCall callKind = iota
+	// claimCall: a request holds the key's claim and is running.
+	claimCall
+)
+
+// outcome of a call, for the goroutines waiting on it.
+type callResult uint8
+
+const (
+	// retry: look again (the call was replaced by a claim, was released,
+	// failed, or its lease was taken over).
+	retry callResult = iota
+	// stored: val holds the key's encoded record.
+	stored
+	// closing: the engine closed.
+	closing
+)
+
+// A call is one in-flight operation on a key. Waiters block on done; the
+// result fields are written before done is closed and read after, so the
+// channel close orders them (happens-before).
+type call struct {
+	kind      callKind
+	fp        record.Fingerprint // claims: the claim's fingerprint
+	requestID string             // claims: the id reported to conflicting requests
+	token     uint64             // claims: fencing token
+
+	// guarded by the stripe's mu:
+	leaseUntil int64 // claims: unix nanoseconds after which it may be taken over
+	completing bool  // claims: Complete or Release is writing; no takeover
+	lost       bool  // claims: taken over or closed; Complete must fail
+
+	done chan struct{}
+	res  callResult
+	val  []byte // encoded record when res == stored; never modified
+}
+
+func newCall(kind callKind) *call {
+	return &call{kind: kind, done: make(chan struct{})}
+}
+
+// resolve publishes the call's result and wakes its waiters. It must be
+// called exactly once, after the call was removed from (or replaced in)
+// the stripe's map.
+func (c *call) resolve(res callResult, val []byte) {
+	c.res, c.val = res, val
+	close(c.done)
+}
+
+// expiredLocked reports whether a claim's in-process lease ran out.
+func (c *call) expiredLocked(now time.Time) bool {
+	return c.kind == claimCall && !c.completing && now.UnixNano() >= c.leaseUntil
+}
+
+// closeAll resolves every call with closing, for Close.
+func (s *stripe) closeAll() {
+	s.mu.Lock()
+	calls := s.calls
+	s.calls = make(map[string]*call)
+	for _, c := range calls {
+		c.lost = true
+	}
+	s.cache = recentCache{budget: s.cache.budget}
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.resolve(closing, nil)
+	}
+}
+
+// recentCache keeps the encoded records of recently completed keys, in
+// first-in first-out order within a byte budget, so that retries (which
+// usually come soon) are answered from memory. Records are kept as stored
+// (compressed). Entries are checked for expiry when read.
+type recentCache struct {
+	m      map[string]cacheEntry
+	queue  []queued // insertion order; entries may be stale
+	head   int      // first live index of queue
+	bytes  int
+	budget int
+	seq    uint64
+}
+
+type cacheEntry struct {
+	val []byte
+	seq uint64
+}
+
+type queued struct {
+	key string
+	seq uint64
+}
+
+func (c *recentCache) get(key string) ([]byte, bool) {
+	e, ok := c.m[key]
+	return e.val, ok
+}
+
+func (c *recentCache) put(key string, val []byte) {
+	if c.budget <= 0 || len(key)+len(val) > c.budget/4 {
+		c.remove(key)
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[string]cacheEntry)
+	}
+	c.remove(key)
+	c.seq++
+	c.m[key] = cacheEntry{val: val, seq: c.seq}
+	c.queue = append(c.queue, queued{key: key, seq: c.seq})
+	c.bytes += len(key) + len(val)
+	for c.bytes > c.budget && c.head < len(c.queue) {
+		q := c.queue[c.head]
+		c.queue[c.head] = queued{}
+		c.head++
+		if e, ok := c.m[q.key]; ok && e.seq == q.seq {
+			delete(c.m, q.key)
+			c.bytes -= len(q.key) + len(e.val)
+		}
+	}
+	if c.head > 64 && c.head > len(c.queue)/2 {
+		n := copy(c.queue, c.queue[c.head:])
+		clear(c.queue[n:])
+		c.queue = c.queue[:n]
+		c.head = 0
+	}
+}
+
+func (c *recentCache) remove(key string) {
+	if e, ok := c.m[key]; ok {
+		delete(c.m, key)
+		c.bytes -= len(key) + len(e.val)
+	}
+}
