@@ -459,7 +459,9 @@ func TestCorruptRecordIsReportedNotReplayed(t *testing.T) {
 
 func TestGetDeleteScan(t *testing.T) {
 	e, _ := newTestEngine(t, nil)
-	mk := func(scope, endpoint, k string) record.Key { return record.Key{Scope: scope, Endpoint: endpoint, Key: k} }
+	mk := func(scope, endpoint, k string) record.Key {
+		return record.Key{Scope: scope, Endpoint: endpoint, Key: k}
+	}
 	keys := []record.Key{
 		mk("a", "POST /x", "1"), mk("a", "POST /x", "2"), mk("a", "POST /y", "1"),
 		mk("b", "POST /x", "1"), mk("a\x01", "POST /x", "1"),
