@@ -150,8 +150,8 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) error {
 	}
 	defer e.release()
 	now := e.clock.Now()
-	first, last := e.probeWindow(now)
-	first = e.lowGen.Load() // expired copies too
+	_, last := e.probeWindow(now)
+	first := e.lowGen.Load() // expired copies too
 	it, err := e.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
 		return fmt.Errorf("idemkv: read: %w", err)
