@@ -628,3 +628,26 @@ func TestSecondOpenRefused(t *testing.T) {
 		t.Fatal("a second engine opened a directory already in use")
 	}
 }
+
+// TestReplayAllocs bounds the allocations of the hot replay path (a retry
+// of a recently completed request): the decoded record, its strings, its
+// headers and its body, and nothing proportional to the body beyond the
+// decompressed copy.
+func TestReplayAllocs(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	body := strings.Repeat(`{"id":"call_1","status":"queued"},`, 60)
+	res := begin(t, e, req("k", "a"))
+	if err := res.Claim.Complete(ctx, response(body)); err != nil {
+		t.Fatal(err)
+	}
+	r := req("k", "a")
+	n := testing.AllocsPerRun(200, func() {
+		if res, err := e.Begin(ctx, r); err != nil || res.Outcome != engine.Replay {
+			t.Fatalf("%v %v", res.Outcome, err)
+		}
+	})
+	if n > 6 {
+		t.Errorf("a cached replay allocates %v times; want at most 6", n)
+	}
+	t.Logf("allocations per cached replay: %v", n)
+}
