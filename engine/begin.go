@@ -428,11 +428,7 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
-	if err := c.begin(); err != nil {
-		return err
-	}
-	if err := e.acquire(); err != nil {
-		c.abort()
+	if err := c.start(); err != nil {
 		return err
 	}
 	defer e.release()
@@ -470,11 +466,7 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 // runs the request again. Waiting requests wake and one of them proceeds.
 func (c *Claim) Release(ctx context.Context) error {
 	e := c.e
-	if err := c.begin(); err != nil {
-		return err
-	}
-	if err := e.acquire(); err != nil {
-		c.abort()
+	if err := c.start(); err != nil {
 		return err
 	}
 	defer e.release()
@@ -492,6 +484,19 @@ func (c *Claim) Release(ctx context.Context) error {
 		return err
 	}
 	e.st.releases.Add(1)
+	return nil
+}
+
+// start begins finishing the claim (see begin) and acquires the store;
+// on success the caller must call e.release.
+func (c *Claim) start() error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	if err := c.e.acquire(); err != nil {
+		c.abort()
+		return err
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -134,11 +135,19 @@ func Open(dir string, o *Options) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
+	sweepEvery := opts.SweepInterval
+	if sweepEvery == 0 {
+		sweepEvery = min(time.Minute, max(time.Second, e.gens.Width/16))
+	}
 	e.bg.Add(1)
-	go e.sweepLoop()
+	go e.every(sweepEvery, "idemkv: sweep failed", false, func() error {
+		_, err := e.Sweep(context.Background())
+		return err
+	})
 	if opts.Durability == Relaxed {
+		// A failed fsync is sticky (see walfs), so stop retrying it.
 		e.bg.Add(1)
-		go e.syncLoop()
+		go e.every(opts.SyncInterval, "idemkv: background fsync failed", true, e.fsync.Sync)
 	}
 	return e, nil
 }
@@ -315,19 +324,22 @@ func (g *groupSync) Sync() error {
 	return nil
 }
 
-// syncLoop fsyncs the log every SyncInterval in the Relaxed mode.
-func (e *Engine) syncLoop() {
+// every runs fn every interval until Close, logging its errors with msg;
+// a failed fn ends the loop if stopOnErr.
+func (e *Engine) every(interval time.Duration, msg string, stopOnErr bool, fn func() error) {
 	defer e.bg.Done()
-	t := time.NewTicker(e.opts.SyncInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
-			if err := e.fsync.Sync(); err != nil {
-				e.log.Error("idemkv: background fsync failed", "err", err)
-				return
+			if err := fn(); err != nil && !e.closed.Load() {
+				e.log.Error(msg, "err", err)
+				if stopOnErr {
+					return
+				}
 			}
 		}
 	}

@@ -323,26 +323,6 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 	return int(drop - low), nil
 }
 
-func (e *Engine) sweepLoop() {
-	defer e.bg.Done()
-	iv := e.opts.SweepInterval
-	if iv == 0 {
-		iv = min(time.Minute, max(time.Second, e.gens.Width/16))
-	}
-	t := time.NewTicker(iv)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.stop:
-			return
-		case <-t.C:
-			if _, err := e.Sweep(context.Background()); err != nil && !e.closed.Load() {
-				e.log.Error("idemkv: sweep failed", "err", err)
-			}
-		}
-	}
-}
-
 // Stats are counters since Open and a few gauges. Counters only grow.
 type Stats struct {
 	Begins        uint64 // calls of Begin

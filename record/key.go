@@ -117,11 +117,4 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-func uvarintLen(n int) int {
-	l := 1
-	for n >= 0x80 {
-		n >>= 7
-		l++
-	}
-	return l
-}
+func uvarintLen(n int) int { return uvarint64Len(uint64(n)) }
