@@ -6,91 +6,275 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"text/tabwriter"
+	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/idemkv/idemkv/engine"
 )
 
-// Ratio returns idemkv's throughput divided by system's, or 0 if either is
-// missing.
-func (r Report) Ratio(system string) float64 {
-	var a, b float64
+// Result is one system's measurements in one run.
+type Result struct {
+	// System is "idemkv", "map" or "pebble".
+	System string `json:"system"`
+	// Ops is the number of measured operations.
+	Ops int `json:"ops"`
+	// Elapsed is the wall time of the measured phase.
+	Elapsed time.Duration `json:"elapsed_ns"`
+	// OpsPerSec is Ops divided by Elapsed.
+	OpsPerSec float64 `json:"ops_per_sec"`
+	// P50, P99 and P999 are percentiles of single operations' latency.
+	P50  time.Duration `json:"p50_ns"`
+	P99  time.Duration `json:"p99_ns"`
+	P999 time.Duration `json:"p999_ns"`
+	// AllocsPerOp is the heap allocations of the whole process during
+	// the measured phase divided by Ops.
+	AllocsPerOp float64 `json:"allocs_per_op"`
+	// DiskBytesPerRecord is the disk space in use after the measured
+	// phase divided by the records stored (Ops); 0 for the map.
+	DiskBytesPerRecord float64 `json:"disk_bytes_per_record"`
+	// Outcomes counts idemkv's answers in the measured phase; zero for
+	// the baselines, which give none.
+	Outcomes Outcomes `json:"outcomes,omitzero"`
+}
+
+// Outcomes counts idemkv's answers to Begin.
+type Outcomes struct {
+	Proceed  int `json:"proceed"`
+	Replay   int `json:"replay"`
+	Conflict int `json:"conflict"`
+	InFlight int `json:"in_flight"`
+}
+
+func (o *Outcomes) count(x engine.Outcome) {
+	switch x {
+	case engine.Proceed:
+		o.Proceed++
+	case engine.Replay:
+		o.Replay++
+	case engine.Conflict:
+		o.Conflict++
+	case engine.InFlight:
+		o.InFlight++
+	}
+}
+
+func (o *Outcomes) add(p Outcomes) {
+	o.Proceed += p.Proceed
+	o.Replay += p.Replay
+	o.Conflict += p.Conflict
+	o.InFlight += p.InFlight
+}
+
+// Of returns the count of answer x.
+func (o Outcomes) Of(x engine.Outcome) int {
+	switch x {
+	case engine.Proceed:
+		return o.Proceed
+	case engine.Replay:
+		return o.Replay
+	case engine.Conflict:
+		return o.Conflict
+	case engine.InFlight:
+		return o.InFlight
+	}
+	return 0
+}
+
+// Total returns the number of answers counted.
+func (o Outcomes) Total() int { return o.Proceed + o.Replay + o.Conflict + o.InFlight }
+
+// Report is the outcome of Run.
+type Report struct {
+	// Config is the run's configuration with defaults filled in.
+	Config Config
+	// Results holds idemkv's result, then the baselines' (map, pebble).
+	Results []Result
+	// BodyLen is the mean length of the bodies in bytes (payload.JSON
+	// makes them a little longer than Config.BodySize).
+	BodyLen int
+	// GoVersion and GOMAXPROCS describe the process that measured.
+	GoVersion  string
+	GOMAXPROCS int
+}
+
+// Result returns the named system's result.
+func (r Report) Result(system string) (Result, bool) {
 	for _, res := range r.Results {
-		switch res.System {
-		case "idemkv":
-			a = res.OpsPerSec
-		case system:
-			b = res.OpsPerSec
+		if res.System == system {
+			return res, true
 		}
 	}
-	if a == 0 || b == 0 {
+	return Result{}, false
+}
+
+// Ratio returns idemkv's throughput divided by the named system's: above
+// 1 when idemkv does more operations per second. It returns 0 if either
+// was not measured.
+func (r Report) Ratio(system string) float64 {
+	a, ok1 := r.Result("idemkv")
+	b, ok2 := r.Result(system)
+	if !ok1 || !ok2 || b.OpsPerSec == 0 {
 		return 0
 	}
-	return a / b
+	return a.OpsPerSec / b.OpsPerSec
 }
 
-// WriteTable writes the report as an aligned text table.
+// Ratios returns Ratio for every baseline in the report, by name.
+func (r Report) Ratios() map[string]float64 {
+	m := make(map[string]float64)
+	for _, res := range r.Results {
+		if res.System != "idemkv" {
+			m[res.System] = r.Ratio(res.System)
+		}
+	}
+	return m
+}
+
+// WriteTable writes the report as an aligned text table: a line with the
+// configuration, then one row per system. The last column is idemkv's
+// throughput divided by the row's system's.
 func (r Report) WriteTable(w io.Writer) error {
 	c := r.Config
-	fmt.Fprintf(w, "workload=%s concurrency=%d body=%dB durability=%s ops=%d\n",
-		c.Workload, c.Concurrency, c.BodySize, c.Durability, c.Ops)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "system\tops/s\tp50\tp99\tp999\tallocs/op\tdisk B/record\tidemkv ÷ this\t")
+	wo := "pebble.Sync"
+	if c.Durability == engine.Relaxed {
+		wo = "pebble.NoSync"
+	}
+	if _, err := fmt.Fprintf(w, "workload=%s durability=%s (raw Pebble: %s) concurrency=%d body=%dB (mean %dB) ops=%d %s GOMAXPROCS=%d\n",
+		c.Workload, c.Durability, wo, c.Concurrency, c.BodySize, r.BodyLen, c.Ops, r.GoVersion, r.GOMAXPROCS); err != nil {
+		return err
+	}
+	rows := [][]string{{"system", "ops/s", "p50", "p99", "p99.9", "allocs/op", "disk B/record", "idemkv ÷ system"}}
 	for _, res := range r.Results {
-		disk := "-"
+		disk, ratio := "-", "-"
 		if res.DiskBytesPerRecord > 0 {
-			disk = strconv.FormatFloat(res.DiskBytesPerRecord, 'f', 0, 64)
+			disk = group(res.DiskBytesPerRecord)
 		}
-		ratio := "-"
 		if res.System != "idemkv" {
-			ratio = strconv.FormatFloat(r.Ratio(res.System), 'f', 2, 64) + "x"
+			if x := r.Ratio(res.System); x > 0 {
+				ratio = strconv.FormatFloat(x, 'f', 2, 64) + "x"
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%v\t%v\t%v\t%.1f\t%s\t%s\t\n", res.System, res.OpsPerSec,
-			round(res.P50), round(res.P99), round(res.P999), res.AllocsPerOp, disk, ratio)
+		rows = append(rows, []string{res.System, group(res.OpsPerSec), short(res.P50), short(res.P99),
+			short(res.P999), strconv.FormatFloat(res.AllocsPerOp, 'f', 1, 64), disk, ratio})
 	}
-	return tw.Flush()
+	_, err := io.WriteString(w, formatTable(rows))
+	return err
 }
 
-func round(d time.Duration) time.Duration {
-	switch {
-	case d > time.Millisecond:
-		return d.Round(10 * time.Microsecond)
-	case d > time.Microsecond:
-		return d.Round(100 * time.Nanosecond)
+// formatTable aligns rows in columns two spaces apart: the first column
+// to the left, the others to the right.
+func formatTable(rows [][]string) string {
+	var width []int
+	for _, row := range rows {
+		for i, cell := range row {
+			if i == len(width) {
+				width = append(width, 0)
+			}
+			width[i] = max(width[i], utf8.RuneCountInString(cell))
+		}
 	}
-	return d
+	var b strings.Builder
+	for _, row := range rows {
+		for i, cell := range row {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(cell))
+			switch {
+			case i == 0:
+				b.WriteString(cell + pad)
+			default:
+				b.WriteString("  " + pad + cell)
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
-// WriteCSV writes one header line and one line per system.
+// WriteCSV writes a header line and one line per system; durations are in
+// nanoseconds and idemkv_ratio is idemkv's throughput divided by the
+// line's system's.
 func (r Report) WriteCSV(w io.Writer) error {
-	cw := csv.NewWriter(w)
 	c := r.Config
-	_ = cw.Write([]string{"workload", "concurrency", "body", "durability", "system", "ops", "ops_per_sec",
-		"p50_ns", "p99_ns", "p999_ns", "allocs_per_op", "disk_bytes_per_record", "idemkv_ratio"})
+	cw := csv.NewWriter(w)
+	_ = cw.Write([]string{"workload", "durability", "concurrency", "body_size", "body_len", "system", "ops",
+		"elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns", "allocs_per_op", "disk_bytes_per_record",
+		"idemkv_ratio"})
 	for _, res := range r.Results {
-		_ = cw.Write([]string{c.Workload.String(), strconv.Itoa(c.Concurrency), strconv.Itoa(c.BodySize),
-			c.Durability.String(), res.System, strconv.Itoa(res.Ops), fmt.Sprintf("%.0f", res.OpsPerSec),
+		ratio := 1.0
+		if res.System != "idemkv" {
+			ratio = r.Ratio(res.System)
+		}
+		_ = cw.Write([]string{c.Workload.String(), c.Durability.String(), strconv.Itoa(c.Concurrency),
+			strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen), res.System, strconv.Itoa(res.Ops),
+			strconv.FormatInt(int64(res.Elapsed), 10), strconv.FormatFloat(res.OpsPerSec, 'f', 0, 64),
 			strconv.FormatInt(int64(res.P50), 10), strconv.FormatInt(int64(res.P99), 10),
-			strconv.FormatInt(int64(res.P999), 10), fmt.Sprintf("%.2f", res.AllocsPerOp),
-			fmt.Sprintf("%.0f", res.DiskBytesPerRecord), fmt.Sprintf("%.3f", r.Ratio(res.System))})
+			strconv.FormatInt(int64(res.P999), 10), strconv.FormatFloat(res.AllocsPerOp, 'f', 2, 64),
+			strconv.FormatFloat(res.DiskBytesPerRecord, 'f', 0, 64), strconv.FormatFloat(ratio, 'f', 3, 64)})
 	}
 	cw.Flush()
 	return cw.Error()
 }
 
-// WriteJSON writes the report as JSON.
+// WriteJSON writes the report as one indented JSON object with the
+// configuration, the results (durations in nanoseconds) and the ratios.
 func (r Report) WriteJSON(w io.Writer) error {
-	type cfg struct {
-		Workload    string `json:"workload"`
-		Concurrency int    `json:"concurrency"`
-		BodySize    int    `json:"body_size"`
-		Durability  string `json:"durability"`
-		Ops         int    `json:"ops"`
+	type config struct {
+		Workload    Workload `json:"workload"`
+		Durability  string   `json:"durability"`
+		Concurrency int      `json:"concurrency"`
+		BodySize    int      `json:"body_size"`
+		BodyLen     int      `json:"body_len"`
+		Ops         int      `json:"ops"`
+		GoVersion   string   `json:"go_version"`
+		GOMAXPROCS  int      `json:"gomaxprocs"`
 	}
 	c := r.Config
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(struct {
-		Config  cfg      `json:"config"`
-		Results []Result `json:"results"`
-	}{cfg{c.Workload.String(), c.Concurrency, c.BodySize, c.Durability.String(), c.Ops}, r.Results})
+		Config  config             `json:"config"`
+		Results []Result           `json:"results"`
+		Ratios  map[string]float64 `json:"idemkv_ratios"`
+	}{
+		Config: config{c.Workload, c.Durability.String(), c.Concurrency, c.BodySize, r.BodyLen, c.Ops,
+			r.GoVersion, r.GOMAXPROCS},
+		Results: r.Results,
+		Ratios:  r.Ratios(),
+	})
+}
+
+// short formats d with three significant digits.
+func short(d time.Duration) string {
+	switch {
+	case d < time.Microsecond:
+		return strconv.FormatInt(int64(d), 10) + "ns"
+	case d < time.Millisecond:
+		return sig3(float64(d)/1e3) + "µs"
+	case d < time.Second:
+		return sig3(float64(d)/1e6) + "ms"
+	}
+	return sig3(d.Seconds()) + "s"
+}
+
+func sig3(x float64) string {
+	switch {
+	case x < 10:
+		return strconv.FormatFloat(x, 'f', 2, 64)
+	case x < 100:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(x, 'f', 0, 64)
+}
+
+// group formats x rounded to an integer with thousands separators.
+func group(x float64) string {
+	s := strconv.FormatFloat(x, 'f', 0, 64)
+	out := make([]byte, 0, len(s)+len(s)/3)
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
 }

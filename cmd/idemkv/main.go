@@ -1,50 +1,96 @@
 // Command idemkv is the idemkv command-line tool.
 //
-//	idemkv bench [flags]   measure idemkv against in-process baselines
-//	idemkv help            list the commands
+// Usage:
+//
+//	idemkv <command> [flags]
+//
+// The commands are:
+//
+//	bench   measure idemkv against an in-memory map and raw Pebble in one run
+//	help    print this text, or a command's flags (idemkv help bench)
+//
+// Each command lives in its own file (bench.go) and has an entry in
+// commands; it parses its flags and calls into a library package, where
+// the logic and its tests live.
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
-	"sort"
+	"slices"
 )
 
-// commands maps a subcommand to its implementation; each lives in its own
-// file and keeps its logic in a library package.
-var commands = map[string]struct {
+// A command is one subcommand of idemkv.
+type command struct {
 	summary string
-	run     func(args []string) error
-}{
+	// run parses args (the arguments after the command's name) and runs
+	// the command. It returns flag.ErrHelp when help was asked for.
+	run func(args []string) error
+}
+
+// commands maps each subcommand's name to its implementation.
+var commands = map[string]command{
 	"bench": {"measure idemkv against an in-memory map and raw Pebble in one run", runBench},
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "help" || os.Args[1] == "-h" || os.Args[1] == "--help" {
-		usage()
-		return
+	os.Exit(run(os.Args[1:]))
+}
+
+// run dispatches args to a command and returns the exit code: 0, 1 when
+// the command failed, 2 for a usage error.
+func run(args []string) int {
+	if len(args) == 0 {
+		usage(os.Stderr)
+		return 2
 	}
-	cmd, ok := commands[os.Args[1]]
+	name, args := args[0], args[1:]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 0 {
+			if _, ok := commands[args[0]]; ok {
+				return run([]string{args[0], "-h"})
+			}
+		}
+		usage(os.Stdout)
+		return 0
+	}
+	cmd, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(os.Stderr, "idemkv: unknown command %q\n\n", os.Args[1])
-		usage()
-		os.Exit(2)
+		fmt.Fprintf(os.Stderr, "idemkv: unknown command %q\n\n", name)
+		usage(os.Stderr)
+		return 2
 	}
-	if err := cmd.run(os.Args[2:]); err != nil {
-		fmt.Fprintln(os.Stderr, "idemkv:", err)
-		os.Exit(1)
+	switch err := cmd.run(args); {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	default:
+		fmt.Fprintf(os.Stderr, "idemkv: %v\n", err)
+		return 1
 	}
 }
 
-func usage() {
-	fmt.Fprintln(os.Stderr, "usage: idemkv <command> [flags]\n\ncommands:")
+// errUsage is returned by a command whose flags were wrong; the flag
+// package has already said why.
+var errUsage = errors.New("usage")
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, "idemkv is a tool for the idemkv idempotency-key engine.\n\n"+
+		"Usage:\n\n\tidemkv <command> [flags]\n\nThe commands are:\n\n")
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
-	sort.Strings(names)
+	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", n, commands[n].summary)
+		fmt.Fprintf(w, "\t%-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(os.Stderr, "\nrun 'idemkv <command> -h' for a command's flags")
+	fmt.Fprint(w, "\nRun 'idemkv help <command>' for a command's flags.\n")
 }
