@@ -1,0 +1,18 @@
+package idemhttp
+
+import "errors"
+
+var (
+	// ErrInvalidKey is returned by ParseKey for a key that is empty,
+	// longer than MaxKeyLen, not printable ASCII, or a malformed quoted
+	// string.
+	ErrInvalidKey = errors.New("idemhttp: invalid idempotency key")
+
+	// ErrMultipleKeys is returned by ParseKey when a request carries more
+	// than one idempotency key (the header repeated, or two aliases with
+	// different values).
+	ErrMultipleKeys = errors.New("idemhttp: more than one idempotency key")
+
+	// ErrInvalidOptions is returned by New for options that cannot work.
+	ErrInvalidOptions = errors.New("idemhttp: invalid options")
+)

@@ -1,0 +1,400 @@
+package idemhttp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/record"
+)
+
+// Store is what the middleware needs of an idempotency store: Begin, as
+// engine.Engine implements it.
+type Store interface {
+	Begin(ctx context.Context, req engine.Request) (engine.Result, error)
+}
+
+// Middleware adds the idempotency contract to HTTP handlers. It is safe
+// for concurrent use; one Middleware may wrap any number of handlers, which
+// then share its options and statistics.
+type Middleware struct {
+	store Store
+	c     *config
+	st    stats
+}
+
+// New returns a Middleware over store. A nil o means the defaults
+// documented on Options. It returns an error matching ErrInvalidOptions
+// for options that cannot work.
+func New(store Store, o *Options) (*Middleware, error) {
+	if store == nil {
+		return nil, errors.New("idemhttp: nil store")
+	}
+	c, err := newConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Middleware{store: store, c: c}, nil
+}
+
+// Handler returns next wrapped with the idempotency contract. Its type is
+// the standard middleware signature, func(http.Handler) http.Handler.
+func (m *Middleware) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.serve(next, w, r)
+	})
+}
+
+// Response headers the middleware sets.
+const (
+	headerReplay    = "Idempotency-Replay"
+	headerReplayed  = "Idempotent-Replayed" // Stripe's name
+	headerRetry     = "Retry-After"
+	contentTypeJSON = "application/problem+json"
+)
+
+// CredentialScope returns the scope that the default Options store a
+// request's keys under: a SHA-256 digest of the credential (the whole
+// value of the ScopeHeader), or "" (the anonymous scope) for an empty
+// one. The digest is 32 bytes of binary; the credential cannot be read
+// back from it.
+func CredentialScope(credential string) string {
+	if credential == "" {
+		return ""
+	}
+	h := sha256.New()
+	io.WriteString(h, "idemkv scope v1\x00")
+	io.WriteString(h, credential)
+	return string(h.Sum(nil))
+}
+
+func (m *Middleware) scope(r *http.Request) string {
+	if m.c.Scope != nil {
+		return m.c.Scope(r)
+	}
+	return CredentialScope(r.Header.Get(m.c.ScopeHeader))
+}
+
+// selects reports whether r is handled, its route pattern, and whether a
+// key is required.
+func (m *Middleware) selects(r *http.Request) (route string, require, ok bool) {
+	if m.c.routes != nil {
+		route = m.c.RoutePattern(r)
+		require, ok = m.c.routes[r.Method+" "+route]
+		return route, require, ok
+	}
+	if !m.c.methods[r.Method] {
+		return "", false, false
+	}
+	return m.c.RoutePattern(r), m.c.RequireKey, true
+}
+
+func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	route, require, ok := m.selects(r)
+	if !ok {
+		next.ServeHTTP(w, r)
+		return
+	}
+	start := time.Now()
+	key, err := ParseKey(r.Header, m.c.KeyHeaders)
+	if err != nil {
+		m.st.badRequests.Add(1)
+		m.problem(w, "", http.StatusBadRequest, CodeKeyInvalid, err.Error(), nil)
+		return
+	}
+	if key == "" {
+		if require {
+			m.st.badRequests.Add(1)
+			m.problem(w, "", http.StatusBadRequest, CodeKeyMissing,
+				"this endpoint requires an idempotency key in the "+m.c.KeyHeaders[0]+" header", nil)
+			return
+		}
+		m.st.passedThrough.Add(1)
+		next.ServeHTTP(w, r)
+		return
+	}
+	m.st.requests.Add(1)
+
+	buf := getBuffer()
+	defer putBuffer(buf)
+	if code, detail := m.readBody(r, buf); code != 0 {
+		m.st.badRequests.Add(1)
+		m.problem(w, "", code, codeForStatus(code), detail, nil)
+		return
+	}
+	body := buf.Bytes()
+	endpoint := r.Method + " " + route
+	req := engine.Request{
+		Key:         record.Key{Scope: m.scope(r), Endpoint: endpoint, Key: key},
+		Fingerprint: m.fingerprint(r, endpoint, body),
+		RequestID:   m.c.NewRequestID(),
+		Wait:        engine.Wait,
+	}
+	ctx := r.Context()
+	bctx, cancel := ctx, context.CancelFunc(func() {})
+	if m.c.InFlight == RejectInFlight {
+		req.Wait = engine.NoWait
+	} else {
+		bctx, cancel = context.WithTimeout(ctx, m.c.WaitTimeout)
+	}
+	res, err := m.store.Begin(bctx, req)
+	cancel()
+	if err != nil {
+		m.beginFailed(w, r, req, err)
+		m.st.observe(outcomeError, start)
+		return
+	}
+	switch res.Outcome {
+	case engine.Proceed:
+		m.st.proceeded.Add(1)
+		if res.Recovered {
+			m.st.recovered.Add(1)
+		}
+		m.run(next, w, r, req, res, body)
+		m.st.observe(outcomeProceed, start)
+	case engine.Replay:
+		m.st.replayed.Add(1)
+		m.replay(w, res.Record)
+		m.st.observe(outcomeReplay, start)
+	case engine.Conflict:
+		m.st.conflicts.Add(1)
+		m.problem(w, req.RequestID, m.c.ConflictStatus, CodeConflict,
+			"this idempotency key was already used with a different request; use a new key for a new request",
+			map[string]string{"conflicts_with": res.OriginalRequestID})
+		m.st.observe(outcomeConflict, start)
+	case engine.InFlight:
+		m.st.inProgress.Add(1)
+		m.inProgress(w, req.RequestID, res.OriginalRequestID)
+		m.st.observe(outcomeInProgress, start)
+	default:
+		m.beginFailed(w, r, req, errors.New("idemhttp: store gave no answer"))
+		m.st.observe(outcomeError, start)
+	}
+}
+
+// readBody reads r's body into buf. It returns a status and a message for
+// the client when the body cannot be used.
+func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer) (int, string) {
+	max := m.c.MaxRequestBody
+	tooLarge := "the request body is larger than " + strconv.FormatInt(max, 10) + " bytes"
+	if r.ContentLength > max {
+		return http.StatusRequestEntityTooLarge, tooLarge
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return 0, ""
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	switch {
+	case int64(buf.Len()) > max:
+		return http.StatusRequestEntityTooLarge, tooLarge
+	case err != nil:
+		return http.StatusBadRequest, "the request body could not be read: " + err.Error()
+	}
+	return 0, ""
+}
+
+// fingerprint hashes the method, the endpoint, the request target (path
+// and query, so that two resources of one route never share a response)
+// and the body.
+func (m *Middleware) fingerprint(r *http.Request, endpoint string, body []byte) record.Fingerprint {
+	h := record.NewHasher()
+	h.FieldString(r.Method)
+	h.FieldString(endpoint)
+	h.FieldString(r.URL.RequestURI())
+	if m.c.CanonicalJSON {
+		if cb, ok := canonicalJSON(body); ok {
+			h.FieldString("json")
+			h.Write(cb)
+			return h.Sum()
+		}
+	}
+	h.FieldString("raw")
+	h.Write(body)
+	return h.Sum()
+}
+
+// beginFailed answers a request whose Begin failed. The handler never runs
+// unprotected.
+func (m *Middleware) beginFailed(w http.ResponseWriter, r *http.Request, req engine.Request, err error) {
+	switch {
+	case r.Context().Err() != nil:
+		// The client is gone (or the server is shutting down); no one
+		// reads an answer.
+		m.st.canceled.Add(1)
+		m.problem(w, req.RequestID, http.StatusServiceUnavailable, CodeUnavailable, "the request was canceled", nil)
+	case errors.Is(err, context.DeadlineExceeded):
+		m.st.inProgress.Add(1)
+		m.inProgress(w, req.RequestID, "")
+	case errors.Is(err, engine.ErrInvalidKey):
+		m.st.badRequests.Add(1)
+		m.problem(w, req.RequestID, http.StatusBadRequest, CodeKeyInvalid, err.Error(), nil)
+	case errors.Is(err, engine.ErrCorrupt):
+		m.st.storeErrors.Add(1)
+		m.c.Logger.Error("idemhttp: stored record is damaged; it will not be replayed",
+			"endpoint", req.Key.Endpoint, "key", req.Key.Key, "err", err)
+		m.problem(w, req.RequestID, http.StatusInternalServerError, CodeRecordDamaged,
+			"the stored response for this idempotency key is damaged and cannot be replayed", nil)
+	default:
+		m.st.storeErrors.Add(1)
+		m.c.Logger.Error("idemhttp: idempotency store failed", "endpoint", req.Key.Endpoint, "err", err)
+		w.Header().Set(headerRetry, m.c.retry)
+		m.problem(w, req.RequestID, http.StatusServiceUnavailable, CodeUnavailable,
+			"the idempotency store is unavailable; retry later with the same key", nil)
+	}
+}
+
+func (m *Middleware) inProgress(w http.ResponseWriter, reqID, original string) {
+	w.Header().Set(headerRetry, m.c.retry)
+	var fields map[string]string
+	if original != "" {
+		fields = map[string]string{"request_in_progress": original}
+	}
+	m.problem(w, reqID, http.StatusConflict, CodeInProgress,
+		"a request with this idempotency key is still being processed; retry later with the same key", fields)
+}
+
+// replay writes a stored response: its status, its stored headers and
+// its body, byte for byte.
+func (m *Middleware) replay(w http.ResponseWriter, rec *record.Record) {
+	h := w.Header()
+	for _, hd := range rec.Header {
+		h.Del(hd.Name)
+	}
+	for _, hd := range rec.Header {
+		h.Add(hd.Name, hd.Value)
+	}
+	h.Set(headerReplay, "true")
+	if !m.c.OmitIdempotentReplayed {
+		h.Set(headerReplayed, "true")
+	}
+	if bodyAllowed(rec.Status) {
+		h.Set("Content-Length", strconv.Itoa(len(rec.Body)))
+	}
+	w.WriteHeader(rec.Status)
+	w.Write(rec.Body)
+}
+
+// run runs the handler for a claimed request and records its response.
+func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, req engine.Request, res engine.Result, body []byte) {
+	claim := res.Claim
+	call := &Call{Key: req.Key, RequestID: req.RequestID, Attempt: claim.Attempt(), Recovered: res.Recovered, Interrupted: res.Record}
+	r2 := r.WithContext(context.WithValue(r.Context(), callKey{}, call))
+	r2.Body = io.NopCloser(bytes.NewReader(body))
+	r2.ContentLength = int64(len(body))
+	r2.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+
+	h := w.Header()
+	h.Set(m.c.RequestIDHeader, req.RequestID)
+	h.Set(headerReplay, "false")
+	rec := &recorder{w: w, m: m, claim: claim, buf: getBuffer()}
+	defer putBuffer(rec.buf)
+	defer func() {
+		if p := recover(); p != nil {
+			// Nothing was recorded: release the claim so that a retry
+			// runs again, then let the panic go on (net/http logs it, or
+			// aborts the response for http.ErrAbortHandler).
+			rec.release("handler panicked")
+			panic(p)
+		}
+	}()
+	next.ServeHTTP(rec, r2)
+	rec.finish()
+}
+
+// release gives up claim on a context that a client disconnect cannot
+// cancel.
+func (m *Middleware) release(claim *engine.Claim, why string) {
+	m.st.released.Add(1)
+	err := claim.Release(context.Background())
+	if err != nil && !errors.Is(err, engine.ErrClaimDone) {
+		m.c.Logger.Warn("idemhttp: releasing a claim failed", "key", claim.Key().Key, "why", why, "err", err)
+	}
+}
+
+// complete records a response, or releases the claim if it cannot be
+// recorded. The response is sent whatever happens: the handler ran, and
+// hiding its outcome would be worse than a retry that cannot replay it.
+func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, body []byte) {
+	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader)}
+	for _, name := range m.c.stored {
+		for _, v := range h[name] {
+			resp.Header = append(resp.Header, record.Header{Name: name, Value: v})
+		}
+	}
+	if len(resp.RequestID) > record.MaxRequestIDLen {
+		resp.RequestID = ""
+	}
+	// The record must be durable before the response goes out, whether
+	// or not the client is still there.
+	err := claim.Complete(context.Background(), resp)
+	if err == nil {
+		m.st.recorded.Add(1)
+		return
+	}
+	m.st.completeErrors.Add(1)
+	m.c.Logger.Error("idemhttp: recording a response failed; a retry will not replay it",
+		"endpoint", claim.Key().Endpoint, "key", claim.Key().Key, "status", status, "err", err)
+	m.release(claim, "recording failed")
+}
+
+// bodyAllowed reports whether a response with status may have a body.
+func bodyAllowed(status int) bool {
+	switch {
+	case status >= 100 && status <= 199, status == 204, status == 304:
+		return false
+	}
+	return true
+}
+
+// Call describes the claimed request a handler is running, for handlers
+// that need to know (see FromContext).
+type Call struct {
+	Key       record.Key
+	RequestID string // the id idemkv generated for this request
+	Attempt   uint32 // 1, or more after an interrupted attempt
+	// Recovered is set when an earlier attempt with this key was
+	// interrupted (a crash, or an expired lease): the handler may have
+	// partly run before. Interrupted is that attempt's record.
+	Recovered   bool
+	Interrupted *record.Record
+}
+
+type callKey struct{}
+
+// FromContext returns the Call of a request the middleware let through
+// to the handler with a claim; ok is false for any other request.
+func FromContext(ctx context.Context) (c *Call, ok bool) {
+	c, ok = ctx.Value(callKey{}).(*Call)
+	return c, ok
+}
+
+// newRequestID returns "req_" and 24 random hex digits.
+func newRequestID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	var s [4 + 24]byte
+	copy(s[:], "req_")
+	hex.Encode(s[4:], b[:])
+	return string(s[:])
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func getBuffer() *bytes.Buffer { return bufPool.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > 256<<10 {
+		return
+	}
+	b.Reset()
+	bufPool.Put(b)
+}

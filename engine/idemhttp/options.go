@@ -1,0 +1,308 @@
+package idemhttp
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Options configure a Middleware. The zero value, and a nil *Options, give
+// the documented defaults.
+type Options struct {
+	// KeyHeaders are the request headers read for the idempotency key, in
+	// order. Default "Idempotency-Key", then "X-Idempotency-Key".
+	KeyHeaders []string
+
+	// Methods are the methods whose requests are handled when Routes is
+	// empty. Default POST, PUT, PATCH and DELETE.
+	Methods []string
+
+	// RequireKey refuses a request selected by Methods that carries no
+	// key with 400 (code idempotency_key_missing). Default false: such a
+	// request passes through to the handler unprotected.
+	RequireKey bool
+
+	// Routes, if not empty, replaces Methods: only requests whose method
+	// and route pattern match one of them are handled; every other
+	// request passes through untouched.
+	Routes []Route
+
+	// RoutePattern returns the route of a request, without its method:
+	// "/v1/calls/{id}". It is one part of the endpoint under which keys
+	// are stored (with the method), and what Routes are matched against.
+	// Default: the pattern of the http.ServeMux route that matched
+	// (Request.Pattern, set when the middleware wraps a handler
+	// registered on a mux), without its method; else the URL path. Use
+	// MuxPattern when the middleware wraps a whole ServeMux.
+	RoutePattern func(*http.Request) string
+
+	// ScopeHeader is the request header whose value identifies the
+	// tenant. Keys are stored under a SHA-256 digest of its value (see
+	// CredentialScope); the value itself is never stored. A request
+	// without it falls in a shared anonymous scope. Default
+	// "Authorization".
+	ScopeHeader string
+
+	// Scope, if set, replaces ScopeHeader: it returns the tenant of a
+	// request (up to 1024 bytes; "" is the anonymous scope). What it
+	// returns is stored as is, so it should not be a secret.
+	Scope func(*http.Request) string
+
+	// CanonicalJSON makes the fingerprint of a request whose body is
+	// valid JSON ignore whitespace and the order of object keys. Default
+	// false: the body's bytes are hashed as they are.
+	CanonicalJSON bool
+
+	// MaxRequestBody is the largest request body accepted, in bytes; a
+	// larger one is refused with 413 and nothing is recorded. The body
+	// is read into memory to fingerprint it. Default 1 MiB.
+	MaxRequestBody int64
+
+	// MaxResponseBody is the largest response body recorded, in bytes.
+	// A larger response is sent through unrecorded and the claim is
+	// released, as for a streamed response. It should not exceed the
+	// store's own limit (engine.Options.MaxBodySize). Default 16 MiB.
+	MaxResponseBody int
+
+	// StoredHeaders are response headers recorded and replayed in
+	// addition to the default allow-list (Content-Type, Content-Encoding,
+	// Location, ETag, Last-Modified, Content-Language, Content-Location,
+	// X-Request-Id). Set-Cookie, Date, Content-Length and hop-by-hop
+	// headers are never stored; New refuses them.
+	StoredHeaders []string
+
+	// ShouldStore says whether a response with this status is recorded.
+	// One that is not releases the claim, so a retry runs the handler
+	// again. Default: 2xx, and 4xx except 408, 409, 425 and 429.
+	ShouldStore func(status int) bool
+
+	// ConflictStatus is the status of the answer to a key reused with a
+	// different request: 409 (default) or 422 (as the IETF draft
+	// prefers).
+	ConflictStatus int
+
+	// InFlight is what happens to a duplicate that arrives while the
+	// first request runs. Default WaitForOriginal.
+	InFlight InFlightPolicy
+
+	// WaitTimeout bounds how long a duplicate waits for the running
+	// request under WaitForOriginal (the request's context bounds it
+	// too); then it gets 409 idempotency_request_in_progress. Default
+	// 30s.
+	WaitTimeout time.Duration
+
+	// RetryAfter is the Retry-After sent with 409
+	// idempotency_request_in_progress and 503. Default 1s; whole seconds.
+	RetryAfter time.Duration
+
+	// OmitIdempotentReplayed leaves out Stripe's "Idempotent-Replayed:
+	// true", sent on replays beside "Idempotency-Replay: true".
+	OmitIdempotentReplayed bool
+
+	// RequestIDHeader is the response header that carries the request
+	// id. Default "X-Request-Id".
+	RequestIDHeader string
+
+	// NewRequestID returns a fresh request id for a first request whose
+	// handler does not set one. Default "req_" and 24 random hex digits.
+	NewRequestID func() string
+
+	// Logger receives errors of the store that the client does not see
+	// (a failed Complete). Default slog.Default().
+	Logger *slog.Logger
+}
+
+// A Route names one endpoint that accepts idempotency keys.
+type Route struct {
+	Method  string // "POST"
+	Pattern string // as RoutePattern returns it: "/v1/calls"
+	// RequireKey refuses a request without a key with 400.
+	RequireKey bool
+}
+
+// InFlightPolicy says what a duplicate gets while the first request runs.
+type InFlightPolicy uint8
+
+const (
+	// WaitForOriginal waits for the first request to finish (bounded by
+	// WaitTimeout and the request's context) and replays its response;
+	// if it released its claim instead, the duplicate runs.
+	WaitForOriginal InFlightPolicy = iota
+	// RejectInFlight answers 409 idempotency_request_in_progress with
+	// Retry-After at once.
+	RejectInFlight
+)
+
+// Defaults.
+const (
+	DefaultMaxRequestBody  = 1 << 20
+	DefaultMaxResponseBody = 16 << 20
+	DefaultWaitTimeout     = 30 * time.Second
+	DefaultRetryAfter      = time.Second
+)
+
+// defaultStoredHeaders are recorded and replayed unless configured out.
+var defaultStoredHeaders = []string{
+	"Content-Type", "Content-Encoding", "Location", "Etag", "Last-Modified",
+	"Content-Language", "Content-Location",
+}
+
+// neverStored are headers that describe one connection or one moment, or
+// carry per-client secrets.
+var neverStored = []string{
+	"Set-Cookie", "Date", "Content-Length", "Connection", "Keep-Alive",
+	"Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "Te",
+	"Trailer", "Transfer-Encoding", "Upgrade", "Idempotency-Replay",
+	"Idempotent-Replayed",
+}
+
+// DefaultShouldStore records 2xx and 4xx answers except 408, 409, 425 and
+// 429, which say "try again later" rather than answer the request.
+func DefaultShouldStore(status int) bool {
+	switch {
+	case status >= 200 && status < 300:
+		return true
+	case status >= 400 && status < 500:
+		return status != 408 && status != 409 && status != 425 && status != 429
+	}
+	return false
+}
+
+// config is Options with defaults filled in and lookups prepared.
+type config struct {
+	Options
+	methods map[string]bool
+	routes  map[string]bool // "METHOD pattern" -> RequireKey
+	stored  []string        // canonical header names
+	retry   string          // Retry-After value
+}
+
+func newConfig(o *Options) (*config, error) {
+	c := &config{}
+	if o != nil {
+		c.Options = *o
+	}
+	if c.KeyHeaders == nil {
+		c.KeyHeaders = []string{"Idempotency-Key", "X-Idempotency-Key"}
+	}
+	c.KeyHeaders = canonical(c.KeyHeaders)
+	if len(c.KeyHeaders) == 0 {
+		return nil, fmt.Errorf("%w: no KeyHeaders", ErrInvalidOptions)
+	}
+	if c.Methods == nil {
+		c.Methods = []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
+	}
+	c.methods = make(map[string]bool)
+	for _, m := range c.Methods {
+		c.methods[m] = true
+	}
+	if len(c.Routes) > 0 {
+		c.routes = make(map[string]bool)
+		for _, r := range c.Routes {
+			if r.Method == "" || r.Pattern == "" {
+				return nil, fmt.Errorf("%w: route %+v needs a method and a pattern", ErrInvalidOptions, r)
+			}
+			c.routes[r.Method+" "+r.Pattern] = r.RequireKey
+		}
+	}
+	if c.RoutePattern == nil {
+		c.RoutePattern = defaultRoutePattern
+	}
+	if c.ScopeHeader == "" {
+		c.ScopeHeader = "Authorization"
+	}
+	c.ScopeHeader = http.CanonicalHeaderKey(c.ScopeHeader)
+	if c.MaxRequestBody == 0 {
+		c.MaxRequestBody = DefaultMaxRequestBody
+	}
+	if c.MaxResponseBody == 0 {
+		c.MaxResponseBody = DefaultMaxResponseBody
+	}
+	if c.MaxRequestBody < 0 || c.MaxResponseBody < 0 {
+		return nil, fmt.Errorf("%w: negative body limit", ErrInvalidOptions)
+	}
+	if c.RequestIDHeader == "" {
+		c.RequestIDHeader = "X-Request-Id"
+	}
+	c.RequestIDHeader = http.CanonicalHeaderKey(c.RequestIDHeader)
+	c.stored = canonical(slices.Concat(defaultStoredHeaders, []string{c.RequestIDHeader}, c.StoredHeaders))
+	for _, h := range c.stored {
+		if slices.Contains(neverStored, h) {
+			return nil, fmt.Errorf("%w: header %s cannot be stored", ErrInvalidOptions, h)
+		}
+	}
+	if c.ShouldStore == nil {
+		c.ShouldStore = DefaultShouldStore
+	}
+	switch c.ConflictStatus {
+	case 0:
+		c.ConflictStatus = http.StatusConflict
+	case http.StatusConflict, http.StatusUnprocessableEntity:
+	default:
+		return nil, fmt.Errorf("%w: ConflictStatus %d (want 409 or 422)", ErrInvalidOptions, c.ConflictStatus)
+	}
+	if c.InFlight > RejectInFlight {
+		return nil, fmt.Errorf("%w: InFlight policy %d", ErrInvalidOptions, c.InFlight)
+	}
+	if c.WaitTimeout == 0 {
+		c.WaitTimeout = DefaultWaitTimeout
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
+	}
+	if c.WaitTimeout < 0 || c.RetryAfter < 0 {
+		return nil, fmt.Errorf("%w: negative duration", ErrInvalidOptions)
+	}
+	c.retry = fmt.Sprint(int64((c.RetryAfter + time.Second - 1) / time.Second))
+	if c.NewRequestID == nil {
+		c.NewRequestID = newRequestID
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// canonical returns the canonical forms of names, without duplicates.
+func canonical(names []string) []string {
+	var out []string
+	for _, n := range names {
+		if n = http.CanonicalHeaderKey(strings.TrimSpace(n)); n != "" && !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// defaultRoutePattern is the ServeMux pattern without its method, or the
+// path.
+func defaultRoutePattern(r *http.Request) string {
+	p := r.Pattern
+	if p == "" {
+		return r.URL.Path
+	}
+	return stripMethod(p)
+}
+
+// stripMethod removes a leading "METHOD " from a ServeMux pattern.
+func stripMethod(p string) string {
+	if i := strings.IndexAny(p, " \t"); i > 0 && !strings.ContainsAny(p[:i], "/.") {
+		return strings.TrimLeft(p[i:], " \t")
+	}
+	return p
+}
+
+// MuxPattern returns a RoutePattern function for a middleware that wraps
+// a whole mux: it asks mux which pattern the request matches (the path if
+// none does).
+func MuxPattern(mux *http.ServeMux) func(*http.Request) string {
+	return func(r *http.Request) string {
+		if _, p := mux.Handler(r); p != "" {
+			return stripMethod(p)
+		}
+		return r.URL.Path
+	}
+}

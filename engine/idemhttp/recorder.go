@@ -1,0 +1,184 @@
+package idemhttp
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+
+	"github.com/idemkv/idemkv/engine"
+)
+
+// recorder is the ResponseWriter a claimed request's handler writes to. It
+// holds the whole response back until the handler returns, so that the
+// response is recorded before any of it is sent (model: net/http's
+// timeoutWriter). A handler that flushes (streams) or hijacks the
+// connection, or writes more than MaxResponseBody, turns it into a plain
+// pass-through writer and the claim is released: such a response cannot be
+// replayed.
+//
+// A recorder is used by the handler's goroutine only, like any
+// ResponseWriter.
+type recorder struct {
+	w     http.ResponseWriter
+	m     *Middleware
+	claim *engine.Claim
+	buf   *bytes.Buffer
+
+	status int  // final status, once wrote
+	wrote  bool // WriteHeader called with a final status
+	mode   mode
+	done   bool // the claim was completed or released
+}
+
+type mode uint8
+
+const (
+	buffering mode = iota
+	passthrough
+	hijacked
+)
+
+func (rw *recorder) Header() http.Header { return rw.w.Header() }
+
+func (rw *recorder) WriteHeader(code int) {
+	if code < 100 || code > 999 {
+		// As net/http does; the panic releases the claim.
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	switch {
+	case rw.mode == hijacked:
+		return
+	case rw.mode == passthrough:
+		rw.w.WriteHeader(code)
+		return
+	case rw.wrote:
+		return // superfluous, as net/http ignores it
+	case code == http.StatusSwitchingProtocols:
+		rw.stream("protocol switch")
+		rw.w.WriteHeader(code)
+		return
+	case code < 200:
+		rw.w.WriteHeader(code) // informational (103 Early Hints): sent now, not recorded
+		return
+	}
+	rw.status, rw.wrote = code, true
+}
+
+func (rw *recorder) Write(p []byte) (int, error) {
+	switch rw.mode {
+	case hijacked:
+		return 0, http.ErrHijacked
+	case passthrough:
+		return rw.w.Write(p)
+	}
+	if !rw.wrote {
+		rw.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(rw.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if rw.buf.Len()+len(p) > rw.m.c.MaxResponseBody {
+		rw.stream("response larger than MaxResponseBody")
+		return rw.w.Write(p)
+	}
+	return rw.buf.Write(p)
+}
+
+// Flush sends what was written so far: the response is streamed, not
+// recorded.
+func (rw *recorder) Flush() { _ = rw.FlushError() }
+
+// FlushError is Flush for http.ResponseController.
+func (rw *recorder) FlushError() error {
+	if rw.mode == hijacked {
+		return http.ErrHijacked
+	}
+	rw.stream("response flushed (streamed)")
+	return http.NewResponseController(rw.w).Flush()
+}
+
+// Hijack hands the connection to the handler; nothing is recorded.
+func (rw *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if rw.mode == hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	rw.giveUp("connection hijacked")
+	conn, brw, err := http.NewResponseController(rw.w).Hijack()
+	if err != nil {
+		rw.mode = passthrough
+		return nil, nil, err
+	}
+	rw.mode = hijacked
+	return conn, brw, nil
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer for
+// what the recorder does not intercept (deadlines, full duplex).
+func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
+
+// giveUp releases the claim once, for a response that will not be
+// recorded.
+func (rw *recorder) giveUp(why string) {
+	if !rw.done {
+		rw.done = true
+		rw.m.release(rw.claim, why)
+	}
+}
+
+// release is giveUp for the middleware's panic path.
+func (rw *recorder) release(why string) { rw.giveUp(why) }
+
+// stream switches from buffering to pass-through: the claim is released,
+// and what was held back is sent.
+func (rw *recorder) stream(why string) {
+	if rw.mode != buffering {
+		return
+	}
+	rw.giveUp(why)
+	rw.mode = passthrough
+	if rw.wrote {
+		rw.w.WriteHeader(rw.status)
+	}
+	if rw.buf.Len() > 0 {
+		rw.w.Write(rw.buf.Bytes())
+		rw.buf.Reset()
+	}
+}
+
+// finish records the response the handler left (or releases the claim if
+// it is not to be recorded), then sends it.
+func (rw *recorder) finish() {
+	if rw.mode != buffering {
+		return
+	}
+	status := http.StatusOK
+	if rw.wrote {
+		status = rw.status
+	}
+	body := rw.buf.Bytes()
+	h := rw.w.Header()
+	if _, set := h["Content-Type"]; !set && len(body) > 0 && bodyAllowed(status) {
+		// What net/http would sniff when the body is sent; recorded so
+		// that a replay sends the same.
+		h.Set("Content-Type", http.DetectContentType(body))
+	}
+	if !rw.done {
+		rw.done = true
+		if rw.m.c.ShouldStore(status) {
+			rw.m.complete(rw.claim, status, h, body)
+		} else {
+			rw.m.release(rw.claim, "status "+strconv.Itoa(status)+" is not recorded")
+		}
+	}
+	if _, set := h["Content-Length"]; !set && bodyAllowed(status) {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	rw.mode = passthrough
+	rw.w.WriteHeader(status)
+	if len(body) > 0 {
+		rw.w.Write(body)
+	}
+}
