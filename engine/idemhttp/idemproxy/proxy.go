@@ -1,0 +1,96 @@
+// Package idemproxy is a reverse proxy that adds idemkv's idempotency
+// contract in front of any HTTP API, whatever its language: the logic of
+// the `idemkv proxy` sidecar.
+//
+// The upstream sees every request as the client sent it (the key headers
+// included), with X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Proto
+// added. Since the proxy does not know the upstream's routes, the endpoint
+// of a key is the method and the URL path, unless the Middleware was given
+// Options.Routes and a RoutePattern.
+//
+// Streaming: Go's reverse proxy flushes every write of a response of
+// unknown length; the proxy turns those flushes off so that such responses
+// (chunked JSON, say) are recorded like any other. Only a text/event-stream
+// response is streamed, and so never recorded.
+package idemproxy
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+
+	"github.com/idemkv/idemkv/engine/idemhttp"
+)
+
+// Options configure a proxy. The zero value gives the defaults.
+type Options struct {
+	// Transport carries requests to the upstream. Default
+	// http.DefaultTransport.
+	Transport http.RoundTripper
+	// Logger receives upstream errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// New returns a handler that sends every request to upstream (a URL such
+// as http://127.0.0.1:3000, optionally with a base path), through m. A
+// failure to reach the upstream answers 502 with a problem body; like any
+// 5xx, it is not recorded, so a retry tries the upstream again.
+func New(upstream *url.URL, m *idemhttp.Middleware, o *Options) http.Handler {
+	if o == nil {
+		o = &Options{}
+	}
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.SetXForwarded()
+		},
+		Transport: o.Transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			logger.Warn("idemproxy: upstream failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			writeBadGateway(w)
+		},
+	}
+	return m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rp.ServeHTTP(&noFlush{ResponseWriter: w}, r)
+	}))
+}
+
+// writeBadGateway answers 502 as a problem document.
+func writeBadGateway(w http.ResponseWriter) {
+	b, _ := json.Marshal(idemhttp.Problem{
+		Type: "about:blank", Title: http.StatusText(http.StatusBadGateway), Status: http.StatusBadGateway,
+		Detail: "the upstream server could not be reached", Code: "upstream_unavailable",
+	})
+	h := w.Header()
+	h.Set("Content-Type", "application/problem+json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusBadGateway)
+	w.Write(append(b, '\n'))
+}
+
+// noFlush hides the reverse proxy's flushes from the recorder, except for
+// event streams, which are meant to be streamed.
+type noFlush struct {
+	http.ResponseWriter
+}
+
+func (w *noFlush) FlushError() error {
+	ct := w.Header().Get("Content-Type")
+	if strings.HasPrefix(strings.ToLower(strings.TrimSpace(ct)), "text/event-stream") {
+		return http.NewResponseController(w.ResponseWriter).Flush()
+	}
+	return nil
+}
+
+func (w *noFlush) Flush() { _ = w.FlushError() }
+
+// Unwrap lets the reverse proxy reach Hijack (protocol upgrades) and
+// deadlines on the writer below.
+func (w *noFlush) Unwrap() http.ResponseWriter { return w.ResponseWriter }
