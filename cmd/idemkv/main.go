@@ -7,6 +7,8 @@
 // The commands are:
 //
 //	bench   measure idemkv against an in-memory map and raw Pebble in one run
+//	serve   run a demo API with idempotency keys on the embedded engine
+//	proxy   add idempotency keys in front of any HTTP API (reverse proxy)
 //	help    print this text, or a command's flags (idemkv help bench)
 //
 // Each command lives in its own file (bench.go) and has an entry in
@@ -34,6 +36,8 @@ type command struct {
 // commands maps each subcommand's name to its implementation.
 var commands = map[string]command{
 	"bench": {"measure idemkv against an in-memory map and raw Pebble in one run", runBench},
+	"serve": {"run a demo API with idempotency keys on the embedded engine", runServe},
+	"proxy": {"add idempotency keys in front of any HTTP API (reverse proxy)", runProxy},
 }
 
 func main() {

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildIdemkv builds the command once per test binary.
+var buildIdemkv = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "idemkv-bin")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "idemkv")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// process is a running idemkv command.
+type process struct {
+	cmd    *exec.Cmd
+	addr   string // http://host:port
+	admin  string // of the admin listener, if any
+	stderr *lockedBuffer
+	done   chan error
+}
+
+var (
+	addrRE  = regexp.MustCompile(`^idemkv .* on (http://127\.0\.0\.1:\d+)`)
+	adminRE = regexp.MustCompile(`^admin on (http://127\.0\.0\.1:\d+)`)
+)
+
+// lockedBuffer collects a process's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs idemkv with args and waits for the line naming its address.
+func start(t *testing.T, args ...string) *process {
+	t.Helper()
+	bin, err := buildIdemkv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &process{cmd: exec.Command(bin, args...), stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p.cmd.Stderr = p.stderr
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		for range lines {
+		}
+	})
+	deadline := time.After(30 * time.Second)
+	for p.addr == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("idemkv %v exited before listening; stderr:\n%s", args, p.stderr)
+			}
+			if m := adminRE.FindStringSubmatch(line); m != nil {
+				p.admin = m[1]
+			}
+			if m := addrRE.FindStringSubmatch(line); m != nil {
+				p.addr = m[1]
+			}
+		case <-deadline:
+			t.Fatalf("idemkv %v did not start; stderr:\n%s", args, p.stderr)
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	return p
+}
+
+// stop sends SIGTERM and returns the exit error.
+func (p *process) stop(t *testing.T) error {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit after SIGTERM; stderr:\n%s", p.stderr)
+		return nil
+	}
+}
+
+func send(t *testing.T, method, url, key, body string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer sk_test")
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestProxyCommandSurvivesRestart(t *testing.T) {
+	var mu sync.Mutex
+	runs := 0
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		runs++
+		n := runs
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(201)
+		fmt.Fprintf(w, `{"charge":%d}`, n)
+	}))
+	defer up.Close()
+	data := t.TempDir()
+	args := []string{"proxy", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-upstream", up.URL, "-data", data}
+
+	p := start(t, args...)
+	s1, _, b1 := send(t, "POST", p.addr+"/v1/charges", "c1", `{"amount":5}`)
+	if s1 != 201 {
+		t.Fatalf("first: %d %s", s1, b1)
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v; stderr:\n%s", err, p.stderr)
+	}
+	if !strings.Contains(p.stderr.String(), "stopped") {
+		t.Errorf("no graceful stop logged:\n%s", p.stderr)
+	}
+
+	p = start(t, args...)
+	s2, h2, b2 := send(t, "POST", p.addr+"/v1/charges", "c1", `{"amount":5}`)
+	if s2 != 201 || b2 != b1 || h2.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("after a restart: %d %q replay=%q; want the replay of %q", s2, b2, h2.Get("Idempotency-Replay"), b1)
+	}
+	if s, _, _ := send(t, "POST", p.addr+"/v1/charges", "c1", `{"amount":6}`); s != 409 {
+		t.Fatalf("conflict: %d", s)
+	}
+	// The admin listener reports the replay and the conflict.
+	resp, err := http.Get(p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"idemkv_http_replayed_total 1\n", "idemkv_http_conflicts_total 1\n", "idemkv_engine_disk_bytes"} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if resp, err := http.Get(p.admin + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/healthz: %v %v", resp, err)
+	}
+	mu.Lock()
+	if runs != 1 {
+		t.Errorf("upstream ran %d times; want 1", runs)
+	}
+	mu.Unlock()
+	p.stop(t)
+}
+
+func TestServeCommand(t *testing.T) {
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", t.TempDir())
+	s1, _, b1 := send(t, "POST", p.addr+"/v1/calls", "k", `{"to":"+15550100"}`)
+	s2, h2, b2 := send(t, "POST", p.addr+"/v1/calls", "k", `{"to":"+15550100"}`)
+	s3, _, b3 := send(t, "POST", p.addr+"/v1/calls", "k", `{"to":"+15550199"}`)
+	if s1 != 201 || s2 != 201 || b1 != b2 || h2.Get("Idempotency-Replay") != "true" || s3 != 409 || !strings.Contains(b3, "idempotency_conflict") {
+		t.Fatalf("tour: %d %s / %d %s / %d %s", s1, b1, s2, b2, s3, b3)
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.stderr)
+	}
+}
+
+func TestProxyCommandUsage(t *testing.T) {
+	if code := run([]string{"proxy", "-upstream", "not a url"}); code != 2 {
+		t.Fatalf("bad -upstream: exit %d; want 2", code)
+	}
+	if code := run([]string{"proxy", "-route", "POST"}); code != 2 {
+		t.Fatalf("bad -route: exit %d; want 2", code)
+	}
+}
