@@ -6,10 +6,14 @@
 //
 // The commands are:
 //
-//	bench   measure idemkv against an in-memory map and raw Pebble in one run
-//	serve   run a demo API with idempotency keys on the embedded engine
-//	proxy   add idempotency keys in front of any HTTP API (reverse proxy)
-//	help    print this text, or a command's flags (idemkv help bench)
+//	bench    measure idemkv against an in-memory map and raw Pebble in one run
+//	serve    run a demo API with idempotency keys on the embedded engine
+//	proxy    add idempotency keys in front of any HTTP API (reverse proxy)
+//	inspect  list the records of a data directory, by scope and endpoint
+//	get      show one record of a data directory, decoded
+//	stats    print counts and sizes of a data directory
+//	sweep    drop the expired generations of a data directory now
+//	help     print this text, or a command's flags (idemkv help bench)
 //
 // Each command lives in its own file (bench.go) and has an entry in
 // commands; it parses its flags and calls into a library package, where
@@ -38,6 +42,11 @@ var commands = map[string]command{
 	"bench": {"measure idemkv against an in-memory map and raw Pebble in one run", runBench},
 	"serve": {"run a demo API with idempotency keys on the embedded engine", runServe},
 	"proxy": {"add idempotency keys in front of any HTTP API (reverse proxy)", runProxy},
+
+	"inspect": {"list the records of a data directory, by scope and endpoint", runInspect},
+	"get":     {"show one record of a data directory, decoded", runGet},
+	"stats":   {"print counts and sizes of a data directory", runStats},
+	"sweep":   {"drop the expired generations of a data directory now", runSweep},
 }
 
 func main() {
