@@ -218,7 +218,7 @@ func TestInspect(t *testing.T) {
 		{"endpoint without scope", []string{"-endpoint", "POST /v1/calls"}, 2,
 			[]string{"needs -scope"}, nil},
 		{"both scopes", []string{"-scope", "acme", "-scope-hex", "00"}, 2,
-			[]string{"one of -scope and -scope-hex"}, nil},
+			[]string{"one of -scope, -scope-hex and -credential"}, nil},
 		{"bad hex", []string{"-scope-hex", "xyz"}, 2, []string{"not hexadecimal"}, nil},
 		{"negative limit", []string{"-limit", "-1"}, 2, nil, nil},
 		{"help", []string{"-h"}, 0, []string{"Usage: idemkv inspect"}, nil},
