@@ -1,0 +1,59 @@
+package idemhttp_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/idemhttp/idemclient"
+)
+
+// TestClientTransportAgainstDroppedConnections is the case idempotency
+// keys exist for: the server runs the request, then the connection drops
+// before the client reads the answer. The client transport retries with
+// the same key and gets the stored response; the handler ran once.
+func TestClientTransportAgainstDroppedConnections(t *testing.T) {
+	c := newCounter()
+	m, err := idemhttp.New(newEngine(t, nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protected := m.Handler(c)
+	var drops atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if drops.Add(1) <= 2 {
+			// Run the request for real, then lose the answer.
+			protected.ServeHTTP(httptest.NewRecorder(), r)
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		protected.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	client := &http.Client{Transport: &idemclient.Transport{BaseDelay: time.Millisecond, MaxTries: 5}}
+	resp, err := client.Post(srv.URL+"/v1/calls", "application/json", strings.NewReader(`{"to":"+15550100"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	key := resp.Request.Header.Get("Idempotency-Key")
+	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("after two dropped connections: %d replay=%q %s", resp.StatusCode, resp.Header.Get("Idempotency-Replay"), body)
+	}
+	if n := c.count(key); n != 1 {
+		t.Fatalf("handler ran %d times for key %q; want 1", n, key)
+	}
+	if drops.Load() < 3 {
+		t.Fatalf("the server saw %d tries; want at least 3", drops.Load())
+	}
+}
