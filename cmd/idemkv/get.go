@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -21,15 +20,11 @@ import (
 
 // runGet is 'idemkv get': it shows one record decoded.
 func runGet(args []string) (err error) {
-	fs := flag.NewFlagSet("idemkv get", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv get -endpoint ENDPOINT -key KEY [flags]\n\n"+
-			"Shows the current record of one key in a data directory (one that no server is\n"+
-			"using): its metadata, stored headers and body. The body is printed as text if\n"+
-			"it is printable UTF-8, else as a hex dump; -body-only writes its raw bytes.\n"+
-			"A key with no live record, or a damaged record, makes the command exit 1.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv get", "Usage: idemkv get -endpoint ENDPOINT -key KEY [flags]\n\n"+
+		"Shows the current record of one key in a data directory (one that no server is\n"+
+		"using): its metadata, stored headers and body. The body is printed as text if\n"+
+		"it is printable UTF-8, else as a hex dump; -body-only writes its raw bytes.\n"+
+		"A key with no live record, or a damaged record, makes the command exit 1.\n\n")
 	var df dataFlags
 	df.register(fs)
 	var sf scopeFlags

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -20,17 +19,13 @@ import (
 // runInspect is 'idemkv inspect': it lists the records of a data
 // directory, damaged ones included.
 func runInspect(args []string) (err error) {
-	fs := flag.NewFlagSet("idemkv inspect", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv inspect [flags]\n\n"+
-			"Lists the records of a data directory (one that no server is using), in order\n"+
-			"of expiry: state (completed, expired, interrupted or damaged), scope, endpoint,\n"+
-			"key, status, request id, attempt, stored size, and the times it was created,\n"+
-			"completed and expires (RFC 3339, UTC). Parts that are not printable ASCII, such\n"+
-			"as the SHA-256 scopes of the HTTP middleware, are shown in 0x-prefixed hex.\n"+
-			"Damaged records are listed with their error, and make the command exit 1.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv inspect", "Usage: idemkv inspect [flags]\n\n"+
+		"Lists the records of a data directory (one that no server is using), in order\n"+
+		"of expiry: state (completed, expired, interrupted or damaged), scope, endpoint,\n"+
+		"key, status, request id, attempt, stored size, and the times it was created,\n"+
+		"completed and expires (RFC 3339, UTC). Parts that are not printable ASCII, such\n"+
+		"as the SHA-256 scopes of the HTTP middleware, are shown in 0x-prefixed hex.\n"+
+		"Damaged records are listed with their error, and make the command exit 1.\n\n")
 	var df dataFlags
 	df.register(fs)
 	var sf scopeFlags

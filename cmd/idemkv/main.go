@@ -90,6 +90,17 @@ func run(args []string) int {
 	}
 }
 
+// newFlagSet returns the flag set of a command, whose -h prints usage
+// and then the flags.
+func newFlagSet(name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
 // errUsage is returned by a command whose flags were wrong; the flag
 // package has already said why.
 var errUsage = errors.New("usage")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"net/url"
 	"strings"
@@ -13,15 +12,11 @@ import (
 // runProxy is 'idemkv proxy': the idempotency contract in front of any
 // HTTP API.
 func runProxy(args []string) error {
-	fs := flag.NewFlagSet("idemkv proxy", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv proxy -upstream URL [flags]\n\n"+
-			"A reverse proxy that adds idempotency keys to any HTTP API: a retry with the\n"+
-			"same key and body gets the stored response, the same key with another body\n"+
-			"409, and a duplicate in flight waits for the first. The endpoint of a key is\n"+
-			"the method and the path. SIGINT/SIGTERM stop it gracefully.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv proxy", "Usage: idemkv proxy -upstream URL [flags]\n\n"+
+		"A reverse proxy that adds idempotency keys to any HTTP API: a retry with the\n"+
+		"same key and body gets the stored response, the same key with another body\n"+
+		"409, and a duplicate in flight waits for the first. The endpoint of a key is\n"+
+		"the method and the path. SIGINT/SIGTERM stop it gracefully.\n\n")
 	var f serverFlags
 	f.register(fs, "127.0.0.1:8081")
 	upstream := fs.String("upstream", "", "`URL` of the API to protect, e.g. http://127.0.0.1:3000")

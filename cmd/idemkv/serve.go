@@ -10,15 +10,11 @@ import (
 
 // runServe is 'idemkv serve': the demo API on the embedded engine.
 func runServe(args []string) error {
-	fs := flag.NewFlagSet("idemkv serve", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv serve [flags]\n\n"+
-			"Runs a small demo API with idempotency keys on the embedded engine: bearer-token\n"+
-			"auth (any token; it names the tenant), POST /v1/calls, /v1/agents, /v1/batch-calls\n"+
-			"and /v1/tools answering 201 {\"data\": {...}}, a GET for each, and POST /v1/webhooks,\n"+
-			"which takes no keys. It prints curl commands to try on start-up.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv serve", "Usage: idemkv serve [flags]\n\n"+
+		"Runs a small demo API with idempotency keys on the embedded engine: bearer-token\n"+
+		"auth (any token; it names the tenant), POST /v1/calls, /v1/agents, /v1/batch-calls\n"+
+		"and /v1/tools answering 201 {\"data\": {...}}, a GET for each, and POST /v1/webhooks,\n"+
+		"which takes no keys. It prints curl commands to try on start-up.\n\n")
 	var f serverFlags
 	f.register(fs, "127.0.0.1:8080")
 	if err := parseFlags(fs, args); err != nil {

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,15 +21,11 @@ const topScopes = 10
 
 // runStats is 'idemkv stats': counts and sizes of a data directory.
 func runStats(args []string) (err error) {
-	fs := flag.NewFlagSet("idemkv stats", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv stats [flags]\n\n"+
-			"Prints counts and sizes of a data directory (one that no server is using):\n"+
-			"disk bytes, generations, records by state (expired ones not swept yet\n"+
-			"included), stored bytes, oldest and newest expiry, and the scopes with the\n"+
-			"most records. Damaged records are counted, and make the command exit 1.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv stats", "Usage: idemkv stats [flags]\n\n"+
+		"Prints counts and sizes of a data directory (one that no server is using):\n"+
+		"disk bytes, generations, records by state (expired ones not swept yet\n"+
+		"included), stored bytes, oldest and newest expiry, and the scopes with the\n"+
+		"most records. Damaged records are counted, and make the command exit 1.\n\n")
 	var df dataFlags
 	df.register(fs)
 	asJSON := fs.Bool("json", false, "print a JSON object")

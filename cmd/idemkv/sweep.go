@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 )
@@ -10,15 +9,11 @@ import (
 // runSweep is 'idemkv sweep': it drops the expired generations of a data
 // directory now.
 func runSweep(args []string) (err error) {
-	fs := flag.NewFlagSet("idemkv sweep", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), "Usage: idemkv sweep [flags]\n\n"+
-			"Drops every generation of a data directory (one that no server is using) whose\n"+
-			"records have all expired, as the server does by itself in the background, and\n"+
-			"prints how many it dropped and the disk bytes before and after. Pebble frees\n"+
-			"the space of dropped generations with compactions, which may finish later.\n\n")
-		fs.PrintDefaults()
-	}
+	fs := newFlagSet("idemkv sweep", "Usage: idemkv sweep [flags]\n\n"+
+		"Drops every generation of a data directory (one that no server is using) whose\n"+
+		"records have all expired, as the server does by itself in the background, and\n"+
+		"prints how many it dropped and the disk bytes before and after. Pebble frees\n"+
+		"the space of dropped generations with compactions, which may finish later.\n\n")
 	var df dataFlags
 	df.register(fs)
 	if err := parseFlags(fs, args); err != nil {
