@@ -55,7 +55,10 @@
 // retry runs the handler again: a status ShouldStore refuses (5xx by
 // default), a panic (re-raised after the release), a streamed response
 // (the handler flushed), a hijacked connection, or a body larger than
-// Options.MaxResponseBody. If the store fails to record a response, the
+// Options.MaxResponseBody; the claim is released when the handler returns,
+// never while it still runs, so a duplicate cannot run beside it. Headers are
+// taken as they are when the handler returns; trailers are sent but not
+// recorded. If the store fails to record a response, the
 // response is sent all the same and the failure logged: the handler ran, and
 // hiding its result would be worse than a retry that runs it again.
 //

@@ -139,6 +139,9 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		RequestID:   m.c.NewRequestID(),
 		Wait:        engine.Wait,
 	}
+	if len(req.RequestID) > record.MaxRequestIDLen {
+		req.RequestID = req.RequestID[:record.MaxRequestIDLen]
+	}
 	ctx := r.Context()
 	bctx, cancel := ctx, context.CancelFunc(func() {})
 	if m.c.InFlight == RejectInFlight {
@@ -278,6 +281,12 @@ func (m *Middleware) replay(w http.ResponseWriter, rec *record.Record) {
 	}
 	if bodyAllowed(rec.Status) {
 		h.Set("Content-Length", strconv.Itoa(len(rec.Body)))
+		if _, typed := h["Content-Type"]; !typed && len(rec.Body) > 0 {
+			// The original had no Content-Type (the handler suppressed
+			// sniffing, or the body was content-encoded): neither has the
+			// replay.
+			h["Content-Type"] = nil
+		}
 	}
 	w.WriteHeader(rec.Status)
 	w.Write(rec.Body)
@@ -295,17 +304,13 @@ func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	h := w.Header()
 	h.Set(m.c.RequestIDHeader, req.RequestID)
 	h.Set(headerReplay, "false")
-	rec := &recorder{w: w, m: m, claim: claim, buf: getBuffer()}
+	rec := &recorder{w: w, m: m, claim: claim, reqID: req.RequestID, buf: getBuffer()}
 	defer putBuffer(rec.buf)
-	defer func() {
-		if p := recover(); p != nil {
-			// Nothing was recorded: release the claim so that a retry
-			// runs again, then let the panic go on (net/http logs it, or
-			// aborts the response for http.ErrAbortHandler).
-			rec.release("handler panicked")
-			panic(p)
-		}
-	}()
+	// Whatever way the handler ends — returns, panics, runtime.Goexit —
+	// a claim that was not recorded is released once it has ended, so a
+	// retry runs again; a panic goes on with its own stack (net/http logs
+	// it, or aborts the response for http.ErrAbortHandler).
+	defer rec.releaseUnlessDone()
 	next.ServeHTTP(rec, r2)
 	rec.finish()
 }

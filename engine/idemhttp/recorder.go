@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/idemkv/idemkv/engine"
 )
@@ -16,8 +17,9 @@ import (
 // response is recorded before any of it is sent (model: net/http's
 // timeoutWriter). A handler that flushes (streams) or hijacks the
 // connection, or writes more than MaxResponseBody, turns it into a plain
-// pass-through writer and the claim is released: such a response cannot be
-// replayed.
+// pass-through writer: such a response cannot be replayed, and the claim is
+// released once the handler has returned (not before: a duplicate must not
+// run beside it).
 //
 // A recorder is used by the handler's goroutine only, like any
 // ResponseWriter.
@@ -25,12 +27,14 @@ type recorder struct {
 	w     http.ResponseWriter
 	m     *Middleware
 	claim *engine.Claim
+	reqID string
 	buf   *bytes.Buffer
 
 	status int  // final status, once wrote
 	wrote  bool // WriteHeader called with a final status
 	mode   mode
-	done   bool // the claim was completed or released
+	why    string // why the response is not recorded, in pass-through
+	done   bool   // the claim was completed or released
 }
 
 type mode uint8
@@ -105,7 +109,8 @@ func (rw *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if rw.mode == hijacked {
 		return nil, nil, http.ErrHijacked
 	}
-	rw.giveUp("connection hijacked")
+	// What was written so far goes first, as net/http sends it.
+	rw.stream("connection hijacked")
 	conn, brw, err := http.NewResponseController(rw.w).Hijack()
 	if err != nil {
 		rw.mode = passthrough
@@ -119,25 +124,28 @@ func (rw *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // what the recorder does not intercept (deadlines, full duplex).
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
 
-// giveUp releases the claim once, for a response that will not be
-// recorded.
-func (rw *recorder) giveUp(why string) {
-	if !rw.done {
-		rw.done = true
-		rw.m.release(rw.claim, why)
+// releaseUnlessDone releases the claim if the response was not recorded.
+// The middleware defers it, so that it runs however the handler ended.
+func (rw *recorder) releaseUnlessDone() {
+	if rw.done {
+		return
 	}
+	rw.done = true
+	why := rw.why
+	if why == "" {
+		why = "handler did not return normally"
+	}
+	rw.m.release(rw.claim, why)
 }
 
-// release is giveUp for the middleware's panic path.
-func (rw *recorder) release(why string) { rw.giveUp(why) }
-
-// stream switches from buffering to pass-through: the claim is released,
-// and what was held back is sent.
+// stream switches from buffering to pass-through and sends what was held
+// back. The claim is released when the handler returns.
 func (rw *recorder) stream(why string) {
 	if rw.mode != buffering {
 		return
 	}
-	rw.giveUp(why)
+	rw.why = why
+	rw.restoreHeaders()
 	rw.mode = passthrough
 	if rw.wrote {
 		rw.w.WriteHeader(rw.status)
@@ -146,6 +154,20 @@ func (rw *recorder) stream(why string) {
 		rw.w.Write(rw.buf.Bytes())
 		rw.buf.Reset()
 	}
+}
+
+// restoreHeaders puts back the headers the middleware set before the
+// handler ran, which a handler (or a reverse proxy forwarding a 1xx) may
+// have cleared; of two request ids, the handler's (the last) wins.
+func (rw *recorder) restoreHeaders() {
+	h := rw.w.Header()
+	name := rw.m.c.RequestIDHeader
+	if ids := h[name]; len(ids) == 0 {
+		h.Set(name, rw.reqID)
+	} else if len(ids) > 1 {
+		h.Set(name, ids[len(ids)-1])
+	}
+	h.Set(headerReplay, "false")
 }
 
 // finish records the response the handler left (or releases the claim if
@@ -159,21 +181,23 @@ func (rw *recorder) finish() {
 		status = rw.status
 	}
 	body := rw.buf.Bytes()
+	rw.restoreHeaders()
 	h := rw.w.Header()
-	if _, set := h["Content-Type"]; !set && len(body) > 0 && bodyAllowed(status) {
+	_, haveType := h["Content-Type"]
+	if !haveType && h.Get("Content-Encoding") == "" && h.Get("Transfer-Encoding") == "" && len(body) > 0 && bodyAllowed(status) {
 		// What net/http would sniff when the body is sent; recorded so
 		// that a replay sends the same.
 		h.Set("Content-Type", http.DetectContentType(body))
 	}
-	if !rw.done {
-		rw.done = true
-		if rw.m.c.ShouldStore(status) {
-			rw.m.complete(rw.claim, status, h, body)
-		} else {
-			rw.m.release(rw.claim, "status "+strconv.Itoa(status)+" is not recorded")
-		}
+	// done is set only once the store has answered: if ShouldStore or
+	// the store panics, the deferred release still runs.
+	if rw.m.c.ShouldStore(status) {
+		rw.m.complete(rw.claim, status, h, body)
+	} else {
+		rw.m.release(rw.claim, "status "+strconv.Itoa(status)+" is not recorded")
 	}
-	if _, set := h["Content-Length"]; !set && bodyAllowed(status) {
+	rw.done = true
+	if _, set := h["Content-Length"]; !set && bodyAllowed(status) && !hasTrailers(h) {
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	rw.mode = passthrough
@@ -181,4 +205,18 @@ func (rw *recorder) finish() {
 	if len(body) > 0 {
 		rw.w.Write(body)
 	}
+}
+
+// hasTrailers reports whether the handler declared trailers, which need a
+// chunked body (trailers are sent, not recorded).
+func hasTrailers(h http.Header) bool {
+	if _, ok := h["Trailer"]; ok {
+		return true
+	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
 }

@@ -9,18 +9,25 @@
 // Options.Routes and a RoutePattern.
 //
 // Streaming: Go's reverse proxy flushes every write of a response of
-// unknown length; the proxy turns those flushes off so that such responses
-// (chunked JSON, say) are recorded like any other. Only a text/event-stream
-// response is streamed, and so never recorded.
+// unknown length; for a request with a claim the proxy turns those flushes
+// off so that such responses (chunked JSON, say) are recorded like any
+// other. Only a text/event-stream response is streamed, and so never
+// recorded. Requests without a claim (GET, no key) are proxied as they are.
+//
+// A request with a claim is not canceled at the upstream when its client
+// disconnects (see Options.UpstreamTimeout): the response is recorded, and
+// the client's retry gets it.
 package idemproxy
 
 import (
+	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
 )
@@ -32,6 +39,11 @@ type Options struct {
 	Transport http.RoundTripper
 	// Logger receives upstream errors. Default slog.Default().
 	Logger *slog.Logger
+	// UpstreamTimeout bounds a request with a claim at the upstream.
+	// Such a request is not canceled when its client goes away: the
+	// upstream may be performing the side effect, and its response must
+	// be recorded for the retry. Default 2m.
+	UpstreamTimeout time.Duration
 }
 
 // New returns a handler that sends every request to upstream (a URL such
@@ -57,8 +69,20 @@ func New(upstream *url.URL, m *idemhttp.Middleware, o *Options) http.Handler {
 			writeBadGateway(w)
 		},
 	}
+	timeout := o.UpstreamTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
 	return m.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rp.ServeHTTP(&noFlush{ResponseWriter: w}, r)
+		if _, claimed := idemhttp.FromContext(r.Context()); !claimed {
+			// Not recorded: stream as the upstream does, and stop when
+			// the client goes.
+			rp.ServeHTTP(w, r)
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), timeout)
+		defer cancel()
+		rp.ServeHTTP(&noFlush{ResponseWriter: w}, r.WithContext(ctx))
 	}))
 }
 
