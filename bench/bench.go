@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -13,9 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/idemkv/idemkv/bench/payload"
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/record"
 )
 
 // Workload is what each measured operation does (see the package
@@ -33,9 +32,12 @@ const (
 	// Conflict: a request that reuses a completed request's key with a
 	// different body (fingerprint).
 	Conflict
+	// Mixed: fresh requests, replays and conflicts in the proportions
+	// that Config.ReplayRatio and Config.ConflictRatio set.
+	Mixed
 )
 
-var workloadNames = [...]string{Fresh: "fresh", Replay: "replay", ReplayCold: "replay-cold", Conflict: "conflict"}
+var workloadNames = [...]string{Fresh: "fresh", Replay: "replay", ReplayCold: "replay-cold", Conflict: "conflict", Mixed: "mixed"}
 
 func (w Workload) String() string {
 	if int(w) < len(workloadNames) {
@@ -44,12 +46,13 @@ func (w Workload) String() string {
 	return fmt.Sprintf("Workload(%d)", uint8(w))
 }
 
-// ParseWorkload parses "fresh", "replay", "replay-cold" or "conflict".
+// ParseWorkload parses "fresh", "replay", "replay-cold", "conflict" or
+// "mixed".
 func ParseWorkload(s string) (Workload, error) {
 	if i := slices.Index(workloadNames[:], s); i >= 0 {
 		return Workload(i), nil
 	}
-	return 0, fmt.Errorf("%w: unknown workload %q (want fresh, replay, replay-cold or conflict)", ErrInvalid, s)
+	return 0, fmt.Errorf("%w: unknown workload %q (want fresh, replay, replay-cold, conflict or mixed)", ErrInvalid, s)
 }
 
 // MarshalText implements encoding.TextMarshaler (for JSON and flag.TextVar).
@@ -70,12 +73,25 @@ func (w *Workload) UnmarshalText(b []byte) error {
 	return nil
 }
 
+// retries reports whether w asks for keys stored before the measured
+// phase.
+func (w Workload) retries() bool { return w == Replay || w == ReplayCold || w == Conflict }
+
 // Config describes one run. The zero value is valid: it measures the
 // Fresh workload in the Synced mode with the defaults below. Zero numeric
 // fields take their defaults; negative ones are invalid.
 type Config struct {
 	// Workload is what every operation does. Default Fresh.
 	Workload Workload
+
+	// ReplayRatio and ConflictRatio are, in the Mixed workload, the
+	// probabilities that an operation is a retry of a request that its
+	// goroutine completed earlier in the phase (Replay), or a request
+	// that reuses such a key with another body (Conflict); every other
+	// operation is a fresh request. Each is at most 1, and so is their
+	// sum. They must be zero for the other workloads.
+	ReplayRatio   float64
+	ConflictRatio float64
 
 	// Concurrency is the number of goroutines that share the operations.
 	// Default 64; at most Ops.
@@ -91,10 +107,15 @@ type Config struct {
 	// mode. Default engine.Synced.
 	Durability engine.Durability
 
-	// Ops is the number of measured operations for each system, every one
-	// on a distinct key; it is also the number of records each stores.
-	// Default 20000.
+	// Ops is the number of measured operations for each system and
+	// concurrency, every fresh request and every stored retry target on
+	// a distinct key. Default 20000.
 	Ops int
+
+	// Records is the number of completed records that every system
+	// holds before it is measured, stored without being measured, so that
+	// the cost of a larger store shows. Default 0.
+	Records int
 
 	// Dir is the directory in which Run creates a temporary directory for
 	// the systems' data; Run removes it before it returns. Default
@@ -104,6 +125,11 @@ type Config struct {
 	// NoBaselines measures idemkv alone. By default (false) the map and
 	// raw Pebble baselines are measured too.
 	NoBaselines bool
+
+	// Progress, if not nil, receives a line every two seconds of a phase
+	// (prefill, waiting for compactions, measuring) that lasts longer,
+	// with the operations done and their rate.
+	Progress io.Writer
 }
 
 // Defaults of Config.
@@ -113,6 +139,10 @@ const (
 	DefaultOps         = 20000
 )
 
+// maxRecords bounds Config.Records and Ops: key indexes stay below 2^56
+// (see appendID) with room to spare.
+const maxRecords = 1 << 40
+
 // withDefaults fills in the defaults and validates c.
 func (c Config) withDefaults() (Config, error) {
 	switch {
@@ -120,8 +150,15 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: unknown workload %d", ErrInvalid, uint8(c.Workload))
 	case c.Durability > engine.Relaxed:
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, uint8(c.Durability))
-	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0:
-		return c, fmt.Errorf("%w: negative Concurrency, BodySize or Ops", ErrInvalid)
+	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0:
+		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops or Records", ErrInvalid)
+	case c.Ops > maxRecords || c.Records > maxRecords:
+		return c, fmt.Errorf("%w: Ops or Records above %d", ErrInvalid, maxRecords)
+	case c.Workload != Mixed && (c.ReplayRatio != 0 || c.ConflictRatio != 0):
+		return c, fmt.Errorf("%w: ReplayRatio and ConflictRatio need the mixed workload", ErrInvalid)
+	case !(c.ReplayRatio >= 0 && c.ConflictRatio >= 0 && c.ReplayRatio+c.ConflictRatio <= 1):
+		return c, fmt.Errorf("%w: ReplayRatio %v and ConflictRatio %v: each from 0 to 1, their sum at most 1",
+			ErrInvalid, c.ReplayRatio, c.ConflictRatio)
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
@@ -145,14 +182,44 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if err != nil {
 		return Report{Config: cfg}, err
 	}
-	d := newDataset(cfg.Ops, cfg.BodySize)
-	rep := Report{
-		Config: cfg, BodyLen: d.bodyLen(),
-		GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0),
+	s, err := RunSweep(ctx, cfg, []int{cfg.Concurrency})
+	if len(s) == 0 {
+		return Report{Config: cfg}, err
+	}
+	return s[0], err
+}
+
+// RunSweep measures cfg's workload as Run does at each concurrency in
+// turn (cfg.Concurrency is ignored), and returns one report for each, in
+// the order given. Each system is opened and prefilled once; the steps
+// then measure it one after the other, each on keys of its own, so a
+// step finds the records of the steps before it in the store (Ops each,
+// or Ops more for the workloads that store their retry targets first).
+// On error the reports hold the results measured so far.
+func RunSweep(ctx context.Context, cfg Config, concurrency []int) (Sweep, error) {
+	if len(concurrency) == 0 {
+		return nil, fmt.Errorf("%w: no concurrency to measure", ErrInvalid)
+	}
+	for _, c := range concurrency {
+		if c < 1 {
+			return nil, fmt.Errorf("%w: concurrency %d", ErrInvalid, c)
+		}
+	}
+	cfg.Concurrency = concurrency[0]
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := newDataset(0, cfg.BodySize)
+	sweep := make(Sweep, len(concurrency))
+	for k, c := range concurrency {
+		sc := cfg
+		sc.Concurrency = min(c, cfg.Ops)
+		sweep[k] = Report{Config: sc, BodyLen: d.bodyLen(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
 	}
 	root, err := os.MkdirTemp(cfg.Dir, "idemkv-bench-")
 	if err != nil {
-		return rep, fmt.Errorf("bench: %w", err)
+		return sweep, fmt.Errorf("bench: %w", err)
 	}
 	defer os.RemoveAll(root)
 	names := systemNames
@@ -160,46 +227,125 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		names = names[:1]
 	}
 	for _, name := range names {
-		res, err := runSystem(ctx, name, filepath.Join(root, name), cfg, d)
-		if err != nil {
-			return rep, fmt.Errorf("bench: %s: %w", name, err)
+		open := func(prefill bool) (system, error) {
+			return openSystem(name, filepath.Join(root, name), cfg, d, prefill)
 		}
-		rep.Results = append(rep.Results, res)
+		if err := runSystem(ctx, name, open, sweep, d); err != nil {
+			return sweep, fmt.Errorf("bench: %s: %w", name, err)
+		}
 	}
-	return rep, nil
+	return sweep, nil
 }
 
-// runSystem opens the named system in dir, measures it and closes it,
-// removing dir.
-func runSystem(ctx context.Context, name, dir string, cfg Config, d *dataset) (_ Result, err error) {
-	defer os.RemoveAll(dir)
-	s, err := openSystem(name, dir, cfg, d)
+// runSystem opens a system, prefills it, measures it at each step of
+// sweep, appending its results, and closes it. The steps share
+// everything in sweep[0].Config but the concurrency.
+func runSystem(ctx context.Context, name string, open func(prefill bool) (system, error), sweep Sweep, d *dataset) (err error) {
+	cfg := sweep[0].Config
+	s, err := open(cfg.Records > 0)
 	if err != nil {
-		return Result{}, err
+		return err
 	}
 	defer func() {
 		if cerr := s.close(); err == nil && cerr != nil {
 			err = fmt.Errorf("close: %w", cerr)
 		}
 	}()
-	if cfg.Workload != Fresh {
-		ws, _, err := parallel(ctx, cfg.Concurrency, d, s.first)
-		if err != nil {
-			return Result{}, fmt.Errorf("prefill: %w", err)
+	stored := 0
+	if cfg.Records > 0 {
+		if err := s.load(ctx, 0, cfg.Records, cfg.Progress); err != nil {
+			return fmt.Errorf("prefill: %w", err)
 		}
-		if err := expect(ws, engine.Proceed, Fresh); err != nil {
-			return Result{}, fmt.Errorf("prefill: %w", err)
+		if err := s.reopen(); err != nil {
+			return fmt.Errorf("reopen after prefill: %w", err)
+		}
+		stored = cfg.Records
+	}
+	for k := range sweep {
+		sc := sweep[k].Config
+		base := cfg.Records + k*cfg.Ops
+		d.setWindow(base, cfg.Ops)
+		if sc.Workload.retries() {
+			if err := s.load(ctx, base, base+cfg.Ops, cfg.Progress); err != nil {
+				return fmt.Errorf("store the keys to retry: %w", err)
+			}
+			stored += cfg.Ops
+		}
+		// The step before settled after its phase.
+		if k == 0 || sc.Workload.retries() {
+			if err := settle(ctx, s, name, cfg.Progress); err != nil {
+				return err
+			}
+		}
+		res, err := measure(ctx, name, s, sc, d, uint64(k), &stored)
+		if err != nil {
+			return err
+		}
+		sweep[k].Results = append(sweep[k].Results, res)
+	}
+	return nil
+}
+
+// settleQuiet is how long a store must have written nothing before a
+// phase is measured, so that the flushes and compactions of what was
+// stored before are not counted as the phase's writes, and after it, so
+// that those the phase caused are; settleMax bounds the wait.
+var (
+	settleQuiet = 300 * time.Millisecond
+	settleMax   = 2 * time.Minute
+)
+
+// settle waits until s has written nothing for settleQuiet, at most
+// settleMax.
+func settle(ctx context.Context, s system, name string, pr io.Writer) error {
+	n0, ok := s.written()
+	if !ok {
+		return nil
+	}
+	var moved atomic.Int64
+	stop := startProgress(pr, name+": waiting for flushes and compactions", "bytes written", 0, moved.Load)
+	defer stop()
+	t := time.NewTicker(settleQuiet / 6)
+	defer t.Stop()
+	start, last, lastN := time.Now(), time.Now(), n0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-t.C:
+			n, _ := s.written()
+			moved.Store(int64(n - n0))
+			if n != lastN {
+				last, lastN = now, n
+			}
+			if now.Sub(last) >= settleQuiet || now.Sub(start) >= settleMax {
+				return nil
+			}
 		}
 	}
-	op := opFor(s, cfg.Workload)
+}
+
+// measure runs the measured phase of one step on s and returns its
+// result. stored counts the records s holds; measure adds the fresh
+// requests it stored.
+func measure(ctx context.Context, name string, s system, cfg Config, d *dataset, seed uint64, stored *int) (Result, error) {
+	op := opFor(s, cfg)
+	w0, hasFiles := s.written()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	ws, elapsed, err := parallel(ctx, cfg.Concurrency, d, op)
+	label := fmt.Sprintf("%s %s c=%d", name, cfg.Workload, cfg.Concurrency)
+	ws, elapsed, err := parallel(ctx, d.n, cfg.Concurrency, seed, op, cfg.Progress, label)
 	runtime.ReadMemStats(&after)
 	if err != nil {
-		return Result{}, err
+		return Result{System: name}, err
 	}
+	// Count the writes the phase left to the background (a write-ahead
+	// log written asynchronously, flushes, compactions) as its own.
+	if err := settle(ctx, s, name, cfg.Progress); err != nil {
+		return Result{System: name}, err
+	}
+	w1, _ := s.written()
 	res := Result{
 		System:      name,
 		Ops:         d.n,
@@ -208,52 +354,79 @@ func runSystem(ctx context.Context, name, dir string, cfg Config, d *dataset) (_
 		AllocsPerOp: float64(after.Mallocs-before.Mallocs) / float64(d.n),
 	}
 	lat := make([]time.Duration, 0, d.n)
+	var intended Outcomes
 	for _, w := range ws {
 		lat = append(lat, w.lat...)
 		res.Outcomes.add(w.outcomes)
+		intended.add(w.intended)
 	}
 	slices.Sort(lat)
 	res.P50, res.P99, res.P999 = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
-	if b := s.diskBytes(); b > 0 {
-		res.DiskBytesPerRecord = float64(b) / float64(d.n)
+	*stored += intended.Proceed
+	res.Records = *stored
+	if b := s.diskBytes(); b > 0 && res.Records > 0 {
+		res.DiskBytesPerRecord = float64(b) / float64(res.Records)
 	}
-	if err := expect(ws, wantOutcome(cfg.Workload), cfg.Workload); err != nil {
+	if hasFiles {
+		res.BytesWrittenPerOp = float64(w1-w0) / float64(d.n)
+		res.WriteAmp = res.BytesWrittenPerOp / float64(d.bodyLen())
+	}
+	if err := expect(ws, cfg.Workload); err != nil {
 		return res, err
 	}
 	return res, nil
 }
 
-// opFor returns the operation that w performs on s.
-func opFor(s system, w Workload) func(*worker, int) error {
-	switch w {
+// opFor returns the operation that cfg's workload performs on s. Each
+// counts what it asks for in the worker's intended outcomes.
+func opFor(s system, cfg Config) func(*worker, int) error {
+	switch cfg.Workload {
 	case Fresh:
-		return s.first
+		return func(w *worker, i int) error {
+			w.intended.Proceed++
+			return s.first(w, i)
+		}
 	case Conflict:
-		return func(wk *worker, i int) error { return s.retry(wk, i, true) }
+		return func(w *worker, i int) error {
+			w.intended.Conflict++
+			return s.retry(w, i, true)
+		}
+	case Mixed:
+		replay, retry := cfg.ReplayRatio, cfg.ReplayRatio+cfg.ConflictRatio
+		return func(w *worker, i int) error {
+			if u := w.rng.Float64(); u < retry && len(w.done) > 0 {
+				j := w.done[w.rng.IntN(len(w.done))]
+				if u < replay {
+					w.intended.Replay++
+					return s.retry(w, j, false)
+				}
+				w.intended.Conflict++
+				return s.retry(w, j, true)
+			}
+			w.intended.Proceed++
+			if err := s.first(w, i); err != nil {
+				return err
+			}
+			w.done = append(w.done, i)
+			return nil
+		}
 	}
-	return func(wk *worker, i int) error { return s.retry(wk, i, false) }
+	return func(w *worker, i int) error {
+		w.intended.Replay++
+		return s.retry(w, i, false)
+	}
 }
 
-func wantOutcome(w Workload) engine.Outcome {
-	switch w {
-	case Fresh:
-		return engine.Proceed
-	case Conflict:
-		return engine.Conflict
+// expect checks that every answer the workers counted (only idemkv and
+// the middleware count) was what the workload asked for.
+func expect(ws []*worker, wl Workload) error {
+	var got, want Outcomes
+	for _, w := range ws {
+		got.add(w.outcomes)
+		want.add(w.intended)
 	}
-	return engine.Replay
-}
-
-// expect checks that every answer the workers counted (only idemkv
-// counts) was want.
-func expect(ws []*worker, want engine.Outcome, w Workload) error {
-	var o Outcomes
-	for _, wk := range ws {
-		o.add(wk.outcomes)
-	}
-	if n := o.Total(); n > 0 && o.Of(want) != n {
-		return fmt.Errorf("%w: %s workload: %d of %d answers were not %v (%+v)",
-			ErrUnexpectedOutcome, w, n-o.Of(want), n, want, o)
+	if got.Total() > 0 && got != want {
+		return fmt.Errorf("%w: %s workload: answers %+v; want %+v", ErrUnexpectedOutcome, wl, got, want)
 	}
 	return nil
 }
@@ -267,26 +440,37 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
-// worker is one goroutine's state. Nothing in it is shared.
+// worker is one goroutine's state. Only progress is read by another
+// goroutine.
 type worker struct {
 	dst      []byte          // values the baselines read, reused like fastcache's Get(dst, k)
 	kb       []byte          // encoded keys for the baselines
 	lat      []time.Duration // latency of each operation, preallocated
 	outcomes Outcomes        // idemkv's answers
+	intended Outcomes        // what the workload asked for
+	rng      *rand.Rand      // the Mixed workload's choices, seeded by step and goroutine
+	done     []int           // Mixed: the operations this worker completed as fresh requests
+	progress atomic.Int64    // operations done, updated every progressBatch
 }
 
-// parallel runs op for every operation of d on the given number of
+const progressBatch = 16
+
+// parallel runs op for operations 0 to n on the given number of
 // goroutines (goroutine g does g, g+goroutines, …) and returns their
 // workers and the wall time from the start signal to the last goroutine's
-// end. It stops early on the first error or when ctx is done.
-func parallel(ctx context.Context, goroutines int, d *dataset, op func(*worker, int) error) ([]*worker, time.Duration, error) {
+// end. Worker g's random numbers are seeded by (seed, g). It stops early
+// on the first error or when ctx is done, and prints progress to pr (if
+// not nil) as label.
+func parallel(ctx context.Context, n, goroutines int, seed uint64, op func(*worker, int) error, pr io.Writer, label string) ([]*worker, time.Duration, error) {
 	var stop atomic.Bool
 	defer context.AfterFunc(ctx, func() { stop.Store(true) })()
-	n := d.n
 	ws := make([]*worker, goroutines)
 	errs := make([]error, goroutines)
 	for g := range ws {
-		ws[g] = &worker{lat: make([]time.Duration, 0, (n-g+goroutines-1)/goroutines)}
+		ws[g] = &worker{
+			lat: make([]time.Duration, 0, (n-g+goroutines-1)/goroutines),
+			rng: rand.New(rand.NewPCG(seed, uint64(g))),
+		}
 	}
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -294,6 +478,7 @@ func parallel(ctx context.Context, goroutines int, d *dataset, op func(*worker, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer func() { w.progress.Store(int64(len(w.lat))) }()
 			<-start
 			for i := g; i < n; i += goroutines {
 				if stop.Load() {
@@ -307,13 +492,25 @@ func parallel(ctx context.Context, goroutines int, d *dataset, op func(*worker, 
 					stop.Store(true)
 					return
 				}
+				if len(w.lat)%progressBatch == 0 {
+					w.progress.Store(int64(len(w.lat)))
+				}
 			}
 		}()
 	}
+	done := func() int64 {
+		t := int64(0)
+		for _, w := range ws {
+			t += w.progress.Load()
+		}
+		return t
+	}
+	stopProgress := startProgress(pr, label, "ops", n, done)
 	t0 := time.Now()
 	close(start)
 	wg.Wait()
 	elapsed := time.Since(t0)
+	stopProgress()
 	for _, err := range errs {
 		if err != nil {
 			return ws, elapsed, err
@@ -323,96 +520,4 @@ func parallel(ctx context.Context, goroutines int, d *dataset, op func(*worker, 
 		return ws, elapsed, err
 	}
 	return ws, elapsed, nil
-}
-
-// The key parts every request uses: a tenant and an operation.
-const (
-	benchScope    = "acct_9f2c4e1d7a3b"
-	benchEndpoint = "POST /v1/calls"
-	idLen         = 36 // a UUID's text form
-	nBodies       = 8  // distinct bodies per dataset
-)
-
-// dataset holds every input of a run, built up front so that operations
-// neither allocate nor hash their inputs.
-type dataset struct {
-	n      int
-	ids    string // n idempotency keys of idLen bytes, concatenated
-	bodies [][]byte
-	fps    []record.Fingerprint // fps[j] is record.Sum(bodies[j])
-	hdr    []record.Header
-}
-
-// newDataset returns n distinct keys and nBodies bodies of about size
-// bytes.
-func newDataset(n, size int) *dataset {
-	d := &dataset{
-		n:   n,
-		hdr: []record.Header{{Name: "Content-Type", Value: "application/json"}},
-	}
-	for j := range nBodies {
-		b := payload.JSON(nil, size, uint64(j+1))
-		d.bodies = append(d.bodies, b)
-		d.fps = append(d.fps, record.Sum(b))
-	}
-	// UUID-shaped keys: 8 random bytes, then the index (below 2^56, so
-	// that the variant bits do not collide), so keys are distinct and
-	// arrive in random order, like client-generated UUIDs.
-	r := rand.New(rand.NewPCG(uint64(n), 0x6b657973))
-	ids := make([]byte, 0, n*idLen)
-	var u [16]byte
-	for i := range n {
-		x := r.Uint64()
-		for k := range 8 {
-			u[k] = byte(x >> (8 * k))
-			u[8+k] = byte(uint64(i) >> (8 * (7 - k)))
-		}
-		u[6] = u[6]&0x0f | 0x40 // version 4
-		u[8] |= 0x80            // variant 10
-		ids = appendUUID(ids, u)
-	}
-	d.ids = string(ids)
-	return d
-}
-
-func appendUUID(dst []byte, u [16]byte) []byte {
-	const hex = "0123456789abcdef"
-	for k, b := range u {
-		if k == 4 || k == 6 || k == 8 || k == 10 {
-			dst = append(dst, '-')
-		}
-		dst = append(dst, hex[b>>4], hex[b&15])
-	}
-	return dst
-}
-
-// id returns operation i's idempotency key (it is also used as the
-// request id).
-func (d *dataset) id(i int) string { return d.ids[i*idLen : (i+1)*idLen] }
-
-// key returns operation i's idemkv key.
-func (d *dataset) key(i int) record.Key {
-	return record.Key{Scope: benchScope, Endpoint: benchEndpoint, Key: d.id(i)}
-}
-
-// appendKey appends the baselines' key of operation i to dst: the same
-// bytes as idemkv's encoded key (scope, endpoint, key).
-func (d *dataset) appendKey(dst []byte, i int) []byte { return d.key(i).Append(dst) }
-
-// body returns operation i's response body.
-func (d *dataset) body(i int) []byte { return d.bodies[i%nBodies] }
-
-// fp returns the fingerprint of operation i's request.
-func (d *dataset) fp(i int) record.Fingerprint { return d.fps[i%nBodies] }
-
-// otherFP returns a fingerprint that differs from fp(i), for conflicts.
-func (d *dataset) otherFP(i int) record.Fingerprint { return d.fps[(i+1)%nBodies] }
-
-// bodyLen returns the mean length of the bodies.
-func (d *dataset) bodyLen() int {
-	t := 0
-	for _, b := range d.bodies {
-		t += len(b)
-	}
-	return t / len(d.bodies)
 }

@@ -30,8 +30,19 @@ type Result struct {
 	// AllocsPerOp is the heap allocations of the whole process during
 	// the measured phase divided by Ops.
 	AllocsPerOp float64 `json:"allocs_per_op"`
+	// BytesWrittenPerOp is the bytes the system wrote to its files
+	// during the measured phase (write-ahead log, tables of flushes and
+	// compactions, manifest) divided by Ops; 0 for the map.
+	BytesWrittenPerOp float64 `json:"bytes_written_per_op"`
+	// WriteAmp is BytesWrittenPerOp divided by the mean body length
+	// (Report.BodyLen): the write amplification of a fresh request.
+	WriteAmp float64 `json:"write_amp"`
+	// Records is the number of records the system held after the
+	// measured phase: the prefill, the retry targets and the fresh
+	// requests stored so far.
+	Records int `json:"records"`
 	// DiskBytesPerRecord is the disk space in use after the measured
-	// phase divided by the records stored (Ops); 0 for the map.
+	// phase divided by Records; 0 for the map.
 	DiskBytesPerRecord float64 `json:"disk_bytes_per_record"`
 	// Outcomes counts idemkv's answers in the measured phase; zero for
 	// the baselines, which give none.
@@ -135,18 +146,40 @@ func (r Report) Ratios() map[string]float64 {
 // configuration, then one row per system. The last column is idemkv's
 // throughput divided by the row's system's.
 func (r Report) WriteTable(w io.Writer) error {
+	return Sweep{r}.WriteTable(w)
+}
+
+// describe returns the configuration line of a table, without the
+// concurrency if sweep is set.
+func (r Report) describe(sweep bool) string {
 	c := r.Config
 	wo := "pebble.Sync"
 	if c.Durability == engine.Relaxed {
 		wo = "pebble.NoSync"
 	}
-	if _, err := fmt.Fprintf(w, "workload=%s durability=%s (raw Pebble: %s) concurrency=%d body=%dB (mean %dB) ops=%d %s GOMAXPROCS=%d\n",
-		c.Workload, c.Durability, wo, c.Concurrency, c.BodySize, r.BodyLen, c.Ops, r.GoVersion, r.GOMAXPROCS); err != nil {
-		return err
+	wl := c.Workload.String()
+	if c.Workload == Mixed {
+		wl += fmt.Sprintf(" (replay %.2f, conflict %.2f)", c.ReplayRatio, c.ConflictRatio)
 	}
-	rows := [][]string{{"system", "ops/s", "p50", "p99", "p99.9", "allocs/op", "disk B/record", "idemkv ÷ system"}}
+	conc := fmt.Sprintf(" concurrency=%d", c.Concurrency)
+	if sweep {
+		conc = ""
+	}
+	return fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d %s GOMAXPROCS=%d",
+		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS)
+}
+
+var tableHeader = []string{"system", "ops/s", "p50", "p99", "p99.9", "allocs/op", "written B/op", "write amp", "disk B/record", "idemkv ÷ system"}
+
+// tableRows returns the report's rows of a table.
+func (r Report) tableRows() [][]string {
+	var rows [][]string
 	for _, res := range r.Results {
-		disk, ratio := "-", "-"
+		written, amp, disk, ratio := "-", "-", "-", "-"
+		if res.System != "map" {
+			written = group(res.BytesWrittenPerOp)
+			amp = strconv.FormatFloat(res.WriteAmp, 'f', 2, 64)
+		}
 		if res.DiskBytesPerRecord > 0 {
 			disk = group(res.DiskBytesPerRecord)
 		}
@@ -156,7 +189,38 @@ func (r Report) WriteTable(w io.Writer) error {
 			}
 		}
 		rows = append(rows, []string{res.System, group(res.OpsPerSec), short(res.P50), short(res.P99),
-			short(res.P999), strconv.FormatFloat(res.AllocsPerOp, 'f', 1, 64), disk, ratio})
+			short(res.P999), strconv.FormatFloat(res.AllocsPerOp, 'f', 1, 64), written, amp, disk, ratio})
+	}
+	return rows
+}
+
+// Sweep is the outcome of RunSweep: one report per concurrency, which
+// differ in nothing else.
+type Sweep []Report
+
+// WriteTable writes the sweep as one aligned text table: a line with the
+// configuration, then one row per concurrency and system (the first
+// column is the concurrency, unless the sweep has one report). The last
+// column is idemkv's throughput divided by the row's system's.
+func (s Sweep) WriteTable(w io.Writer) error {
+	if len(s) == 0 {
+		return nil
+	}
+	one := len(s) == 1
+	if _, err := fmt.Fprintln(w, s[0].describe(!one)); err != nil {
+		return err
+	}
+	rows := [][]string{tableHeader}
+	if !one {
+		rows[0] = append([]string{"c"}, tableHeader...)
+	}
+	for _, r := range s {
+		for _, row := range r.tableRows() {
+			if !one {
+				row = append([]string{strconv.Itoa(r.Config.Concurrency)}, row...)
+			}
+			rows = append(rows, row)
+		}
 	}
 	_, err := io.WriteString(w, formatTable(rows))
 	return err
@@ -193,54 +257,82 @@ func formatTable(rows [][]string) string {
 // WriteCSV writes a header line and one line per system; durations are in
 // nanoseconds and idemkv_ratio is idemkv's throughput divided by the
 // line's system's.
-func (r Report) WriteCSV(w io.Writer) error {
-	c := r.Config
+func (r Report) WriteCSV(w io.Writer) error { return Sweep{r}.WriteCSV(w) }
+
+// WriteCSV writes a header line and one line per concurrency and system,
+// as Report.WriteCSV does.
+func (s Sweep) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"workload", "durability", "concurrency", "body_size", "body_len", "system", "ops",
-		"elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns", "allocs_per_op", "disk_bytes_per_record",
-		"idemkv_ratio"})
-	for _, res := range r.Results {
-		ratio := 1.0
-		if res.System != "idemkv" {
-			ratio = r.Ratio(res.System)
+	_ = cw.Write([]string{"workload", "replay_ratio", "conflict_ratio", "durability", "concurrency", "body_size",
+		"body_len", "prefill_records", "system", "ops", "elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns",
+		"allocs_per_op", "bytes_written_per_op", "write_amp", "records", "disk_bytes_per_record", "idemkv_ratio"})
+	for _, r := range s {
+		c := r.Config
+		for _, res := range r.Results {
+			ratio := 1.0
+			if res.System != "idemkv" {
+				ratio = r.Ratio(res.System)
+			}
+			_ = cw.Write([]string{c.Workload.String(), ftoa(c.ReplayRatio, 3), ftoa(c.ConflictRatio, 3),
+				c.Durability.String(), strconv.Itoa(c.Concurrency), strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen),
+				strconv.Itoa(c.Records), res.System, strconv.Itoa(res.Ops),
+				strconv.FormatInt(int64(res.Elapsed), 10), ftoa(res.OpsPerSec, 0),
+				strconv.FormatInt(int64(res.P50), 10), strconv.FormatInt(int64(res.P99), 10),
+				strconv.FormatInt(int64(res.P999), 10), ftoa(res.AllocsPerOp, 2), ftoa(res.BytesWrittenPerOp, 0),
+				ftoa(res.WriteAmp, 3), strconv.Itoa(res.Records), ftoa(res.DiskBytesPerRecord, 0), ftoa(ratio, 3)})
 		}
-		_ = cw.Write([]string{c.Workload.String(), c.Durability.String(), strconv.Itoa(c.Concurrency),
-			strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen), res.System, strconv.Itoa(res.Ops),
-			strconv.FormatInt(int64(res.Elapsed), 10), strconv.FormatFloat(res.OpsPerSec, 'f', 0, 64),
-			strconv.FormatInt(int64(res.P50), 10), strconv.FormatInt(int64(res.P99), 10),
-			strconv.FormatInt(int64(res.P999), 10), strconv.FormatFloat(res.AllocsPerOp, 'f', 2, 64),
-			strconv.FormatFloat(res.DiskBytesPerRecord, 'f', 0, 64), strconv.FormatFloat(ratio, 'f', 3, 64)})
 	}
 	cw.Flush()
 	return cw.Error()
 }
 
+func ftoa(x float64, prec int) string { return strconv.FormatFloat(x, 'f', prec, 64) }
+
 // WriteJSON writes the report as one indented JSON object with the
 // configuration, the results (durations in nanoseconds) and the ratios.
 func (r Report) WriteJSON(w io.Writer) error {
-	type config struct {
-		Workload    Workload `json:"workload"`
-		Durability  string   `json:"durability"`
-		Concurrency int      `json:"concurrency"`
-		BodySize    int      `json:"body_size"`
-		BodyLen     int      `json:"body_len"`
-		Ops         int      `json:"ops"`
-		GoVersion   string   `json:"go_version"`
-		GOMAXPROCS  int      `json:"gomaxprocs"`
-	}
-	c := r.Config
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(struct {
+	return enc.Encode(r.jsonValue())
+}
+
+// WriteJSON writes the sweep as an indented JSON array of the objects
+// that Report.WriteJSON writes.
+func (s Sweep) WriteJSON(w io.Writer) error {
+	v := make([]any, len(s))
+	for i, r := range s {
+		v[i] = r.jsonValue()
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (r Report) jsonValue() any {
+	type config struct {
+		Workload      Workload `json:"workload"`
+		ReplayRatio   float64  `json:"replay_ratio,omitempty"`
+		ConflictRatio float64  `json:"conflict_ratio,omitempty"`
+		Durability    string   `json:"durability"`
+		Concurrency   int      `json:"concurrency"`
+		BodySize      int      `json:"body_size"`
+		BodyLen       int      `json:"body_len"`
+		Ops           int      `json:"ops"`
+		Records       int      `json:"records"`
+		GoVersion     string   `json:"go_version"`
+		GOMAXPROCS    int      `json:"gomaxprocs"`
+	}
+	c := r.Config
+	return struct {
 		Config  config             `json:"config"`
 		Results []Result           `json:"results"`
 		Ratios  map[string]float64 `json:"idemkv_ratios"`
 	}{
-		Config: config{c.Workload, c.Durability.String(), c.Concurrency, c.BodySize, r.BodyLen, c.Ops,
-			r.GoVersion, r.GOMAXPROCS},
+		Config: config{c.Workload, c.ReplayRatio, c.ConflictRatio, c.Durability.String(), c.Concurrency,
+			c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS},
 		Results: r.Results,
 		Ratios:  r.Ratios(),
-	})
+	}
 }
 
 // short formats d with three significant digits.
