@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"strconv"
 	"unicode/utf8"
 )
 
@@ -34,5 +33,3 @@ func canonicalJSON(body []byte) ([]byte, bool) {
 	}
 	return out, true
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

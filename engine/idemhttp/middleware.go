@@ -142,15 +142,7 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	if len(req.RequestID) > record.MaxRequestIDLen {
 		req.RequestID = req.RequestID[:record.MaxRequestIDLen]
 	}
-	ctx := r.Context()
-	bctx, cancel := ctx, context.CancelFunc(func() {})
-	if m.c.InFlight == RejectInFlight {
-		req.Wait = engine.NoWait
-	} else {
-		bctx, cancel = context.WithTimeout(ctx, m.c.WaitTimeout)
-	}
-	res, err := m.store.Begin(bctx, req)
-	cancel()
+	res, err := m.begin(r.Context(), req)
 	if err != nil {
 		m.beginFailed(w, r, req, err)
 		m.st.observe(outcomeError, start)
@@ -182,6 +174,18 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.beginFailed(w, r, req, errors.New("idemhttp: store gave no answer"))
 		m.st.observe(outcomeError, start)
 	}
+}
+
+// begin asks the store, bounding a wait for a running duplicate by
+// WaitTimeout, or not waiting at all under RejectInFlight.
+func (m *Middleware) begin(ctx context.Context, req engine.Request) (engine.Result, error) {
+	if m.c.InFlight == RejectInFlight {
+		req.Wait = engine.NoWait
+		return m.store.Begin(ctx, req)
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.c.WaitTimeout)
+	defer cancel()
+	return m.store.Begin(ctx, req)
 }
 
 // readBody reads r's body into buf. It returns a status and a message for

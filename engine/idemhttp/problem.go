@@ -3,6 +3,7 @@ package idemhttp
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 )
 
 // Codes of the problems the middleware answers with (the "code" member of
@@ -51,8 +52,8 @@ func (m *Middleware) problem(w http.ResponseWriter, reqID string, status int, co
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
 	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", itoa(len(b)))
-	h.Del("Idempotency-Replay")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Del(headerReplay)
 	if reqID != "" {
 		h.Set(m.c.RequestIDHeader, reqID)
 	}
