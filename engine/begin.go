@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
@@ -106,7 +107,8 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	defer putBuf(kb)
 	*kb = req.Key.Append((*kb)[:0])
 	ek := string(*kb)
-	s := e.stripeFor(ek)
+	h := xxhash.Sum64String(ek)
+	s := &e.stripes[h&e.mask]
 	for {
 		now := e.clock.Now()
 		s.mu.Lock()
@@ -168,20 +170,20 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 		lc := newCall(lookupCall)
 		s.calls[ek] = lc
 		s.mu.Unlock()
-		return e.lead(s, lc, ek, req, now)
+		return e.lead(s, lc, ek, h, req, now)
 	}
 }
 
 // lead runs the storage lookup for a key on behalf of every request that
 // arrives meanwhile (they wait on lc), and answers for itself.
-func (e *Engine) lead(s *stripe, lc *call, ek string, req Request, now time.Time) (res Result, err error) {
+func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now time.Time) (res Result, err error) {
 	if err := e.acquire(); err != nil {
 		s.abandon(ek, lc)
 		return Result{}, err
 	}
 	defer e.release()
 	e.st.lookups.Add(1)
-	f, err := e.lookup(ek, now)
+	f, err := e.lookup(ek, h, now)
 	if err != nil {
 		s.abandon(ek, lc)
 		e.st.errors.Add(1)
@@ -216,7 +218,7 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, req Request, now time.Time
 			}
 		}
 	}
-	c, err := e.claim(ek, req, now, f, prev)
+	c, err := e.claim(ek, h, req, now, f, prev)
 	if err != nil {
 		s.abandon(ek, lc)
 		e.st.errors.Add(1)
@@ -277,10 +279,10 @@ func (e *Engine) answerStored(val []byte, req Request, now time.Time) (Result, b
 // claim writes the lease record of a new claim and returns the claim.
 // found describes what storage held (an interrupted claim, or an expired
 // record, or nothing).
-func (e *Engine) claim(ek string, req Request, now time.Time, f found, prev *record.Record) (*Claim, error) {
+func (e *Engine) claim(ek string, h uint64, req Request, now time.Time, f found, prev *record.Record) (*Claim, error) {
 	token := e.tokens.Add(1)
 	cl := &Claim{
-		e: e, ek: ek, key: req.Key, fp: req.Fingerprint, requestID: req.RequestID,
+		e: e, ek: ek, h: h, key: req.Key, fp: req.Fingerprint, requestID: req.RequestID,
 		token: token, attempt: 1, createdAt: now,
 	}
 	if prev != nil {
@@ -295,7 +297,7 @@ func (e *Engine) claim(ek string, req Request, now time.Time, f found, prev *rec
 		Checkpoint: cl.checkpoint,
 	}
 	cl.gen = e.gens.Of(lease.ExpiresAt)
-	if err := e.writeRecord(ek, lease, cl.gen, f, false); err != nil {
+	if err := e.writeRecord(ek, h, lease, cl.gen, f, false); err != nil {
 		return nil, err
 	}
 	cl.c = &call{
@@ -305,9 +307,10 @@ func (e *Engine) claim(ek string, req Request, now time.Time, f found, prev *rec
 	return cl, nil
 }
 
-// writeRecord stores r under ek in generation gen, deleting the copy that
-// f found in another generation, and waits for durability if durable.
-func (e *Engine) writeRecord(ek string, r *record.Record, gen uint32, f found, durable bool) error {
+// writeRecord stores r under ek (whose hash is h) in generation gen,
+// deleting the copy that f found in another generation, and waits for
+// durability if durable.
+func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, f found, durable bool) error {
 	vb := getBuf()
 	defer putBuf(vb)
 	val, err := record.Append((*vb)[:0], r, e.opts.Compression)
@@ -321,6 +324,7 @@ func (e *Engine) writeRecord(ek string, r *record.Record, gen uint32, f found, d
 	defer putBuf(kb)
 	*kb = append(expiry.AppendPrefix((*kb)[:0], gen), ek...)
 	_ = b.Set(*kb, val, nil)
+	e.filt.add(gen, h)
 	if f.found && f.gen != gen {
 		*kb = append(expiry.AppendPrefix((*kb)[:0], f.gen), ek...)
 		_ = b.Delete(*kb, nil)
@@ -364,6 +368,7 @@ type Claim struct {
 	e          *Engine
 	c          *call
 	ek         string
+	h          uint64 // hash of ek
 	key        record.Key
 	fp         record.Fingerprint
 	requestID  string
@@ -439,6 +444,7 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 	defer putBuf(kb)
 	*kb = append(expiry.AppendPrefix((*kb)[:0], gen), c.ek...)
 	_ = b.Set(*kb, val, nil)
+	e.filt.add(gen, c.h)
 	if c.gen != gen {
 		*kb = append(expiry.AppendPrefix((*kb)[:0], c.gen), c.ek...)
 		_ = b.Delete(*kb, nil)

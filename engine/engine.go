@@ -38,6 +38,7 @@ type Engine struct {
 
 	stripes []stripe
 	mask    uint64
+	filt    keyFilters
 
 	fsync groupSync
 
@@ -135,6 +136,8 @@ func Open(dir string, o *Options) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
+	e.bg.Add(1)
+	go e.loadFilters()
 	sweepEvery := opts.SweepInterval
 	if sweepEvery == 0 {
 		sweepEvery = min(time.Minute, max(time.Second, e.gens.Width/16))

@@ -38,3 +38,18 @@ func (e *Engine) EvictCacheForTest() {
 		s.mu.Unlock()
 	}
 }
+
+// SetFilterScanBatchForTest sets how many keys the background filter load
+// reads per iterator, and returns a function that restores it.
+func SetFilterScanBatchForTest(n int) func() {
+	old := filterScanBatch
+	filterScanBatch = n
+	return func() { filterScanBatch = old }
+}
+
+// Bloom exposes a generation filter to the tests of filter.go.
+type Bloom struct{ f genFilter }
+
+func (b *Bloom) Add(h uint64)             { b.f.add(h) }
+func (b *Bloom) MayContain(h uint64) bool { return b.f.mayContain(h) }
+func (b *Bloom) Memory() int              { return b.f.memory() }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
@@ -31,19 +32,34 @@ func (e *Engine) probeWindow(now time.Time) (first, last uint32) {
 	return first, min(max(first, last), first+math.MaxUint16)
 }
 
-// lookup finds the newest stored record of ek among the generations that
-// can hold a live record at now. The caller must hold acquire.
-func (e *Engine) lookup(ek string, now time.Time) (found, error) {
+// lookup finds the newest stored record of ek (whose hash is h) among the
+// generations that can hold a live record at now, reading only those
+// whose key filter may hold it. The caller must hold acquire.
+func (e *Engine) lookup(ek string, h uint64, now time.Time) (found, error) {
 	first, last := e.probeWindow(now)
-	it, err := e.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
-	if err != nil {
-		return found{}, fmt.Errorf("idemkv: read: %w", err)
-	}
-	defer it.Close()
+	var it *pebble.Iterator
+	defer func() {
+		if it != nil {
+			it.Close()
+		}
+	}()
 	kb := getBuf()
 	defer putBuf(kb)
 	for g := last; ; g-- {
+		if !e.filt.mayContain(g, h) {
+			if g <= first {
+				break
+			}
+			continue
+		}
+		if it == nil {
+			var err error
+			if it, err = e.db.NewIter(&pebble.IterOptions{UseL6Filters: true}); err != nil {
+				return found{}, fmt.Errorf("idemkv: read: %w", err)
+			}
+		}
 		*kb = append(expiry.AppendPrefix((*kb)[:0], g), ek...)
+		e.st.probes.Add(1)
 		if it.SeekPrefixGE(*kb) && bytes.Equal(it.Key(), *kb) {
 			v, err := it.ValueAndErr()
 			if err != nil {
@@ -60,8 +76,10 @@ func (e *Engine) lookup(ek string, now time.Time) (found, error) {
 			break
 		}
 	}
-	if err := it.Error(); err != nil {
-		return found{}, fmt.Errorf("idemkv: read: %w", err)
+	if it != nil {
+		if err := it.Error(); err != nil {
+			return found{}, fmt.Errorf("idemkv: read: %w", err)
+		}
 	}
 	return found{}, nil
 }
@@ -76,7 +94,8 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 		return nil, err
 	}
 	ek := string(key.Append(nil))
-	s := e.stripeFor(ek)
+	h := xxhash.Sum64String(ek)
+	s := &e.stripes[h&e.mask]
 	for {
 		if e.closed.Load() {
 			return nil, ErrClosed
@@ -99,7 +118,7 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 	}
 	defer e.release()
 	now := e.clock.Now()
-	f, err := e.lookup(ek, now)
+	f, err := e.lookup(ek, h, now)
 	if err != nil {
 		return nil, err
 	}
@@ -313,6 +332,7 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("idemkv: sweep: %w", err)
 	}
 	e.lowGen.Store(drop)
+	e.filt.dropBelow(drop)
 	e.st.sweeps.Add(1)
 	e.st.gensDropped.Add(uint64(drop - low))
 	// Flush so that the range deletion reaches the tables it covers and
@@ -326,7 +346,8 @@ func (e *Engine) Sweep(ctx context.Context) (int, error) {
 // Stats are counters since Open and a few gauges. Counters only grow.
 type Stats struct {
 	Begins        uint64 // calls of Begin
-	Lookups       uint64 // Begins answered by reading storage
+	Lookups       uint64 // Begins not answered from memory
+	Probes        uint64 // generations read by lookups (the key filters skip most)
 	CacheHits     uint64 // Begins answered from recently completed records
 	Proceeds      uint64 // Proceed answers (Recovered included)
 	Recovered     uint64 // Proceed answers that recovered an interrupted claim
@@ -354,10 +375,18 @@ type Stats struct {
 	HighGeneration  uint32        // highest generation written
 
 	DiskBytes uint64 // bytes used by the data directory
+
+	// KeyFilterBytes is the memory held by the per-generation key filters
+	// that let a lookup skip generations (about 1.25 bytes per record).
+	KeyFilterBytes int
+	// KeyFiltersReady is false while the filters are being loaded from
+	// the records on disk after Open; meanwhile lookups read every
+	// generation.
+	KeyFiltersReady bool
 }
 
 type stats struct {
-	begins, lookups, cacheHits, proceeds, recovered, replays, conflicts,
+	begins, lookups, probes, cacheHits, proceeds, recovered, replays, conflicts,
 	inflight, waits, completes, releases, deletes, leasesExpired,
 	leasesLost, corrupt, errors, sweeps, gensDropped atomic.Uint64
 	claims atomic.Int64
@@ -367,7 +396,7 @@ type stats struct {
 // every metrics scrape. After Close, DiskBytes is zero.
 func (e *Engine) Stats() Stats {
 	s := Stats{
-		Begins: e.st.begins.Load(), Lookups: e.st.lookups.Load(), CacheHits: e.st.cacheHits.Load(),
+		Begins: e.st.begins.Load(), Lookups: e.st.lookups.Load(), Probes: e.st.probes.Load(), CacheHits: e.st.cacheHits.Load(),
 		Proceeds: e.st.proceeds.Load(), Recovered: e.st.recovered.Load(), Replays: e.st.replays.Load(),
 		Conflicts: e.st.conflicts.Load(), InFlight: e.st.inflight.Load(), Waits: e.st.waits.Load(),
 		Completes: e.st.completes.Load(), Releases: e.st.releases.Load(), Deletes: e.st.deletes.Load(),
@@ -376,6 +405,7 @@ func (e *Engine) Stats() Stats {
 		Sweeps: e.st.sweeps.Load(), GenerationsDropped: e.st.gensDropped.Load(), Fsyncs: e.fs.Syncs(),
 		Incarnation: e.incarnation, GenerationWidth: e.gens.Width,
 		LowGeneration: e.lowGen.Load(), HighGeneration: e.maxGen.Load(),
+		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),
 	}
 	if e.acquire() == nil {
 		s.DiskBytes = e.db.Metrics().DiskSpaceUsage()

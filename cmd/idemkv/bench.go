@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -60,6 +61,7 @@ func runBench(args []string) error {
 	ttl := fs.Duration("ttl", 2*time.Second, "with -churn, the records' time to live")
 	width := fs.Duration("width", 0, "with -churn, the generation width (default a quarter of -ttl, at least 1s)")
 	duration := fs.Duration("duration", 0, "with -churn, how long to insert (default ten TTLs, unless -ops is given)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for go tool pprof; add -baselines=false to profile idemkv alone)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -91,6 +93,13 @@ func runBench(args []string) error {
 		cfg.Progress = os.Stderr
 	}
 
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	type writer interface {
@@ -155,6 +164,25 @@ func parseInts(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// startCPUProfile starts a CPU profile into the file name; the function it
+// returns stops it and closes the file.
+func startCPUProfile(name string) (func(), error) {
+	f, err := os.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "idemkv bench:", err)
+		}
+	}, nil
 }
 
 // writeChart writes s's chart into the file name.
