@@ -72,7 +72,11 @@ type Result struct {
 	// Record is the stored record: the response to replay (Replay, with
 	// its body), the interrupted claim (Proceed with Recovered, without a
 	// body), or the record that conflicts (Conflict with a completed or
-	// interrupted record, without a body). The caller owns it.
+	// interrupted record, without a body).
+	//
+	// Records are read-only: a Replay hands out the engine's cached copy,
+	// shared with every other caller that replays the key, so that a
+	// retry costs no decoding or copying. Use Record.Clone to modify one.
 	Record *record.Record
 	// OriginalRequestID is the request id of the original request
 	// (Conflict) or of the running one (InFlight).
@@ -106,18 +110,19 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	kb := getBuf()
 	defer putBuf(kb)
 	*kb = req.Key.Append((*kb)[:0])
-	ek := string(*kb)
-	h := xxhash.Sum64String(ek)
+	// The encoded key is looked up as string(*kb), which does not
+	// allocate; it is copied into a string only when it must be stored.
+	h := xxhash.Sum64(*kb)
 	s := &e.stripes[h&e.mask]
 	for {
 		now := e.clock.Now()
 		s.mu.Lock()
-		if c := s.calls[ek]; c != nil {
+		if c := s.calls[string(*kb)]; c != nil {
 			if c.expiredLocked(now) {
 				// The holder outlived its lease: take the key over. Its
 				// lease record stays in storage until the lookup below
 				// replaces it, and its Complete will fail.
-				delete(s.calls, ek)
+				delete(s.calls, string(*kb))
 				c.lost = true
 				s.mu.Unlock()
 				e.st.leasesExpired.Add(1)
@@ -145,28 +150,29 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 			}
 			switch c.res {
 			case stored:
-				if res, ok, err := e.answerStored(c.val, req, e.clock.Now()); ok || err != nil {
-					return res, err
+				if res, ok := e.answerStored(c.rec, req, e.clock.Now()); ok {
+					return res, nil
 				}
 			case closing:
 				return Result{}, ErrClosed
 			}
 			continue
 		}
-		if v, ok := s.cache.get(ek); ok {
+		if r := s.cache.get(*kb); r != nil {
 			s.mu.Unlock()
-			if res, ok, err := e.answerStored(v, req, now); ok || err != nil {
+			if res, ok := e.answerStored(r, req, now); ok {
 				e.st.cacheHits.Add(1)
-				return res, err
+				return res, nil
 			}
 			// Expired: forget it and look in storage.
 			s.mu.Lock()
-			if cur, ok := s.cache.get(ek); ok && &cur[0] == &v[0] {
-				s.cache.remove(ek)
+			if s.cache.get(*kb) == r {
+				s.cache.remove(string(*kb))
 			}
 			s.mu.Unlock()
 			continue
 		}
+		ek := string(*kb)
 		lc := newCall(lookupCall)
 		s.calls[ek] = lc
 		s.mu.Unlock()
@@ -196,13 +202,19 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 		case m.State == record.Completed && m.Expired(now):
 			// Expired: the key is fresh again.
 		case m.State == record.Completed:
+			r, err := record.Decode(f.val)
+			if err != nil {
+				s.abandon(ek, lc)
+				e.st.corrupt.Add(1)
+				return Result{}, err
+			}
 			s.mu.Lock()
 			delete(s.calls, ek)
-			s.cache.put(ek, f.val)
+			s.cache.put(ek, r)
 			s.mu.Unlock()
-			lc.resolve(stored, f.val)
-			res, _, err := e.answerStored(f.val, req, now)
-			return res, err
+			lc.resolve(stored, r)
+			res, _ := e.answerStored(r, req, now)
+			return res, nil
 		default:
 			// An in-flight record with no claim in memory: its holder is
 			// gone (an earlier process, or a claim that lost its lease).
@@ -247,33 +259,18 @@ func (s *stripe) abandon(ek string, c *call) {
 	c.resolve(retry, nil)
 }
 
-// answerStored turns an encoded completed record into Replay or Conflict
-// for req; ok is false if the record has expired at now.
-func (e *Engine) answerStored(val []byte, req Request, now time.Time) (Result, bool, error) {
-	m, err := record.Peek(val)
-	if err != nil {
-		e.st.corrupt.Add(1)
-		return Result{}, true, err
+// answerStored turns a completed record (shared, read-only) into Replay or
+// Conflict for req; ok is false if the record has expired at now.
+func (e *Engine) answerStored(r *record.Record, req Request, now time.Time) (Result, bool) {
+	if r.Expired(now) {
+		return Result{}, false
 	}
-	if m.Expired(now) {
-		return Result{}, false, nil
-	}
-	if m.Fingerprint != req.Fingerprint {
-		r, err := record.DecodeMeta(val)
-		if err != nil {
-			e.st.corrupt.Add(1)
-			return Result{}, true, err
-		}
+	if r.Fingerprint != req.Fingerprint {
 		e.st.conflicts.Add(1)
-		return Result{Outcome: Conflict, Record: r, OriginalRequestID: r.RequestID}, true, nil
-	}
-	r, err := record.Decode(val)
-	if err != nil {
-		e.st.corrupt.Add(1)
-		return Result{}, true, err
+		return Result{Outcome: Conflict, Record: r.WithoutBody(), OriginalRequestID: r.RequestID}, true
 	}
 	e.st.replays.Add(1)
-	return Result{Outcome: Replay, Record: r}, true, nil
+	return Result{Outcome: Replay, Record: r}, true
 }
 
 // claim writes the lease record of a new claim and returns the claim.
@@ -455,14 +452,17 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 		return err
 	}
 	e.noteGen(gen)
+	// What Begin hands out from now on: a copy that shares nothing with
+	// the caller's resp.
+	shared := r.Clone()
 	s := e.stripeFor(c.ek)
 	s.mu.Lock()
 	if s.calls[c.ek] == c.c {
 		delete(s.calls, c.ek)
 	}
-	s.cache.put(c.ek, val)
+	s.cache.put(c.ek, shared)
 	s.mu.Unlock()
-	c.c.resolve(stored, val)
+	c.c.resolve(stored, shared)
 	e.st.completes.Add(1)
 	e.st.claims.Add(-1)
 	return nil

@@ -102,9 +102,11 @@ type Options struct {
 	// bytes. Default 16 MiB; at most codec.MaxLen.
 	MaxBodySize int
 
-	// CacheSize is the memory, in bytes, for recently completed records
-	// (kept compressed), so that retries rarely read storage. Default
-	// 32 MiB; negative disables the cache.
+	// CacheSize is the memory, in bytes, for recently completed records,
+	// kept decoded so that a retry is answered without reading storage,
+	// decompressing or copying. It is split evenly among the Stripes; a
+	// record larger than half a stripe's share (64 KiB with the defaults)
+	// is not cached. Default 64 MiB; negative disables the cache.
 	CacheSize int
 
 	// Stripes is the number of lock stripes for in-flight claims, a power
@@ -161,7 +163,7 @@ func (o *Options) withDefaults() (Options, error) {
 		c.MaxBodySize = 16 << 20
 	}
 	if c.CacheSize == 0 {
-		c.CacheSize = 32 << 20
+		c.CacheSize = 64 << 20
 	}
 	if c.Stripes == 0 {
 		c.Stripes = 512

@@ -60,7 +60,7 @@ type call struct {
 
 	done chan struct{}
 	res  callResult
-	val  []byte // encoded record when res == stored; never modified
+	rec  *record.Record // the completed record when res == stored; read-only
 }
 
 func newCall(kind callKind) *call {
@@ -70,8 +70,8 @@ func newCall(kind callKind) *call {
 // resolve publishes the call's result and wakes its waiters. It must be
 // called exactly once, after the call was removed from (or replaced in)
 // the stripe's map.
-func (c *call) resolve(res callResult, val []byte) {
-	c.res, c.val = res, val
+func (c *call) resolve(res callResult, rec *record.Record) {
+	c.res, c.rec = res, rec
 	close(c.done)
 }
 
@@ -95,10 +95,11 @@ func (s *stripe) closeAll() {
 	}
 }
 
-// recentCache keeps the encoded records of recently completed keys, in
+// recentCache keeps the records of recently completed keys, decoded, in
 // first-in first-out order within a byte budget, so that retries (which
-// usually come soon) are answered from memory. Records are kept as stored
-// (compressed). Entries are checked for expiry when read.
+// usually come soon) are answered from memory without decoding or
+// copying: the records are read-only and handed out as they are. Entries
+// are checked for expiry when read.
 type recentCache struct {
 	m      map[string]cacheEntry
 	queue  []queued // insertion order; entries may be stale
@@ -109,8 +110,9 @@ type recentCache struct {
 }
 
 type cacheEntry struct {
-	val []byte
-	seq uint64
+	rec  *record.Record
+	size int // bytes charged to the budget
+	seq  uint64
 }
 
 type queued struct {
@@ -118,13 +120,14 @@ type queued struct {
 	seq uint64
 }
 
-func (c *recentCache) get(key string) ([]byte, bool) {
-	e, ok := c.m[key]
-	return e.val, ok
+// get returns key's record, or nil.
+func (c *recentCache) get(key []byte) *record.Record {
+	return c.m[string(key)].rec
 }
 
-func (c *recentCache) put(key string, val []byte) {
-	if c.budget <= 0 || len(key)+len(val) > c.budget/4 {
+func (c *recentCache) put(key string, r *record.Record) {
+	size := len(key) + r.MemSize()
+	if c.budget <= 0 || size > c.budget/2 {
 		c.remove(key)
 		return
 	}
@@ -133,16 +136,16 @@ func (c *recentCache) put(key string, val []byte) {
 	}
 	c.remove(key)
 	c.seq++
-	c.m[key] = cacheEntry{val: val, seq: c.seq}
+	c.m[key] = cacheEntry{rec: r, size: size, seq: c.seq}
 	c.queue = append(c.queue, queued{key: key, seq: c.seq})
-	c.bytes += len(key) + len(val)
+	c.bytes += size
 	for c.bytes > c.budget && c.head < len(c.queue) {
 		q := c.queue[c.head]
 		c.queue[c.head] = queued{}
 		c.head++
 		if e, ok := c.m[q.key]; ok && e.seq == q.seq {
 			delete(c.m, q.key)
-			c.bytes -= len(q.key) + len(e.val)
+			c.bytes -= e.size
 		}
 	}
 	if c.head > 64 && c.head > len(c.queue)/2 {
@@ -156,6 +159,6 @@ func (c *recentCache) put(key string, val []byte) {
 func (c *recentCache) remove(key string) {
 	if e, ok := c.m[key]; ok {
 		delete(c.m, key)
-		c.bytes -= len(key) + len(e.val)
+		c.bytes -= e.size
 	}
 }

@@ -1,11 +1,14 @@
 package record
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/idemkv/idemkv/codec"
 )
@@ -87,6 +90,42 @@ type Record struct {
 // Expired reports whether r may no longer be used at now.
 func (r *Record) Expired(now time.Time) bool {
 	return !r.ExpiresAt.IsZero() && !now.Before(r.ExpiresAt)
+}
+
+// Clone returns a deep copy of r that shares no memory with it.
+func (r *Record) Clone() *Record {
+	c := *r
+	c.Header = slices.Clone(r.Header)
+	if r.Body != nil {
+		c.Body = bytes.Clone(r.Body)
+	}
+	if r.Checkpoint != nil {
+		cp := Checkpoint{Phase: r.Checkpoint.Phase, Data: bytes.Clone(r.Checkpoint.Data)}
+		c.Checkpoint = &cp
+	}
+	return &c
+}
+
+// WithoutBody returns a shallow copy of r with no body (its headers and
+// checkpoint are shared with r).
+func (r *Record) WithoutBody() *Record {
+	c := *r
+	c.Body = nil
+	return &c
+}
+
+// MemSize estimates the bytes of memory r holds: what a cache of decoded
+// records charges for it.
+func (r *Record) MemSize() int {
+	const headerOverhead = 32 // two string headers
+	n := int(unsafe.Sizeof(*r)) + len(r.RequestID) + cap(r.Body)
+	for _, h := range r.Header {
+		n += headerOverhead + len(h.Name) + len(h.Value)
+	}
+	if r.Checkpoint != nil {
+		n += int(unsafe.Sizeof(*r.Checkpoint)) + len(r.Checkpoint.Phase) + cap(r.Checkpoint.Data)
+	}
+	return n
 }
 
 // Append appends the encoding of r to dst, compressing the body with m,
