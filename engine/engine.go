@@ -90,7 +90,13 @@ func Open(dir string, o *Options) (*Engine, error) {
 		mask:    uint64(opts.Stripes - 1),
 		stop:    make(chan struct{}),
 	}
-	e.fsync.fn = e.fs.SyncWAL
+	e.fsync.start(e.fs.SyncWAL)
+	opened := false
+	defer func() {
+		if !opened {
+			e.fsync.stop()
+		}
+	}()
 	perStripe := 0
 	if opts.CacheSize > 0 {
 		perStripe = opts.CacheSize / opts.Stripes
@@ -152,6 +158,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 		e.bg.Add(1)
 		go e.every(opts.SyncInterval, "idemkv: background fsync failed", true, e.fsync.Sync)
 	}
+	opened = true
 	return e, nil
 }
 
@@ -256,6 +263,7 @@ func (e *Engine) Close() error {
 		if cerr := e.db.Close(); err == nil {
 			err = cerr
 		}
+		e.fsync.stop()
 		if err != nil {
 			e.cerr = fmt.Errorf("engine: close: %w", err)
 		}
@@ -278,53 +286,6 @@ func (e *Engine) release() { e.closeMu.RUnlock() }
 
 func (e *Engine) stripeFor(ek string) *stripe {
 	return &e.stripes[xxhash.Sum64String(ek)&e.mask]
-}
-
-// groupSync runs fn (an fsync of the log) on behalf of many callers at
-// once: a caller needs a run of fn that starts after its call, and every
-// caller waiting when a run starts is served by that run.
-type groupSync struct {
-	fn func() error
-
-	mu      sync.Mutex
-	cond    sync.Cond
-	started uint64 // runs started; guarded by mu
-	done    uint64 // runs finished; guarded by mu
-	running bool   // guarded by mu
-	failed  uint64 // the first run that failed, 0 if none; guarded by mu
-	err     error  // its error; guarded by mu
-}
-
-// Sync returns once every write completed before the call is durable.
-func (g *groupSync) Sync() error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cond.L == nil {
-		g.cond.L = &g.mu
-	}
-	target := g.started + 1
-	for g.done < target {
-		if g.running {
-			g.cond.Wait()
-			continue
-		}
-		g.running = true
-		g.started++
-		run := g.started
-		g.mu.Unlock()
-		err := g.fn()
-		g.mu.Lock()
-		g.running = false
-		g.done = run
-		if err != nil && g.failed == 0 {
-			g.failed, g.err = run, err
-		}
-		g.cond.Broadcast()
-	}
-	if g.failed != 0 && g.failed <= target {
-		return g.err
-	}
-	return nil
 }
 
 // every runs fn every interval until Close, logging its errors with msg;
