@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -71,6 +72,8 @@ func openSystem(name, dir string, cfg Config, d *dataset, prefill bool) (system,
 		return newMapSystem(d, mapBudget), nil
 	case "pebble":
 		return openPebbleSystem(dir, cfg.Durability, d)
+	case "redis":
+		return openRedisSystem(cfg.Redis, max(cfg.Concurrency, cfg.maxConcurrency), d)
 	}
 	return nil, fmt.Errorf("%w: unknown system %q", ErrInvalid, name)
 }
@@ -131,11 +134,23 @@ func (s *idemkvSystem) open(o engine.Options) error {
 	return nil
 }
 
+// reopen reopens the engine in the measured configuration and waits until
+// it has loaded its key filters from the records on disk (until then every
+// lookup reads storage), so that the measurement sees the steady state.
 func (s *idemkvSystem) reopen() error {
 	if err := s.e.Close(); err != nil {
 		return err
 	}
-	return s.open(s.opts)
+	if err := s.open(s.opts); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(15 * time.Minute); !s.e.Stats().KeyFiltersReady; {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("key filters not loaded after 15 minutes")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil
 }
 
 func (s *idemkvSystem) first(w *worker, i int) error {

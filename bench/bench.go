@@ -126,6 +126,18 @@ type Config struct {
 	// raw Pebble baselines are measured too.
 	NoBaselines bool
 
+	// Redis, if set, is the URL of a Redis (or Valkey) server on which a
+	// third baseline is measured, unless NoBaselines: the claim/complete
+	// pattern written by hand with go-redis (SET NX with a lease expiry,
+	// then SET of the response with the record's expiry; GET for a
+	// retry). The server's own persistence settings apply; the report
+	// records them. The run's keys are deleted afterwards.
+	Redis string
+
+	// maxConcurrency is the highest concurrency of the run (sweeps), for
+	// the size of connection pools.
+	maxConcurrency int
+
 	// Progress, if not nil, receives a line every two seconds of a phase
 	// (prefill, waiting for compactions, measuring) that lasts longer,
 	// with the operations done and their rate.
@@ -222,9 +234,20 @@ func RunSweep(ctx context.Context, cfg Config, concurrency []int) (Sweep, error)
 		return sweep, fmt.Errorf("bench: %w", err)
 	}
 	defer os.RemoveAll(root)
+	cfg.maxConcurrency = slices.Max(concurrency)
 	names := systemNames
-	if cfg.NoBaselines {
+	switch {
+	case cfg.NoBaselines:
 		names = names[:1]
+	case cfg.Redis != "":
+		desc, err := RedisPersistence(ctx, cfg.Redis)
+		if err != nil {
+			return sweep, fmt.Errorf("bench: %w", err)
+		}
+		for k := range sweep {
+			sweep[k].RedisPersistence = desc
+		}
+		names = append(slices.Clip(names), "redis")
 	}
 	for _, name := range names {
 		open := func(prefill bool) (system, error) {

@@ -107,6 +107,9 @@ type Report struct {
 	// GoVersion and GOMAXPROCS describe the process that measured.
 	GoVersion  string
 	GOMAXPROCS int
+	// RedisPersistence describes the Redis baseline server's persistence
+	// settings (see Config.Redis); empty without it.
+	RedisPersistence string `json:",omitempty"`
 }
 
 // Result returns the named system's result.
@@ -165,8 +168,12 @@ func (r Report) describe(sweep bool) string {
 	if sweep {
 		conc = ""
 	}
-	return fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d %s GOMAXPROCS=%d",
+	line := fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d %s GOMAXPROCS=%d",
 		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS)
+	if r.RedisPersistence != "" {
+		line += " redis: " + r.RedisPersistence
+	}
+	return line
 }
 
 var tableHeader = []string{"system", "ops/s", "p50", "p99", "p99.9", "allocs/op", "written B/op", "write amp", "disk B/record", "idemkv ÷ system"}
@@ -176,7 +183,7 @@ func (r Report) tableRows() [][]string {
 	var rows [][]string
 	for _, res := range r.Results {
 		written, amp, disk, ratio := "-", "-", "-", "-"
-		if res.System != "map" {
+		if res.System == "idemkv" || res.System == "pebble" { // the systems with files
 			written = group(res.BytesWrittenPerOp)
 			amp = strconv.FormatFloat(res.WriteAmp, 'f', 2, 64)
 		}

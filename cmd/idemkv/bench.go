@@ -52,6 +52,7 @@ func runBench(args []string) error {
 	fs.IntVar(&cfg.Records, "records", 0, "number `n` of completed records every system holds before it is measured (stored unmeasured)")
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` in which to create the temporary data directories (default the system's temporary directory)")
 	baselines := fs.Bool("baselines", true, "also measure the map and raw Pebble baselines")
+	fs.StringVar(&cfg.Redis, "redis", "", "also measure the claim/complete pattern by hand on the Redis server at `URL` (redis://127.0.0.1:6379/0); its persistence settings apply and are reported")
 	asCSV := fs.Bool("csv", false, "print CSV instead of a table")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	chart := fs.String("chart", "", "also draw throughput and p99 latency against concurrency, as SVG, into `file`")
@@ -82,6 +83,8 @@ func runBench(args []string) error {
 		problem = "-http and -churn measure one concurrency, and draw no chart"
 	case !*churn && (set["ttl"] || set["width"] || set["duration"]):
 		problem = "-ttl, -width and -duration go with -churn"
+	case (*overHTTP || *churn || !*baselines) && cfg.Redis != "":
+		problem = "-redis is a baseline: not with -http, -churn or -baselines=false"
 	}
 	if problem != "" {
 		fmt.Fprintln(fs.Output(), problem)

@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisSystem is the claim/complete pattern that people write by hand on
+// Redis, through go-redis over loopback: a first request claims its key
+// with SET NX and a lease expiry, then stores the response with SET and
+// the record's expiry; a retry is a GET. Keys carry a prefix of the run,
+// and close deletes them (it never flushes the database).
+type redisSystem struct {
+	d      *dataset
+	rdb    *redis.Client
+	prefix string
+}
+
+// Expiries the Redis baseline sets: a lease while the request runs, and
+// the record's time to live, as the engine's defaults.
+const (
+	redisLease = 5 * time.Minute
+	redisTTL   = 24 * time.Hour
+)
+
+// openRedisSystem connects to the server at url with a pool of at least
+// conns connections.
+func openRedisSystem(url string, conns int, d *dataset) (*redisSystem, error) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis URL: %w", ErrInvalid, err)
+	}
+	o.PoolSize = max(o.PoolSize, conns)
+	o.MinIdleConns = min(conns, 256)
+	rdb := redis.NewClient(o)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", url, err)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &redisSystem{d: d, rdb: rdb, prefix: "idemkv-bench:" + hex.EncodeToString(b[:]) + ":"}, nil
+}
+
+// RedisPersistence describes the persistence settings of the Redis server
+// at url, for a report: "appendonly=yes appendfsync=everysec save=…".
+func RedisPersistence(ctx context.Context, url string) (string, error) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return "", fmt.Errorf("%w: redis URL: %w", ErrInvalid, err)
+	}
+	rdb := redis.NewClient(o)
+	defer rdb.Close()
+	var parts []string
+	for _, name := range []string{"appendonly", "appendfsync", "save"} {
+		v, err := rdb.ConfigGet(ctx, name).Result()
+		if err != nil {
+			return "", fmt.Errorf("redis at %s: CONFIG GET %s: %w", url, name, err)
+		}
+		parts = append(parts, fmt.Sprintf("%s=%q", name, v[name]))
+	}
+	return strings.Join(parts, " "), nil
+}
+
+func (s *redisSystem) key(i int) string {
+	return s.prefix + string(s.d.appendKey(nil, i))
+}
+
+func (s *redisSystem) first(w *worker, i int) error {
+	ctx := context.Background()
+	k := s.key(i)
+	ok, err := s.rdb.SetNX(ctx, k, "in-flight:"+s.d.id(i), redisLease).Result()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%w: redis: fresh key %s exists", ErrUnexpectedOutcome, s.d.id(i))
+	}
+	return s.rdb.Set(ctx, k, s.d.body(i), redisTTL).Err()
+}
+
+func (s *redisSystem) retry(w *worker, i int, _ bool) error {
+	v, err := s.rdb.Get(context.Background(), s.key(i)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return fmt.Errorf("%w: redis: key %s missing", ErrUnexpectedOutcome, s.d.id(i))
+	}
+	if err != nil {
+		return err
+	}
+	w.dst = append(w.dst[:0], v...)
+	return nil
+}
+
+// load stores records with pipelines of about a megabyte.
+func (s *redisSystem) load(ctx context.Context, lo, hi int, pr io.Writer) error {
+	d := s.d
+	chunk := max(1, min(1024, (1<<20)/max(1, d.bodyLen())))
+	return loadChunks(ctx, lo, hi, 8, chunk, pr, "prefill redis", func(lo, hi int) error {
+		p := s.rdb.Pipeline()
+		for x := lo; x < hi; x++ {
+			p.Set(ctx, s.prefix+string(d.keyAt(x).Append(nil)), d.bodyAt(x), redisTTL)
+		}
+		_, err := p.Exec(ctx)
+		return err
+	})
+}
+
+func (s *redisSystem) reopen() error           { return nil }
+func (s *redisSystem) written() (uint64, bool) { return 0, false }
+func (s *redisSystem) diskBytes() uint64       { return 0 }
+
+// close deletes the run's keys and closes the connections.
+func (s *redisSystem) close() error {
+	ctx := context.Background()
+	var err error
+	it := s.rdb.Scan(ctx, 0, s.prefix+"*", 1000).Iterator()
+	batch := make([]string, 0, 1000)
+	for it.Next(ctx) {
+		if batch = append(batch, it.Val()); len(batch) == cap(batch) {
+			err = errors.Join(err, s.rdb.Unlink(ctx, batch...).Err())
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		err = errors.Join(err, s.rdb.Unlink(ctx, batch...).Err())
+	}
+	return errors.Join(err, it.Err(), s.rdb.Close())
+}
