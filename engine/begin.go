@@ -117,6 +117,23 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	for {
 		now := e.clock.Now()
 		s.mu.Lock()
+		// A cached key has no call: every path that starts a call for a
+		// key (a lookup, Delete) removes its cached record first, under
+		// the same lock. So a cache hit needs no other lookup.
+		if r := s.cache.get(*kb); r != nil {
+			s.mu.Unlock()
+			if res, ok := e.answerStored(r, req, now); ok {
+				e.st.cacheHits.Add(1)
+				return res, nil
+			}
+			// Expired: forget it and look in storage.
+			s.mu.Lock()
+			if s.cache.get(*kb) == r {
+				s.cache.remove(string(*kb))
+			}
+			s.mu.Unlock()
+			continue
+		}
 		if c := s.calls[string(*kb)]; c != nil {
 			if c.expiredLocked(now) {
 				// The holder outlived its lease: take the key over. Its
@@ -156,20 +173,6 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 			case closing:
 				return Result{}, ErrClosed
 			}
-			continue
-		}
-		if r := s.cache.get(*kb); r != nil {
-			s.mu.Unlock()
-			if res, ok := e.answerStored(r, req, now); ok {
-				e.st.cacheHits.Add(1)
-				return res, nil
-			}
-			// Expired: forget it and look in storage.
-			s.mu.Lock()
-			if s.cache.get(*kb) == r {
-				s.cache.remove(string(*kb))
-			}
-			s.mu.Unlock()
 			continue
 		}
 		ek := string(*kb)
@@ -459,8 +462,8 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 	s.mu.Lock()
 	if s.calls[c.ek] == c.c {
 		delete(s.calls, c.ek)
+		s.cache.put(c.ek, shared) // only with no call left for the key: see Begin
 	}
-	s.cache.put(c.ek, shared)
 	s.mu.Unlock()
 	c.c.resolve(stored, shared)
 	e.st.completes.Add(1)
