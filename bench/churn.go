@@ -29,7 +29,7 @@ type ChurnConfig struct {
 
 	// GenerationWidth is the data directory's generation width
 	// (engine.Options.GenerationWidth), a whole number of seconds.
-	// Default expiry.DefaultWidth(TTL): a quarter of it, at least 1s.
+	// Default expiry.DefaultWidth(TTL): an eighth of it, at least 1s.
 	GenerationWidth time.Duration
 
 	// SweepInterval is how often the engine drops expired generations

@@ -616,8 +616,8 @@ func TestOptionsValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if got := e.Stats().GenerationWidth; got != w || w != 15*time.Minute {
-		t.Fatalf("width after reopening with another TTL = %v; want %v (15m)", got, w)
+	if got := e.Stats().GenerationWidth; got != w || w != 7*time.Minute+30*time.Second {
+		t.Fatalf("width after reopening with another TTL = %v; want %v (7m30s)", got, w)
 	}
 }
 

@@ -69,7 +69,7 @@ const (
 type Options struct {
 	// TTL is how long a completed record is replayed, counted from its
 	// completion. Default 24h. A data directory's generation width is fixed
-	// when it is created (TTL/4 by default), and TTL may then be at most
+	// when it is created (TTL/8 by default), and TTL may then be at most
 	// 63 widths.
 	TTL time.Duration
 

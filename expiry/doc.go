@@ -27,17 +27,17 @@
 //	+------+----------------------+---------------------------------+
 //
 // These constants are part of the on-disk format. The width is chosen when
-// a data directory is created (TTL/4 by default, see [DefaultWidth]) and
+// a data directory is created (TTL/8 by default, see [DefaultWidth]) and
 // stored in it, because changing it would move every record.
 //
 // # Lookups
 //
 // A record that is still live at time now expires in (now, now+TTL], so it
 // can only be in generations floor(now/W) .. floor((now+TTL)/W): TTL/W + 1
-// generations, five with the default width. A lookup probes them newest
+// generations, nine with the default width. A lookup considers them newest
 // first (a record is rewritten into a newer generation when it moves, so
-// the newest copy is the current one); with bloom filters, a probe of a
-// generation that does not hold the key costs a few hundred nanoseconds.
+// the newest copy is the current one); the engine keeps an in-memory key
+// filter per generation and reads only those that may hold the key.
 // [Generations.Live] returns the range.
 //
 // Records whose generation has not been dropped yet can be expired; every
@@ -49,8 +49,8 @@
 // Between the moment a record expires and the drop of its generation, at
 // most one generation's worth of expired records stays on disk: the drop
 // happens when the generation ends, at most W after its records expired.
-// With steady traffic that is at most W/TTL of the live set (25 % with the
-// default width of TTL/4), plus the sweeper's interval, plus what the LSM
+// With steady traffic that is at most W/TTL of the live set (12.5 % with
+// the default width of TTL/8), plus the sweeper's interval, plus what the LSM
 // itself keeps (obsolete versions awaiting compaction).
 //
 // # Clock changes

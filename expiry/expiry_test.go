@@ -59,8 +59,8 @@ func TestLiveWindowCoversEveryLiveRecord(t *testing.T) {
 			}
 		}
 	}
-	if first, last := g.Live(start, ttl); last-first+1 != 5 {
-		t.Errorf("default width probes %d generations; want 5", last-first+1)
+	if first, last := g.Live(start, ttl); last-first+1 != 9 {
+		t.Errorf("default width probes %d generations; want 9", last-first+1)
 	}
 }
 
@@ -110,8 +110,8 @@ func TestPolicy(t *testing.T) {
 		t.Fatalf("defaults = %+v", p)
 	}
 	w := expiry.DefaultWidth(p.TTL)
-	if w != 6*time.Hour {
-		t.Errorf("DefaultWidth(24h) = %v; want 6h", w)
+	if w != 3*time.Hour {
+		t.Errorf("DefaultWidth(24h) = %v; want 3h", w)
 	}
 	if err := p.Validate(w); err != nil {
 		t.Fatal(err)

@@ -60,7 +60,7 @@ func runBench(args []string) error {
 	overHTTP := fs.Bool("http", false, "measure the idemhttp middleware over a trivial handler against the bare handler, through loopback HTTP (fresh or replay)")
 	churn := fs.Bool("churn", false, "insert short-lived records into idemkv and compare its disk space with the live set")
 	ttl := fs.Duration("ttl", 2*time.Second, "with -churn, the records' time to live")
-	width := fs.Duration("width", 0, "with -churn, the generation width (default a quarter of -ttl, at least 1s)")
+	width := fs.Duration("width", 0, "with -churn, the generation width (default an eighth of -ttl, at least 1s)")
 	duration := fs.Duration("duration", 0, "with -churn, how long to insert (default ten TTLs, unless -ops is given)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for go tool pprof; add -baselines=false to profile idemkv alone)")
 	if err := fs.Parse(args); err != nil {
