@@ -122,6 +122,20 @@ func Open(dir string, o *Options) (*Engine, error) {
 	po.Experimental.SpanPolicyFunc = func(start []byte) (pebble.SpanPolicy, []byte, error) {
 		return pebble.SpanPolicy{}, expiry.NextBoundary(start, e.lowGen.Load()), nil
 	}
+	// Value separation: records of 256 bytes or more go to blob files,
+	// written once at flush; compactions then move keys and references,
+	// not response bodies. Records die a generation at a time (range
+	// deletions that free whole tables and then whole blob files), so
+	// blob files are never rewritten to reclaim garbage.
+	po.Experimental.ValueSeparationPolicy = func() pebble.ValueSeparationPolicy {
+		return pebble.ValueSeparationPolicy{
+			Enabled:               true,
+			MinimumSize:           256,
+			MaxBlobReferenceDepth: 10,
+			RewriteMinimumAge:     time.Hour,
+			TargetGarbageRatio:    1,
+		}
+	}
 	if opts.ConfigurePebble != nil {
 		opts.ConfigurePebble(po)
 	}
