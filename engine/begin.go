@@ -429,10 +429,13 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 		Lease:      record.Lease{Owner: e.incarnation, Token: c.token},
 		Checkpoint: c.checkpoint,
 	}
-	val, err := record.Append(nil, r, e.opts.Compression)
+	vb := getBuf()
+	defer putBuf(vb)
+	val, err := record.Append((*vb)[:0], r, e.opts.Compression)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
+	*vb = val // the batch copies it; the buffer goes back to the pool
 	if err := c.start(); err != nil {
 		return err
 	}
