@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"io"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -217,7 +218,7 @@ func (s *idemkvSystem) load(ctx context.Context, lo, hi int, pr io.Writer) error
 }
 
 func (s *idemkvSystem) written() (uint64, bool) { return s.nw.Load(), true }
-func (s *idemkvSystem) diskBytes() uint64       { return s.e.Stats().DiskBytes }
+func (s *idemkvSystem) diskBytes() uint64       { return dirBytes(s.dir) }
 func (s *idemkvSystem) close() error            { return s.e.Close() }
 
 // mapSystem is the in-memory upper bound: 256 shards of a Go map, each
@@ -420,7 +421,7 @@ func (s *pebbleSystem) retry(w *worker, i int, _ bool) error {
 }
 
 func (s *pebbleSystem) written() (uint64, bool) { return s.nw.Load(), true }
-func (s *pebbleSystem) diskBytes() uint64       { return s.db.Metrics().DiskSpaceUsage() }
+func (s *pebbleSystem) diskBytes() uint64       { return dirBytes(s.dir) }
 func (s *pebbleSystem) close() error            { return s.db.Close() }
 
 // quietLogger drops Pebble's informational messages, which would
@@ -433,4 +434,21 @@ func (quietLogger) Errorf(format string, args ...any) {
 }
 func (quietLogger) Fatalf(format string, args ...any) {
 	pebble.DefaultLogger.Fatalf(format, args...)
+}
+
+// dirBytes sums the sizes of the regular files in dir: the same measure
+// for every system (Pebble's DiskSpaceUsage leaves out blob files written
+// before the last Open).
+func dirBytes(dir string) uint64 {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, ent := range ents {
+		if fi, err := ent.Info(); err == nil && fi.Mode().IsRegular() {
+			n += uint64(fi.Size())
+		}
+	}
+	return n
 }

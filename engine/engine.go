@@ -23,6 +23,7 @@ import (
 // a data directory open at a time; Open fails if another holds it.
 type Engine struct {
 	opts  Options
+	dir   string
 	db    *pebble.DB
 	fs    *walfs.FS
 	gens  expiry.Generations
@@ -82,6 +83,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts:    opts,
+		dir:     dir,
 		ttl:     opts.TTL,
 		clock:   opts.Clock,
 		log:     opts.Logger,

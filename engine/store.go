@@ -374,7 +374,7 @@ type Stats struct {
 	LowGeneration   uint32        // lowest generation that may hold records
 	HighGeneration  uint32        // highest generation written
 
-	DiskBytes uint64 // bytes used by the data directory
+	DiskBytes uint64 // bytes of the files in the data directory
 
 	// KeyFilterBytes is the memory held by the per-generation key filters
 	// that let a lookup skip generations (about 1.25 bytes per record).
@@ -408,8 +408,24 @@ func (e *Engine) Stats() Stats {
 		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),
 	}
 	if e.acquire() == nil {
-		s.DiskBytes = e.db.Metrics().DiskSpaceUsage()
+		s.DiskBytes = e.diskBytes()
 		e.release()
 	}
 	return s
+}
+
+// diskBytes sums the sizes of the files in the data directory. (Pebble's
+// own DiskSpaceUsage leaves out blob files written before the last Open.)
+func (e *Engine) diskBytes() uint64 {
+	names, err := e.fs.List(e.dir)
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, name := range names {
+		if fi, err := e.fs.Stat(e.fs.PathJoin(e.dir, name)); err == nil && fi.Mode().IsRegular() {
+			n += uint64(fi.Size())
+		}
+	}
+	return n
 }
