@@ -9,6 +9,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/idemkv/idemkv/codec"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -313,7 +314,7 @@ func (e *Engine) claim(ek string, h uint64, req Request, now time.Time, f found,
 func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, f found, durable bool) error {
 	vb := getBuf()
 	defer putBuf(vb)
-	val, err := record.Append((*vb)[:0], r, e.opts.Compression)
+	val, err := record.Append((*vb)[:0], r, e.bodyMethod(len(r.Body)))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
@@ -431,7 +432,7 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 	}
 	vb := getBuf()
 	defer putBuf(vb)
-	val, err := record.Append((*vb)[:0], r, e.opts.Compression)
+	val, err := record.Append((*vb)[:0], r, e.bodyMethod(len(r.Body)))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrTooLarge, err)
 	}
@@ -560,4 +561,17 @@ func putBuf(b *[]byte) {
 		return
 	}
 	bufPool.Put(b)
+}
+
+// blockCompressBelow is the body size below which the default compression
+// (codec.Auto) stores a body as it is and leaves it to Pebble, which
+// compresses it with its neighbours in 32 KiB blocks (see Open).
+const blockCompressBelow = 16 << 10
+
+// bodyMethod returns how to store a body of n bytes.
+func (e *Engine) bodyMethod(n int) codec.Method {
+	if e.opts.Compression == codec.Auto && n < blockCompressBelow {
+		return codec.None
+	}
+	return e.opts.Compression
 }

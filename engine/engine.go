@@ -116,8 +116,16 @@ func Open(dir string, o *Options) (*Engine, error) {
 		MemTableSize:       opts.MemTableSize,
 		Logger:             pebbleLogger{opts.Logger},
 	}
+	// Bodies under 16 KiB reach Pebble uncompressed (see bodyMethod) and
+	// are compressed there with their neighbours: 32 KiB blocks let the
+	// compressor find what JSON responses share (field names, enums),
+	// which a body compressed alone cannot. Measured on 2 KB JSON at 1 M
+	// records: 1,083 -> 559 bytes on disk per record, ~10 % fewer first
+	// requests per second (the compression moves to flushes).
+	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionBalanced })
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		po.Levels[i].BlockSize = 32 << 10
 	}
 	// Cut tables at generation boundaries so that dropping a generation
 	// frees whole files without rewriting any.

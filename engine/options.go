@@ -95,7 +95,12 @@ type Options struct {
 	// fingerprint, unless the Request says otherwise. Default Wait.
 	Wait WaitPolicy
 
-	// Compression selects how bodies are stored. Default codec.Auto.
+	// Compression selects how bodies are stored. Default codec.Auto:
+	// bodies under 16 KiB are stored as they are and Pebble compresses
+	// them together with their neighbours (zstd or MinLZ over 32 KiB
+	// blocks, which finds what JSON responses share), larger ones are
+	// compressed alone with s2 first. codec.S2, codec.Zstd and codec.None
+	// apply to every body.
 	Compression codec.Method
 
 	// MaxBodySize is the largest response body Complete accepts, in
