@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,27 @@ type HTTPReport struct {
 	// GoVersion and GOMAXPROCS describe the process that measured.
 	GoVersion  string
 	GOMAXPROCS int
+	// Paired is the latency the middleware adds, measured with both
+	// servers up and every client alternating between them.
+	Paired PairedLatency
+}
+
+// PairedLatency is the latency the middleware adds, measured in pairs:
+// with both servers up, each client sends a request to the bare handler
+// and the same request to the middleware, one right after the other (in
+// alternating order), so that both see the same moment of the machine.
+// Sequential runs of the two systems differ by whatever the machine does
+// between them, which on a small shared machine is often more than the
+// middleware costs.
+type PairedLatency struct {
+	Pairs int `json:"pairs"`
+	// BareP50 and MiddlewareP50 are the medians of each side's latencies.
+	BareP50       time.Duration `json:"bare_p50_ns"`
+	MiddlewareP50 time.Duration `json:"middleware_p50_ns"`
+	// AddedP50 and AddedP99 are the 50th and 99th percentiles of the
+	// per-pair differences (middleware minus bare).
+	AddedP50 time.Duration `json:"added_p50_ns"`
+	AddedP99 time.Duration `json:"added_p99_ns"`
 }
 
 // RunHTTP measures the idemhttp middleware over idemkv, wrapping a
@@ -81,7 +103,61 @@ func RunHTTP(ctx context.Context, cfg Config) (HTTPReport, error) {
 			return rep, fmt.Errorf("bench: http %s: %w", name, err)
 		}
 	}
+	if rep.Paired, err = pairedHTTP(ctx, cfg, d, root); err != nil {
+		return rep, fmt.Errorf("bench: http paired: %w", err)
+	}
 	return rep, nil
+}
+
+// pairedHTTP measures PairedLatency on new servers and a new store.
+func pairedHTTP(ctx context.Context, cfg Config, d *dataset, root string) (p PairedLatency, err error) {
+	var sys [2]*httpSystem
+	for k, name := range httpSystemNames {
+		if sys[k], err = openHTTPSystem(ctx, name, filepath.Join(root, "paired-"+name), cfg, d); err != nil {
+			return p, err
+		}
+		defer func() { err = errors.Join(err, sys[k].close()) }()
+	}
+	mw := sys[1]
+	n := cfg.Ops
+	want := engine.Proceed
+	if cfg.Workload == Replay {
+		want = engine.Replay
+		if err := mw.load(ctx, 0, n, cfg.Progress); err != nil {
+			return p, err
+		}
+	}
+	lat := make([][2]time.Duration, n) // bare, middleware; each i is one goroutine's
+	_, _, err = parallel(ctx, n, cfg.Concurrency, 0, func(w *worker, i int) error {
+		id := string(appendID(nil, uint64(i)))
+		order := [2]int{0, 1}
+		if i%2 == 1 {
+			order = [2]int{1, 0}
+		}
+		for _, k := range order {
+			t0 := time.Now()
+			if err := sys[k].post(w, id, want); err != nil {
+				return err
+			}
+			lat[i][k] = time.Since(t0)
+		}
+		return nil
+	}, cfg.Progress, "paired bare/idemhttp "+cfg.Workload.String())
+	if err != nil {
+		return p, err
+	}
+	sides := [2][]time.Duration{make([]time.Duration, n), make([]time.Duration, n)}
+	diff := make([]time.Duration, n)
+	for i, l := range lat {
+		sides[0][i], sides[1][i], diff[i] = l[0], l[1], l[1]-l[0]
+	}
+	for _, s := range append(sides[:], diff) {
+		slices.Sort(s)
+	}
+	return PairedLatency{
+		Pairs: n, BareP50: percentile(sides[0], 0.5), MiddlewareP50: percentile(sides[1], 0.5),
+		AddedP50: percentile(diff, 0.5), AddedP99: percentile(diff, 0.99),
+	}, nil
 }
 
 // httpSystem is a handler served on a loopback port, and its client.
@@ -354,9 +430,16 @@ func (r HTTPReport) WriteTable(w io.Writer) error {
 		return nil
 	}
 	p50, p99 := r.Added()
-	_, err := fmt.Fprintf(w, "idemhttp adds %s per request at p50, %s at p99 (allocations: client, server and store)\n",
-		signed(p50), signed(p99))
-	return err
+	if _, err := fmt.Fprintf(w, "idemhttp adds %s per request at p50, %s at p99 (sequential runs; allocations: client, server and store)\n",
+		signed(p50), signed(p99)); err != nil {
+		return err
+	}
+	if pl := r.Paired; pl.Pairs > 0 {
+		_, err := fmt.Fprintf(w, "paired, %d alternating requests to both servers: bare p50 %s, idemhttp p50 %s; idemhttp adds %s at the median of the pairs' differences, %s at their p99\n",
+			pl.Pairs, short(pl.BareP50), short(pl.MiddlewareP50), signed(pl.AddedP50), signed(pl.AddedP99))
+		return err
+	}
+	return nil
 }
 
 // signed formats d as short does, with a sign.
@@ -416,6 +499,7 @@ func (r HTTPReport) WriteJSON(w io.Writer) error {
 		AddedP50 time.Duration `json:"added_p50_ns"`
 		AddedP99 time.Duration `json:"added_p99_ns"`
 		Ratio    float64       `json:"ratio_to_bare"`
+		Paired   PairedLatency `json:"paired"`
 	}{config{c.Workload, c.Durability.String(), c.Concurrency, r.BodyLen, c.Ops, r.GoVersion, r.GOMAXPROCS},
-		r.Results, p50, p99, r.Ratio()})
+		r.Results, p50, p99, r.Ratio(), r.Paired})
 }

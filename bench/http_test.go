@@ -46,7 +46,11 @@ func TestRunHTTP(t *testing.T) {
 			if err := rep.WriteTable(&tab); err != nil {
 				t.Fatal(err)
 			}
-			if !strings.Contains(tab.String(), "idemhttp adds ") || strings.Count(tab.String(), "\n") != 5 {
+			if pl := rep.Paired; pl.Pairs != ops || pl.BareP50 <= 0 || pl.MiddlewareP50 <= 0 {
+				t.Errorf("paired: %+v; want %d pairs with both latencies", pl, ops)
+			}
+			if !strings.Contains(tab.String(), "idemhttp adds ") || !strings.Contains(tab.String(), "paired, 150 alternating") ||
+				strings.Count(tab.String(), "\n") != 6 {
 				t.Errorf("table:\n%s", tab.String())
 			}
 			if err := rep.WriteCSV(&cs); err != nil {
