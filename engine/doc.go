@@ -67,6 +67,21 @@
 // pebble.NoSync is not used because it returns while the bytes are still in
 // Pebble's own memory, where a process crash loses them.
 //
+// # The hot path
+//
+//   - Key filters: each time generation keeps an in-memory Bloom filter of
+//     the keys written to it, so the first request of a key claims without
+//     reading storage, and a retry reads one generation. They are rebuilt
+//     by a background scan after Open (Stats.KeyFiltersReady).
+//   - Recently completed records are cached decoded and shared: a retry
+//     answered from the cache costs no decoding, copying or allocation,
+//     and Result.Record is therefore read-only.
+//   - Storage: response bodies go to Pebble blob files written once at
+//     flush (value separation), so compactions move keys, not bodies;
+//     bodies under 16 KiB are compressed by Pebble together with their
+//     neighbours in 32 KiB blocks, larger ones alone with s2 (see
+//     Options.Compression).
+//
 // # Caveats
 //
 //   - After an fsync of the log fails, the engine refuses every write that
