@@ -342,11 +342,11 @@ func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, 
 // fsync in the Synced mode.
 func (e *Engine) commit(b *pebble.Batch, durable bool) error {
 	if err := e.db.Apply(b, pebble.Sync); err != nil {
-		return fmt.Errorf("idemkv: write: %w", err)
+		return storageErr("write", err)
 	}
 	if durable && e.opts.Durability == Synced {
 		if err := e.fsync.Sync(); err != nil {
-			return fmt.Errorf("idemkv: write: %w", err)
+			return storageErr("write", err)
 		}
 	}
 	return nil

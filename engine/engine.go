@@ -115,6 +115,14 @@ func Open(dir string, o *Options) (*Engine, error) {
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       opts.MemTableSize,
 		Logger:             pebbleLogger{opts.Logger},
+		EventListener: &pebble.EventListener{
+			// Pebble's default for detected on-disk damage is Fatalf. The
+			// engine reports it instead: the read that found it fails
+			// with an error matching ErrCorrupt.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				opts.Logger.Error("idemkv: damaged data file", "info", info.String())
+			},
+		},
 	}
 	// Bodies under 16 KiB reach Pebble uncompressed (see bodyMethod) and
 	// are compressed there with their neighbours: 32 KiB blocks let the
@@ -151,20 +159,31 @@ func Open(dir string, o *Options) (*Engine, error) {
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
 	}
 	e.db = db
-	if err := e.loadMeta(); err != nil {
+	fail := func(err error) (*Engine, error) {
 		_ = db.Close()
-		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
+	}
+	created, err := e.loadMeta()
+	if err != nil {
+		return fail(err)
+	}
+	if created {
+		// The first write-ahead log of a new directory is created before
+		// Pebble moves the directory to its newest format, in an older log
+		// format that cannot tell a damaged block from a torn tail: a
+		// flipped bit there would silently end the replay. Start a new log.
+		if err := db.Flush(); err != nil {
+			return fail(err)
+		}
 	}
 	if err := (expiry.Policy{TTL: opts.TTL, Lease: opts.Lease}).Validate(e.gens.Width); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+		return fail(err)
 	}
 	if err := e.initGenerations(); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+		return fail(err)
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
@@ -187,32 +206,42 @@ func Open(dir string, o *Options) (*Engine, error) {
 }
 
 // loadMeta reads the directory's metadata (creating it for a new
-// directory), takes the next incarnation number and stores it durably.
-func (e *Engine) loadMeta() error {
+// directory, then created is true), takes the next incarnation number and
+// stores it durably.
+func (e *Engine) loadMeta() (created bool, err error) {
 	width := e.opts.GenerationWidth
 	var inc uint64
 	v, closer, err := e.db.Get(metaKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 		if err := (expiry.Policy{TTL: e.opts.TTL, Lease: e.opts.Lease}).Validate(width); err != nil {
-			return err
+			return false, err
 		}
+		created = true
 	case err != nil:
-		return err
+		return false, err
 	default:
 		w, i, derr := decodeMeta(v)
 		closer.Close()
 		if derr != nil {
-			return derr
+			return false, derr
 		}
 		width, inc = w, i
 	}
 	e.gens = expiry.Generations{Width: width}
 	e.incarnation = inc + 1
 	if err := e.db.Set(metaKey, encodeMeta(width, e.incarnation), pebble.Sync); err != nil {
-		return err
+		return false, err
 	}
-	return e.fsync.Sync()
+	return created, e.fsync.Sync()
+}
+
+// openErr marks damage that Pebble found while opening as ErrCorrupt.
+func openErr(err error) error {
+	if pebble.IsCorruptionError(err) && !errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	return err
 }
 
 func encodeMeta(width time.Duration, inc uint64) []byte {

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/record"
 )
 
@@ -50,3 +52,13 @@ var (
 	// ErrCorrupt.
 	ErrVersion = record.ErrVersion
 )
+
+// storageErr wraps an error from Pebble for op ("read", "write", "scan").
+// Damage that Pebble detected itself — a checksum mismatch in a table, a
+// blob file or the log — also matches ErrCorrupt.
+func storageErr(op string, err error) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("idemkv: %s: %w: %w", op, ErrCorrupt, err)
+	}
+	return fmt.Errorf("idemkv: %s: %w", op, err)
+}

@@ -55,7 +55,7 @@ func (e *Engine) lookup(ek string, h uint64, now time.Time) (found, error) {
 		if it == nil {
 			var err error
 			if it, err = e.db.NewIter(&pebble.IterOptions{UseL6Filters: true}); err != nil {
-				return found{}, fmt.Errorf("idemkv: read: %w", err)
+				return found{}, storageErr("read", err)
 			}
 		}
 		*kb = append(expiry.AppendPrefix((*kb)[:0], g), ek...)
@@ -63,7 +63,7 @@ func (e *Engine) lookup(ek string, h uint64, now time.Time) (found, error) {
 		if it.SeekPrefixGE(*kb) && bytes.Equal(it.Key(), *kb) {
 			v, err := it.ValueAndErr()
 			if err != nil {
-				return found{}, fmt.Errorf("idemkv: read: %w", err)
+				return found{}, storageErr("read", err)
 			}
 			f := found{found: true, gen: g, val: bytes.Clone(v)}
 			if f.meta, err = record.Peek(f.val); err != nil {
@@ -78,7 +78,7 @@ func (e *Engine) lookup(ek string, h uint64, now time.Time) (found, error) {
 	}
 	if it != nil {
 		if err := it.Error(); err != nil {
-			return found{}, fmt.Errorf("idemkv: read: %w", err)
+			return found{}, storageErr("read", err)
 		}
 	}
 	return found{}, nil
@@ -173,7 +173,7 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) error {
 	first := e.lowGen.Load() // expired copies too
 	it, err := e.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
 	if err != nil {
-		return fmt.Errorf("idemkv: read: %w", err)
+		return storageErr("read", err)
 	}
 	b := e.db.NewBatch()
 	defer b.Close()
@@ -192,7 +192,7 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) error {
 		}
 	}
 	if err := firstErr(it.Error(), it.Close()); err != nil {
-		return fmt.Errorf("idemkv: read: %w", err)
+		return storageErr("read", err)
 	}
 	if b.Empty() {
 		return ErrNotFound
@@ -254,7 +254,7 @@ func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) erro
 		UpperBound: []byte{expiry.KeyPrefix + 1},
 	})
 	if err != nil {
-		return fmt.Errorf("idemkv: scan: %w", err)
+		return storageErr("scan", err)
 	}
 	defer it.Close()
 	var seek []byte
@@ -284,7 +284,7 @@ func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) erro
 		ent := Entry{Generation: g}
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return fmt.Errorf("idemkv: scan: %w", err)
+			return storageErr("scan", err)
 		}
 		ent.Size = len(v)
 		if ent.Key, err = record.DecodeKey(suffix); err != nil {
