@@ -340,13 +340,21 @@ func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, 
 // commit applies b. Every commit returns after the log is written to the
 // operating system (see package walfs); durable commits also wait for an
 // fsync in the Synced mode.
-func (e *Engine) commit(b *pebble.Batch, durable bool) error {
+//
+// A commit whose log write failed (see package walfs) is visible in
+// Pebble's memtable but not in its log; the engine stops (ErrFailed) at
+// once so that nothing after it is acknowledged or read back.
+func (e *Engine) commit(b *pebble.Batch, durable bool) (err error) {
+	defer e.guard(&err)
 	if err := e.db.Apply(b, pebble.Sync); err != nil {
 		return storageErr("write", err)
 	}
+	if err := e.fs.Err(); err != nil {
+		return e.halt(err)
+	}
 	if durable && e.opts.Durability == Synced {
 		if err := e.fsync.Sync(); err != nil {
-			return storageErr("write", err)
+			return e.halt(err)
 		}
 	}
 	return nil

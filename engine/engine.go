@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"reflect"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +59,9 @@ type Engine struct {
 	bg      sync.WaitGroup // background goroutines
 	once    sync.Once
 	cerr    error
+
+	// failure is the engine's sticky ErrFailed error, set once by halt.
+	failure atomic.Pointer[error]
 
 	st stats
 }
@@ -114,7 +120,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       opts.MemTableSize,
-		Logger:             pebbleLogger{opts.Logger},
+		Logger:             pebbleLogger{l: opts.Logger, e: e},
 		EventListener: &pebble.EventListener{
 			// Pebble's default for detected on-disk damage is Fatalf. The
 			// engine reports it instead: the read that found it fails
@@ -157,33 +163,8 @@ func Open(dir string, o *Options) (*Engine, error) {
 	if opts.ConfigurePebble != nil {
 		opts.ConfigurePebble(po)
 	}
-	db, err := pebble.Open(dir, po)
-	if err != nil {
+	if err := e.openStore(po); err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
-	}
-	e.db = db
-	fail := func(err error) (*Engine, error) {
-		_ = db.Close()
-		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
-	}
-	created, err := e.loadMeta()
-	if err != nil {
-		return fail(err)
-	}
-	if created {
-		// The first write-ahead log of a new directory is created before
-		// Pebble moves the directory to its newest format, in an older log
-		// format that cannot tell a damaged block from a torn tail: a
-		// flipped bit there would silently end the replay. Start a new log.
-		if err := db.Flush(); err != nil {
-			return fail(err)
-		}
-	}
-	if err := (expiry.Policy{TTL: opts.TTL, Lease: opts.Lease}).Validate(e.gens.Width); err != nil {
-		return fail(err)
-	}
-	if err := e.initGenerations(); err != nil {
-		return fail(err)
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
@@ -204,6 +185,66 @@ func Open(dir string, o *Options) (*Engine, error) {
 	opened = true
 	return e, nil
 }
+
+// openStore opens Pebble, loads the directory's metadata and finds its
+// generations. On error the store is closed again.
+func (e *Engine) openStore(po *pebble.Options) (err error) {
+	defer func() {
+		if err != nil && e.db != nil {
+			_ = e.closeDB()
+		}
+	}()
+	defer e.guard(&err)
+	if e.db, err = pebble.Open(e.dir, po); err != nil {
+		return err
+	}
+	created, err := e.loadMeta()
+	if err != nil {
+		return err
+	}
+	if created {
+		// The first write-ahead log of a new directory is created before
+		// Pebble moves the directory to its newest format, in an older log
+		// format that cannot tell a damaged block from a torn tail: a
+		// flipped bit there would silently end the replay. Start a new log.
+		if err := e.db.Flush(); err != nil {
+			return err
+		}
+	}
+	if err := (expiry.Policy{TTL: e.opts.TTL, Lease: e.opts.Lease}).Validate(e.gens.Width); err != nil {
+		return err
+	}
+	if err := e.initGenerations(); err != nil {
+		return err
+	}
+	return e.Err()
+}
+
+// closeDB closes Pebble. After a storage failure Pebble may be wedged (a
+// background goroutine ended by Fatalf, a commit that never finishes), so
+// then it waits at most failedCloseWait and leaves the rest to the
+// process's exit.
+func (e *Engine) closeDB() error {
+	if e.failure.Load() == nil {
+		return e.db.Close()
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { done <- err }()
+		defer e.guard(&err)
+		err = e.db.Close()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(failedCloseWait):
+		return fmt.Errorf("%w: the store did not close within %v", e.Err(), failedCloseWait)
+	}
+}
+
+// failedCloseWait bounds Close after a storage failure.
+const failedCloseWait = 5 * time.Second
 
 // loadMeta reads the directory's metadata (creating it for a new
 // directory, then created is true), takes the next incarnation number and
@@ -310,10 +351,14 @@ func (e *Engine) Close() error {
 		for i := range e.stripes {
 			e.stripes[i].closeAll()
 		}
-		e.closeMu.Lock()
+		if !e.lockForClose() {
+			e.fsync.stop()
+			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the failed store; the directory is released when the process exits)", e.Err())
+			return
+		}
 		defer e.closeMu.Unlock()
 		err := e.fsync.Sync()
-		if cerr := e.db.Close(); err == nil {
+		if cerr := e.closeDB(); err == nil {
 			err = cerr
 		}
 		e.fsync.stop()
@@ -324,15 +369,86 @@ func (e *Engine) Close() error {
 	return e.cerr
 }
 
+// lockForClose waits for the operations in progress to finish and locks
+// closeMu. After a storage failure an operation can be stuck in Pebble for
+// ever (a write stalled behind a flush that Fatalf ended), so then it gives
+// up after failedCloseWait and returns false.
+func (e *Engine) lockForClose() bool {
+	locked := make(chan struct{})
+	go func() {
+		e.closeMu.Lock()
+		close(locked)
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var deadline <-chan time.Time
+	for {
+		select {
+		case <-locked:
+			return true
+		case <-deadline:
+			return false
+		case <-tick.C:
+			if deadline == nil && e.Err() != nil {
+				deadline = time.After(failedCloseWait)
+			}
+		}
+	}
+}
+
 // acquire marks the start of an operation that uses the store; release
-// must follow. It fails once the engine is closed.
+// must follow. It fails once the engine is closed or has stopped.
 func (e *Engine) acquire() error {
 	e.closeMu.RLock()
 	if e.closed.Load() {
 		e.closeMu.RUnlock()
 		return ErrClosed
 	}
+	if err := e.Err(); err != nil {
+		e.closeMu.RUnlock()
+		return err
+	}
 	return nil
+}
+
+// Err returns nil while the engine works, and an error matching ErrFailed
+// (and ErrStorage) once it has stopped after a storage failure that cannot
+// be undone in place. A health check should report it.
+func (e *Engine) Err() error {
+	if p := e.failure.Load(); p != nil {
+		return *p
+	}
+	if err := e.fs.Err(); err != nil {
+		return e.halt(err)
+	}
+	return nil
+}
+
+// halt makes the engine refuse every operation from now on with an
+// ErrFailed error caused by cause (the first cause wins), and returns it.
+func (e *Engine) halt(cause error) error {
+	err := error(&failedError{cause: cause})
+	if e.failure.CompareAndSwap(nil, &err) {
+		e.log.Error("idemkv: engine stopped after a storage failure; everything acknowledged is on disk, reopen once the fault is fixed", "err", cause)
+		return err
+	}
+	return *e.failure.Load()
+}
+
+// guard, deferred by every function that calls into Pebble, turns a panic
+// from Pebble (its Fatalf, or a panic on a wedged store) into the engine's
+// ErrFailed error in *err, so that no panic reaches a caller.
+func (e *Engine) guard(err *error) {
+	if p := recover(); p != nil {
+		if up, ok := p.(userPanic); ok {
+			panic(up.v) // the caller's own panic is not a storage failure
+		}
+		cause, ok := p.(error)
+		if !ok {
+			cause = fmt.Errorf("%v", p)
+		}
+		*err = e.halt(fmt.Errorf("pebble: %w", cause))
+	}
 }
 
 func (e *Engine) release() { e.closeMu.RUnlock() }
@@ -362,14 +478,67 @@ func (e *Engine) every(interval time.Duration, msg string, stopOnErr bool, fn fu
 	}
 }
 
+// userPanic carries a panic of a caller's callback through guard.
+type userPanic struct{ v any }
+
+// callUser calls fn(arg), marking a panic in it as the caller's own.
+func callUser[T any](fn func(T) error, arg T) error {
+	defer func() {
+		if p := recover(); p != nil {
+			panic(userPanic{p})
+		}
+	}()
+	return fn(arg)
+}
+
 // pebbleLogger passes Pebble's errors to slog and drops its chatter.
-type pebbleLogger struct{ l *slog.Logger }
+type pebbleLogger struct {
+	l *slog.Logger
+	e *Engine
+}
 
 func (pebbleLogger) Infof(string, ...any) {}
 func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
 }
+
+// Fatalf is called by Pebble on an error it cannot continue from (a failed
+// MANIFEST write, a wedged commit pipeline); it must not return. The engine
+// stops first, so every caller gets ErrFailed. Called on a goroutine of
+// the engine (under guard), it panics and guard turns that into the
+// caller's error; on one of Pebble's background goroutines it ends that
+// goroutine rather than the process.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error("pebble (fatal): " + fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf(format, args...))
+	err := fmt.Errorf(format, args...)
+	p.l.Error("pebble (fatal): " + err.Error())
+	if p.e != nil {
+		p.e.halt(err)
+	}
+	if underGuard() {
+		panic(err)
+	}
+	runtime.Goexit()
 }
+
+// underGuard reports whether the calling goroutine runs a function of this
+// package, and so has a guard deferred on its stack: Pebble's own
+// background goroutines never do.
+func underGuard() bool {
+	pcs := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pcs[:runtime.Callers(3, pcs)]) // above Fatalf
+	for {
+		f, more := frames.Next()
+		if strings.HasPrefix(f.Function, thisPackage) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// thisPackage prefixes the names of this package's functions.
+var thisPackage = func() string {
+	name := runtime.FuncForPC(reflect.ValueOf(Open).Pointer()).Name()
+	return strings.TrimSuffix(name, "Open")
+}()

@@ -47,6 +47,21 @@ var (
 	// record.ErrInvalidKey.
 	ErrInvalidKey = record.ErrInvalidKey
 
+	// ErrStorage is matched by every error caused by the storage under the
+	// engine failing: an I/O error, a full disk, a fatal error in Pebble.
+	// The request was not answered from storage; retrying later is safe.
+	// Damaged bytes match ErrCorrupt instead.
+	ErrStorage = errors.New("idemkv: storage failed")
+
+	// ErrFailed is returned by every operation once the engine has
+	// stopped because of a storage failure it cannot undo in place: a
+	// failed write or fsync of the write-ahead log, or a fatal error in
+	// Pebble (a failed MANIFEST write). Nothing is acknowledged after it.
+	// Everything acknowledged before it is in the directory: Close the
+	// engine and Open it again once the fault is fixed. It also matches
+	// ErrStorage; Engine.Err reports it.
+	ErrFailed = errors.New("idemkv: engine stopped after a storage failure; reopen it once the fault is fixed")
+
 	// ErrVersion is returned when the data directory or a record was
 	// written by a newer, unknown format version. It also matches
 	// ErrCorrupt.
@@ -55,10 +70,22 @@ var (
 
 // storageErr wraps an error from Pebble for op ("read", "write", "scan").
 // Damage that Pebble detected itself — a checksum mismatch in a table, a
-// blob file or the log — also matches ErrCorrupt.
+// blob file or the log — matches ErrCorrupt; anything else ErrStorage.
 func storageErr(op string, err error) error {
+	if errors.Is(err, ErrFailed) {
+		return err
+	}
 	if pebble.IsCorruptionError(err) {
 		return fmt.Errorf("idemkv: %s: %w: %w", op, ErrCorrupt, err)
 	}
-	return fmt.Errorf("idemkv: %s: %w", op, err)
+	return fmt.Errorf("idemkv: %s: %w: %w", op, ErrStorage, err)
+}
+
+// failedError is the error of a stopped engine: it matches ErrFailed,
+// ErrStorage and its cause.
+type failedError struct{ cause error }
+
+func (e *failedError) Error() string { return ErrFailed.Error() + ": " + e.cause.Error() }
+func (e *failedError) Unwrap() []error {
+	return []error{ErrFailed, ErrStorage, e.cause}
 }

@@ -250,6 +250,14 @@ func (e *Engine) loadFilters() {
 		return
 	}
 	defer e.release()
+	if err := e.scanFilters(); err != nil {
+		e.log.Error("idemkv: loading key filters failed; lookups read every generation", "err", err)
+	}
+}
+
+// scanFilters is loadFilters' scan.
+func (e *Engine) scanFilters() (err error) {
+	defer e.guard(&err)
 	var (
 		start = expiry.AppendPrefix(nil, e.lowGen.Load())
 		end   = []byte{expiry.KeyPrefix + 1}
@@ -258,8 +266,7 @@ func (e *Engine) loadFilters() {
 	for {
 		it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: start, UpperBound: end})
 		if err != nil {
-			e.log.Error("idemkv: loading key filters failed; lookups read every generation", "err", err)
-			return
+			return err
 		}
 		n := 0
 		for valid := it.First(); valid && n < filterScanBatch; valid = it.Next() {
@@ -270,18 +277,16 @@ func (e *Engine) loadFilters() {
 			last = append(last[:0], it.Key()...)
 			n++
 		}
-		err = firstErr(it.Error(), it.Close())
-		switch {
-		case err != nil:
-			e.log.Error("idemkv: loading key filters failed; lookups read every generation", "err", err)
-			return
-		case n < filterScanBatch:
+		if err := firstErr(it.Error(), it.Close()); err != nil {
+			return err
+		}
+		if n < filterScanBatch {
 			e.filt.ready.Store(true)
-			return
+			return nil
 		}
 		select {
 		case <-e.stop:
-			return
+			return nil
 		default:
 		}
 		start = append(last, 0) // the next key after last

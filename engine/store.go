@@ -35,7 +35,8 @@ func (e *Engine) probeWindow(now time.Time) (first, last uint32) {
 // lookup finds the newest stored record of ek (whose hash is h) among the
 // generations that can hold a live record at now, reading only those
 // whose key filter may hold it. The caller must hold acquire.
-func (e *Engine) lookup(ek string, h uint64, now time.Time) (found, error) {
+func (e *Engine) lookup(ek string, h uint64, now time.Time) (_ found, err error) {
+	defer e.guard(&err)
 	first, last := e.probeWindow(now)
 	var it *pebble.Iterator
 	defer func() {
@@ -134,7 +135,7 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 // deleted. It returns ErrNotFound if no live record existed (expired
 // copies are removed all the same). In the Synced mode it returns once the
 // deletion is durable.
-func (e *Engine) Delete(ctx context.Context, key record.Key) error {
+func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
 	if err := key.Validate(); err != nil {
 		return err
 	}
@@ -168,6 +169,7 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) error {
 		return err
 	}
 	defer e.release()
+	defer e.guard(&err)
 	now := e.clock.Now()
 	_, last := e.probeWindow(now)
 	first := e.lowGen.Load() // expired copies too
@@ -242,11 +244,12 @@ type Entry struct {
 // Scan returns. Damaged records are reported through Entry.Err rather than
 // ending the scan. It is meant for operators and tools: it reads a
 // consistent snapshot, and Close waits for it to finish.
-func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) error) error {
+func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) error) (err error) {
 	if err := e.acquire(); err != nil {
 		return err
 	}
 	defer e.release()
+	defer e.guard(&err)
 	now := e.clock.Now()
 	p := opts.Prefix.Append(nil)
 	it, err := e.db.NewIter(&pebble.IterOptions{
@@ -300,7 +303,7 @@ func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) erro
 		}
 		skip := ent.Record != nil && !opts.IncludeExpired && ent.Record.State == record.Completed && ent.Record.Expired(now)
 		if !skip {
-			if err := fn(ent); err != nil {
+			if err := callUser(fn, ent); err != nil {
 				return err
 			}
 		}
@@ -314,11 +317,12 @@ func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) erro
 // engine sweeps by itself every SweepInterval; Sweep is for tools and
 // tests. Correctness never depends on it (expired records are never
 // replayed); it reclaims space.
-func (e *Engine) Sweep(ctx context.Context) (int, error) {
+func (e *Engine) Sweep(ctx context.Context) (n int, err error) {
 	if err := e.acquire(); err != nil {
 		return 0, err
 	}
 	defer e.release()
+	defer e.guard(&err)
 	drop := e.gens.Droppable(e.clock.Now())
 	low := e.lowGen.Load()
 	if drop <= low {

@@ -10,11 +10,12 @@ func MetaKeyForTest() []byte { return append([]byte(nil), metaKey...) }
 
 // FlushForTest flushes Pebble's memtable, so that the records written so
 // far move from the write-ahead log to tables (and blob files).
-func (e *Engine) FlushForTest() error {
+func (e *Engine) FlushForTest() (err error) {
 	if err := e.acquire(); err != nil {
 		return err
 	}
 	defer e.release()
+	defer e.guard(&err)
 	return e.db.Flush()
 }
 

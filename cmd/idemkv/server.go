@@ -25,6 +25,7 @@ type serverFlags struct {
 	durability          engine.Durability
 	scopeHeader         string
 	shutdownTimeout     time.Duration
+	maxHeaderBytes      int
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -39,6 +40,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 		})
 	fs.StringVar(&f.scopeHeader, "scope-header", "Authorization", "request `header` that names the tenant (stored as a SHA-256 digest)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for requests in flight")
+	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted, in `bytes`; larger requests get 431")
 }
 
 // server is a running serve or proxy command.
@@ -81,7 +83,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		s.eng.Close()
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: s.flags.maxHeaderBytes, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 
@@ -98,6 +100,12 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 			if stopping.Load() {
 				http.Error(w, "shutting down", http.StatusServiceUnavailable)
+				return
+			}
+			if err := s.eng.Err(); err != nil {
+				// The engine stopped after a storage failure: restart the
+				// process once the disk is fixed.
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ok")

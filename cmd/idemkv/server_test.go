@@ -227,3 +227,30 @@ func TestProxyCommandUsage(t *testing.T) {
 		t.Fatalf("bad -route: exit %d; want 2", code)
 	}
 }
+
+// TestServeHeaderLimits checks the limits on request headers: a header
+// block over -max-header-bytes, or over-long idempotency keys, get clear
+// 4xx answers and the server keeps serving.
+func TestServeHeaderLimits(t *testing.T) {
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", t.TempDir(), "-max-header-bytes", "4096")
+	req, _ := http.NewRequest("POST", p.addr+"/v1/calls", strings.NewReader(`{}`))
+	req.Header.Set("Idempotency-Key", "big-headers")
+	for i := range 200 {
+		req.Header.Set(fmt.Sprintf("X-Junk-%d", i), strings.Repeat("j", 64))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 13 KB header block: %d; want 431", resp.StatusCode)
+	}
+	status, _, body := send(t, "POST", p.addr+"/v1/calls", strings.Repeat("k", 256), `{}`)
+	if status != http.StatusBadRequest || !strings.Contains(body, "idempotency_key_invalid") {
+		t.Fatalf("a 256-byte key: %d %s", status, body)
+	}
+	if status, _, _ := send(t, "POST", p.addr+"/v1/calls", "fine", `{}`); status != http.StatusCreated {
+		t.Fatalf("a normal request after the refusals: %d", status)
+	}
+}

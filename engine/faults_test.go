@@ -1,0 +1,607 @@
+package engine_test
+
+// The storage-fault campaign: Pebble's error-injecting filesystem fails
+// writes, fsyncs, reads and creates at chosen points, or every write (a
+// full disk). The engine must answer with errors matching ErrStorage, never
+// panic, never acknowledge what it could not write, never replay anything
+// half-written, and — where Pebble allows it — work again once the fault
+// clears without a restart. Where Pebble does not (the write-ahead log),
+// the engine stops with ErrFailed and a reopen recovers everything it
+// acknowledged.
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/idemhttp"
+)
+
+// fault fails the operations match selects with err while it is on.
+type fault struct {
+	on    atomic.Bool
+	match func(errorfs.Op) bool
+	err   error
+	hits  atomic.Int64
+}
+
+func (f *fault) String() string { return "fault" }
+
+func (f *fault) MaybeError(op errorfs.Op) error {
+	if f.on.Load() && f.match(op) {
+		f.hits.Add(1)
+		return f.err
+	}
+	return nil
+}
+
+// enospc is a full disk as the operating system reports it.
+var enospc = &os.PathError{Op: "write", Path: "data", Err: syscall.ENOSPC}
+
+// eio is a failing device.
+var eio = &os.PathError{Op: "read", Path: "data", Err: syscall.EIO}
+
+func isWrite(op errorfs.Op) bool {
+	switch op.Kind {
+	case errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpCreate, errorfs.OpReuseForWrite,
+		errorfs.OpFilePreallocate, errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo,
+		errorfs.OpFileFlush, errorfs.OpLink, errorfs.OpRename, errorfs.OpMkdirAll:
+		return true
+	}
+	return false
+}
+
+func fileIs(op errorfs.Op, suffix string) bool { return strings.HasSuffix(op.Path, suffix) }
+
+// bodyOf is the response body stored for key k: big enough that a few
+// hundred fill a small memtable and reach tables.
+func bodyOf(k string) string { return "body of " + k + strings.Repeat(" padding", 40) }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// openFaulty opens an engine on dir through a filesystem that f can fail.
+func openFaulty(t *testing.T, dir string, f *fault, o engine.Options) *engine.Engine {
+	t.Helper()
+	o.FS = errorfs.Wrap(vfs.Default, f)
+	o.Logger = quietLogger()
+	e, err := engine.Open(dir, &o)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return e
+}
+
+// reopen opens dir on the plain filesystem after a fault, as an operator
+// would once the disk is fixed.
+func reopen(t *testing.T, dir string) *engine.Engine {
+	t.Helper()
+	e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("reopen after the fault: %v", err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+// mustStorageErr checks that err reports a storage failure.
+func mustStorageErr(t *testing.T, what string, err error) {
+	t.Helper()
+	if !errors.Is(err, engine.ErrStorage) {
+		t.Fatalf("%s: err = %v; want an error matching ErrStorage", what, err)
+	}
+}
+
+// complete runs Begin+Complete for k and returns Complete's error.
+func complete(t *testing.T, e *engine.Engine, k string) error {
+	t.Helper()
+	res := begin(t, e, req(k, "x"))
+	mustOutcome(t, res, engine.Proceed)
+	return res.Claim.Complete(ctx, response(bodyOf(k)))
+}
+
+// checkAfterFault checks, on a reopened engine, that every acknowledged key
+// replays exactly and that an unacknowledged one is either replayed whole,
+// recovered as an interrupted claim, or absent — never anything else.
+func checkAfterFault(t *testing.T, e *engine.Engine, acked, unacked []string) {
+	t.Helper()
+	for _, k := range acked {
+		res := begin(t, e, req(k, "x"))
+		assertReplay(t, res, response(bodyOf(k)))
+	}
+	for _, k := range unacked {
+		res, err := e.Begin(ctx, req(k, "x"))
+		if err != nil {
+			t.Fatalf("Begin(%s) after reopen: %v", k, err)
+		}
+		switch res.Outcome {
+		case engine.Replay:
+			assertReplay(t, res, response(bodyOf(k)))
+		case engine.Proceed:
+			if err := res.Claim.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatalf("Begin(%s) after reopen: outcome %v", k, res.Outcome)
+		}
+	}
+}
+
+// TestFaultLog fails the write-ahead log in each way it can fail. Pebble
+// cannot continue past a failed log write, so the engine stops: the failed
+// Complete and everything after it is refused with ErrFailed, nothing is
+// replayed from the failed write, and a reopen on the healed disk has every
+// acknowledged record.
+func TestFaultLog(t *testing.T) {
+	cases := []struct {
+		name  string
+		match func(errorfs.Op) bool
+	}{
+		{"write", func(op errorfs.Op) bool {
+			return (op.Kind == errorfs.OpFileWrite || op.Kind == errorfs.OpFileWriteAt) && fileIs(op, ".log")
+		}},
+		{"fsync", func(op errorfs.Op) bool {
+			return (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && fileIs(op, ".log")
+		}},
+		{"full disk", isWrite},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := &fault{match: tc.match, err: enospc}
+			e := openFaulty(t, dir, f, engine.Options{})
+			if err := complete(t, e, "before"); err != nil {
+				t.Fatal(err)
+			}
+			claimed := begin(t, e, req("during", "x"))
+			mustOutcome(t, claimed, engine.Proceed)
+			f.on.Store(true)
+			err := claimed.Claim.Complete(ctx, response(bodyOf("during")))
+			if !errors.Is(err, engine.ErrFailed) {
+				t.Fatalf("Complete with a failing log: %v; want ErrFailed", err)
+			}
+			mustStorageErr(t, "Complete", err)
+			if f.hits.Load() == 0 {
+				t.Fatal("the fault never fired")
+			}
+			if !errors.Is(e.Err(), engine.ErrFailed) {
+				t.Fatalf("Err() = %v; want ErrFailed", e.Err())
+			}
+			f.on.Store(false) // healed, but the log is in an unknown state
+			for _, k := range []string{"during", "after"} {
+				if _, err := e.Begin(ctx, req(k, "x")); !errors.Is(err, engine.ErrFailed) {
+					t.Fatalf("Begin(%s) on a stopped engine: %v; want ErrFailed", k, err)
+				}
+			}
+			if _, err := e.Get(ctx, key("during")); !errors.Is(err, engine.ErrFailed) {
+				t.Fatalf("Get on a stopped engine: %v; want ErrFailed", err)
+			}
+			_ = e.Close() // may report the failure; must return
+			e = reopen(t, dir)
+			checkAfterFault(t, e, []string{"before"}, []string{"during"})
+			if err := complete(t, e, "after"); err != nil {
+				t.Fatalf("a new request after the reopen: %v", err)
+			}
+		})
+	}
+}
+
+// TestFaultTables fails every write of tables (a flush or compaction that
+// runs out of space). The log still works, so requests keep being answered
+// and acknowledged; once the disk has room again the flush succeeds with no
+// restart, and a reopen finds everything.
+func TestFaultTables(t *testing.T) {
+	dir := t.TempDir()
+	f := &fault{match: func(op errorfs.Op) bool {
+		return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
+	}, err: enospc}
+	e := openFaulty(t, dir, f, engine.Options{})
+	var acked []string
+	for i := range 20 {
+		k := fmt.Sprint("a", i)
+		if err := complete(t, e, k); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, k)
+	}
+	f.on.Store(true)
+	// Pebble retries a failed flush in the background until it succeeds,
+	// so Flush returns only once the disk has room again.
+	flushed := make(chan error, 1)
+	go func() { flushed <- e.FlushForTest() }()
+	for f.hits.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if e.Err() != nil {
+		t.Fatalf("a failed flush stopped the engine: %v", e.Err())
+	}
+	for i := range 20 { // the log still takes writes
+		k := fmt.Sprint("b", i)
+		if err := complete(t, e, k); err != nil {
+			t.Fatalf("Complete while tables cannot be written: %v", err)
+		}
+		acked = append(acked, k)
+	}
+	select {
+	case err := <-flushed:
+		t.Fatalf("flush finished while tables could not be written: %v", err)
+	default:
+	}
+	f.on.Store(false)
+	select {
+	case err := <-flushed:
+		if err != nil {
+			t.Fatalf("flush once the disk has room: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the flush did not succeed after the disk had room again")
+	}
+	e.EvictCacheForTest()
+	checkAfterFault(t, e, acked, nil)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkAfterFault(t, reopen(t, dir), acked, nil)
+}
+
+// TestFaultReads fails reads of tables. A lookup that cannot read must
+// fail — never answer Proceed for a key that is stored, which would run its
+// handler twice — and work again once reads do, with no restart.
+func TestFaultReads(t *testing.T) {
+	dir := t.TempDir()
+	e := openFaulty(t, dir, &fault{match: func(errorfs.Op) bool { return false }}, engine.Options{})
+	var keys []string
+	for i := range 50 {
+		k := fmt.Sprint("k", i)
+		if err := complete(t, e, k); err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	if err := e.FlushForTest(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopen so that neither Pebble's block cache nor the engine's replay
+	// cache holds the records.
+	f := &fault{match: func(op errorfs.Op) bool {
+		return (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
+	}, err: eio}
+	e = openFaulty(t, dir, f, engine.Options{})
+	defer e.Close()
+	waitFilters(t, e)
+	f.on.Store(true)
+	failed := 0
+	for _, k := range keys {
+		res, err := e.Begin(ctx, req(k, "x"))
+		switch {
+		case err != nil:
+			mustStorageErr(t, "Begin with failing reads", err)
+			failed++
+		case res.Outcome == engine.Replay: // its block was read before the fault
+			assertReplay(t, res, response(bodyOf(k)))
+		default:
+			t.Fatalf("Begin(%s) with failing reads: outcome %v; a stored key must never proceed", k, res.Outcome)
+		}
+	}
+	if failed == 0 || f.hits.Load() == 0 {
+		t.Fatalf("no read failed (%d errors, %d faults)", failed, f.hits.Load())
+	}
+	f.on.Store(false)
+	if e.Err() != nil {
+		t.Fatalf("failed reads stopped the engine: %v", e.Err())
+	}
+	checkAfterFault(t, e, keys, nil)
+}
+
+// TestFaultFatal fails what Pebble cannot continue from on a background
+// goroutine: a write of its MANIFEST (Pebble calls Fatalf), and a write of a
+// blob file (Pebble v2.1.7 would dereference nil; the engine turns it into
+// a failed MANIFEST write, see package walfs). The process must survive,
+// the engine must stop with ErrFailed, and — once the process has exited,
+// since a wedged Pebble keeps the directory locked — a reopen must find
+// every acknowledged record. The faulty part runs in a child process.
+func TestFaultFatal(t *testing.T) {
+	for _, kind := range []string{"manifest", "blob"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			out := runFaultChild(t, kind, dir, 0)
+			if !strings.Contains(out, "stopped: ") {
+				t.Fatalf("the child did not report a stopped engine:\n%s", out)
+			}
+			var acked []string
+			for i := range 20 {
+				acked = append(acked, fmt.Sprint("m", i))
+			}
+			checkAfterFault(t, reopen(t, dir), acked, nil)
+		})
+	}
+}
+
+func fatalChild(t *testing.T, dir, kind string) {
+	f := &fault{match: func(op errorfs.Op) bool {
+		if kind == "blob" {
+			// Not its creation: Pebble handles that (the flush is retried).
+			return isWrite(op) && op.Kind != errorfs.OpCreate && fileIs(op, ".blob")
+		}
+		return isWrite(op) && strings.Contains(op.Path, "MANIFEST")
+	}, err: enospc}
+	e := openFaulty(t, dir, f, engine.Options{})
+	for i := range 20 {
+		if err := complete(t, e, fmt.Sprint("m", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.on.Store(true)
+	go func() { _ = e.FlushForTest() }() // never returns: the flush died
+	deadline := time.After(30 * time.Second)
+	for e.Err() == nil {
+		select {
+		case <-deadline:
+			t.Fatal("a failed MANIFEST write did not stop the engine")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if !errors.Is(e.Err(), engine.ErrFailed) {
+		t.Fatalf("Err() = %v", e.Err())
+	}
+	if _, err := e.Begin(ctx, req("after", "x")); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Begin on a stopped engine: %v", err)
+	}
+	f.on.Store(false)
+	start := time.Now()
+	if err := e.Close(); err == nil {
+		t.Fatal("Close of a stopped engine reported no error")
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("Close took %v", d)
+	}
+	fmt.Println("stopped:", e.Err())
+}
+
+// TestFaultCampaign runs rounds of concurrent requests while faults of a
+// random kind (log writes, table writes, table reads, every write: a full
+// disk) fire at random points. Each round runs in a child process, which
+// reports what was acknowledged and exits (a store wedged by a fatal
+// Pebble error keeps its directory locked until then); the parent heals
+// the disk, reopens, and checks that every acknowledged record replays
+// exactly and that nothing unacknowledged replays anything but its own
+// whole response. IDEMKV_FAULT_ROUNDS sets the number of rounds (default
+// 4; the README quotes a long run).
+func TestFaultCampaign(t *testing.T) {
+	rounds := 4
+	if s := os.Getenv("IDEMKV_FAULT_ROUNDS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rounds = n
+	}
+	dir := t.TempDir()
+	var acked []string
+	var faults, refused, stopped int
+	for round := range rounds {
+		var unacked []string
+		out := runFaultChild(t, "campaign", dir, round)
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 2 && f[0] == "ack":
+				acked = append(acked, f[1])
+			case len(f) == 2 && f[0] == "unack":
+				unacked = append(unacked, f[1])
+			case len(f) == 4 && f[0] == "round":
+				a, _ := strconv.Atoi(f[1])
+				b, _ := strconv.Atoi(f[2])
+				c, _ := strconv.Atoi(f[3])
+				faults, refused, stopped = faults+a, refused+b, stopped+c
+			}
+		}
+		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+		if err != nil {
+			t.Fatalf("round %d: reopen after the fault: %v", round, err)
+		}
+		checkAfterFault(t, e, acked, unacked)
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d rounds: %d faults injected, %d requests refused with a storage error, %d engine stops, %d acknowledged records all replayed, 0 lost",
+		rounds, faults, refused, stopped, len(acked))
+}
+
+func campaignChild(t *testing.T, dir string, round int) {
+	rng := rand.New(rand.NewPCG(uint64(round), 7))
+	isRead := func(op errorfs.Op) bool {
+		return op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead
+	}
+	kinds := []func(errorfs.Op) bool{
+		func(op errorfs.Op) bool { return isWrite(op) && fileIs(op, ".log") },
+		func(op errorfs.Op) bool { return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob")) },
+		func(op errorfs.Op) bool { return isRead(op) && (fileIs(op, ".sst") || fileIs(op, ".blob")) },
+		isWrite,
+	}
+	match := kinds[rng.IntN(len(kinds))]
+	p := 0.01 + rng.Float64()*0.1
+	var seq atomic.Uint64
+	f := &fault{err: enospc}
+	f.match = func(op errorfs.Op) bool {
+		return match(op) && rand.New(rand.NewPCG(uint64(round), seq.Add(1))).Float64() < p
+	}
+	e := openFaulty(t, dir, f, engine.Options{MemTableSize: 64 << 10})
+	f.on.Store(true)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		refused int
+	)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 150 {
+				k := fmt.Sprintf("r%d-g%d-%d", round, g, i)
+				res, err := e.Begin(ctx, req(k, "x"))
+				if err == nil && res.Outcome != engine.Proceed {
+					t.Errorf("Begin(%s): outcome %v for a new key", k, res.Outcome)
+					return
+				}
+				if err == nil {
+					err = res.Claim.Complete(ctx, response(bodyOf(k)))
+					mu.Lock()
+					if err == nil {
+						fmt.Println("ack", k)
+					} else {
+						fmt.Println("unack", k)
+					}
+					mu.Unlock()
+				}
+				if err != nil {
+					if !errors.Is(err, engine.ErrStorage) {
+						t.Errorf("%s: %v; want an error matching ErrStorage", k, err)
+					}
+					mu.Lock()
+					refused++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	f.on.Store(false)
+	stopped := 0
+	if e.Err() != nil {
+		stopped = 1
+	}
+	_ = e.Close()
+	fmt.Println("round", f.hits.Load(), refused, stopped)
+}
+
+// TestFaultChild is the child process of the fault tests that need one.
+func TestFaultChild(t *testing.T) {
+	dir := os.Getenv("IDEMKV_FAULT_DIR")
+	if dir == "" {
+		t.Skip("runs only as the child of TestFaultFatal and TestFaultCampaign")
+	}
+	round, _ := strconv.Atoi(os.Getenv("IDEMKV_FAULT_ROUND"))
+	switch os.Getenv("IDEMKV_FAULT_CHILD") {
+	case "manifest", "blob":
+		fatalChild(t, dir, os.Getenv("IDEMKV_FAULT_CHILD"))
+	case "campaign":
+		campaignChild(t, dir, round)
+	}
+}
+
+// runFaultChild runs TestFaultChild as a child process and returns what it
+// printed; the child failing fails the test.
+func runFaultChild(t *testing.T, kind, dir string, round int) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestFaultChild$", "-test.timeout=2m", "-test.v")
+	cmd.Env = append(os.Environ(), "IDEMKV_FAULT_DIR="+dir, "IDEMKV_FAULT_CHILD="+kind, "IDEMKV_FAULT_ROUND="+strconv.Itoa(round))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("fault child %s round %d: %v\n%s", kind, round, err, out)
+	}
+	return string(out)
+}
+
+// TestFaultMiddleware checks what a client sees through idemhttp when the
+// disk fails: the request whose response could not be recorded still gets
+// its response (the handler ran), every later request gets 503
+// idempotency_store_unavailable with Retry-After and the handler does not
+// run, and after a reopen a retry is either replayed whole or runs anew.
+func TestFaultMiddleware(t *testing.T) {
+	dir := t.TempDir()
+	f := &fault{match: isWrite, err: enospc}
+	e := openFaulty(t, dir, f, engine.Options{})
+	var (
+		runs       atomic.Int64
+		failInside atomic.Bool // the disk fills while the handler runs
+	)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		if failInside.Load() {
+			f.on.Store(true)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"id":%d}`, runs.Load())
+	})
+	serve := func(e *engine.Engine) *httptest.Server {
+		m, err := idemhttp.New(e, &idemhttp.Options{Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(m.Handler(handler))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	post := func(srv *httptest.Server, k string) (*http.Response, string) {
+		t.Helper()
+		rq, _ := http.NewRequest("POST", srv.URL+"/v1/calls", strings.NewReader(`{"amount":1}`))
+		rq.Header.Set("Idempotency-Key", k)
+		rq.Header.Set("Authorization", "Bearer tenant-a")
+		resp, err := srv.Client().Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	srv := serve(e)
+	if resp, _ := post(srv, "before"); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("before the fault: %d", resp.StatusCode)
+	}
+	failInside.Store(true)
+	resp, body := post(srv, "during")
+	if resp.StatusCode != http.StatusCreated || runs.Load() != 2 {
+		t.Fatalf("the request whose record failed: %d %s (runs %d); want the handler's 201", resp.StatusCode, body, runs.Load())
+	}
+	f.on.Store(false) // healed, but the engine has stopped
+	for _, k := range []string{"during", "before", "after"} {
+		resp, body := post(srv, k)
+		if k == "before" && resp.StatusCode == http.StatusCreated && resp.Header.Get("Idempotency-Replay") == "true" {
+			continue // served from the replay cache: acknowledged, so safe
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+			!strings.Contains(body, "idempotency_store_unavailable") {
+			t.Fatalf("%s on a stopped engine: %d %q Retry-After=%q", k, resp.StatusCode, body, resp.Header.Get("Retry-After"))
+		}
+	}
+	if runs.Load() != 2 {
+		t.Fatalf("the handler ran %d times; a stopped engine must not let it run", runs.Load())
+	}
+	srv.Close()
+	_ = e.Close()
+	srv = serve(reopen(t, dir))
+	resp, body = post(srv, "before")
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Idempotency-Replay") != "true" || body != `{"id":1}` {
+		t.Fatalf("acknowledged record after the reopen: %d %q replay=%q", resp.StatusCode, body, resp.Header.Get("Idempotency-Replay"))
+	}
+	resp, body = post(srv, "during")
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("retry of the unrecorded request after the reopen: %d %q", resp.StatusCode, body)
+	}
+}
