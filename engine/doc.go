@@ -84,9 +84,18 @@
 //
 // # Caveats
 //
-//   - After an fsync of the log fails, the engine refuses every write that
-//     needs durability until it is reopened: once fsync has failed, no later
-//     fsync proves the earlier writes durable.
+//   - Storage failures. Every error caused by the disk matches ErrStorage
+//     and nothing is acknowledged that was not written. Failed table
+//     writes (a flush out of space) and failed reads are retried by Pebble
+//     and heal without a restart. A failed write or fsync of the log, a
+//     failed write of a blob file or of Pebble's MANIFEST cannot be undone
+//     in place (Pebble cannot continue, and after a failed fsync no later
+//     fsync proves earlier writes durable): the engine stops, every call
+//     returns ErrFailed (Engine.Err reports it), and Close then Open, once
+//     the disk is fixed, recovers everything acknowledged. If Pebble itself
+//     is left wedged, its directory lock is released only when the process
+//     exits, so a supervisor restart is the simple recovery. A request
+//     caught inside Pebble at that moment may not return.
 //   - A data directory's generation width is fixed when it is created; the
 //     TTL may later change within 63 widths (see Options.TTL).
 //   - One process at a time: Pebble locks the directory.
