@@ -94,8 +94,6 @@ type contentionReply struct {
 	body                                       string
 }
 
-var contentionHeaders = []string{"Content-Type", "Location", "Etag", "X-Request-Id"}
-
 func (r contentionReply) stored() [4]string {
 	return [4]string{r.contentType, r.location, r.etag, r.requestID}
 }
