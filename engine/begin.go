@@ -387,6 +387,7 @@ type Claim struct {
 	createdAt  time.Time
 	checkpoint *record.Checkpoint
 	finished   atomic.Bool
+	ext        ClaimBackend // set for claims of other stores (NewClaim)
 }
 
 // Key returns the claimed key.
@@ -419,6 +420,12 @@ type Response struct {
 // caller may reuse resp's slices after the call. ctx is not used to
 // interrupt the write, which cannot be undone halfway.
 func (c *Claim) Complete(ctx context.Context, resp Response) error {
+	if c.ext != nil {
+		if c.finished.Swap(true) {
+			return ErrClaimDone
+		}
+		return c.ext.Complete(ctx, resp)
+	}
 	e := c.e
 	if resp.Status < 100 || resp.Status > 999 {
 		return fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
@@ -486,6 +493,12 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 // Release gives the claim up without storing a response, so that a retry
 // runs the request again. Waiting requests wake and one of them proceeds.
 func (c *Claim) Release(ctx context.Context) error {
+	if c.ext != nil {
+		if c.finished.Swap(true) {
+			return ErrClaimDone
+		}
+		return c.ext.Release(ctx)
+	}
 	e := c.e
 	if err := c.start(); err != nil {
 		return err

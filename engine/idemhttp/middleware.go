@@ -17,11 +17,10 @@ import (
 	"github.com/idemkv/idemkv/record"
 )
 
-// Store is what the middleware needs of an idempotency store: Begin, as
-// engine.Engine implements it.
-type Store interface {
-	Begin(ctx context.Context, req engine.Request) (engine.Result, error)
-}
+// Store is what the middleware needs of an idempotency store: Begin. The
+// embedded engine.Engine and the Redis backend (package
+// engine/redisstore) both are one.
+type Store = engine.Store
 
 // Middleware adds the idempotency contract to HTTP handlers. It is safe
 // for concurrent use; one Middleware may wrap any number of handlers, which

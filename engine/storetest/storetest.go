@@ -1,0 +1,333 @@
+// Package storetest is the behaviour suite every idemkv store must pass:
+// one table of cases, run against the embedded engine (in package engine's
+// tests) and against Redis (in package redisstore's), so that the stores
+// cannot drift apart. It is to stores what net/http/httptest is to
+// handlers: a test helper, imported only by tests.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/record"
+)
+
+// Settings are what a case needs of the stores it opens.
+type Settings struct {
+	// TTL and Lease are the store's; zero means its defaults.
+	TTL, Lease time.Duration
+	// NoRenew asks for claims that do not extend their lease while they
+	// run (a paused or partitioned replica), so that it expires after
+	// Lease. Stores whose leases expire without renewal anyway ignore it.
+	NoRenew bool
+}
+
+// Deployment is the stores of one case, all on the same fresh data.
+type Deployment interface {
+	// Store returns the first replica.
+	Store() engine.Store
+	// Replica returns another replica on the same data, or nil if the
+	// store cannot have two at once (the embedded engine).
+	Replica() engine.Store
+	// Crash makes the first replica die without finishing its claims and
+	// returns its replacement (a restarted process, or a new replica).
+	Crash() engine.Store
+}
+
+// Factory opens a Deployment on fresh data for one case; it closes what it
+// opened when t ends.
+type Factory func(t *testing.T, s Settings) Deployment
+
+type testCase struct {
+	name     string
+	settings Settings
+	run      func(t *testing.T, d Deployment)
+}
+
+// Run runs every case against the stores f opens.
+func Run(t *testing.T, f Factory) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.run(t, f(t, tc.settings))
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func key(k string) record.Key {
+	return record.Key{Scope: "tenant-a", Endpoint: "POST /v1/payments", Key: k}
+}
+
+func req(k, body string) engine.Request {
+	return engine.Request{Key: key(k), Fingerprint: record.Sum([]byte(body)), RequestID: "req-" + k + "-" + body}
+}
+
+func resp(body string) engine.Response {
+	return engine.Response{
+		Status: 201,
+		Header: []record.Header{{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/v1/payments/1"}},
+		Body:   []byte(body),
+	}
+}
+
+func begin(t *testing.T, s engine.Store, r engine.Request, want engine.Outcome) engine.Result {
+	t.Helper()
+	res, err := s.Begin(ctx, r)
+	if err != nil {
+		t.Fatalf("Begin(%s): %v", r.Key.Key, err)
+	}
+	if res.Outcome != want {
+		t.Fatalf("Begin(%s) = %v (original %q); want %v", r.Key.Key, res.Outcome, res.OriginalRequestID, want)
+	}
+	return res
+}
+
+func checkReplay(t *testing.T, res engine.Result, want engine.Response) {
+	t.Helper()
+	r := res.Record
+	if res.Outcome != engine.Replay || r == nil {
+		t.Fatalf("outcome %v, record %v; want a replay", res.Outcome, r)
+	}
+	if r.Status != want.Status || string(r.Body) != string(want.Body) || fmt.Sprint(r.Header) != fmt.Sprint(want.Header) {
+		t.Fatalf("replayed %d %v %q; want %d %v %q", r.Status, r.Header, r.Body, want.Status, want.Header, want.Body)
+	}
+}
+
+func complete(t *testing.T, res engine.Result, body string) {
+	t.Helper()
+	if err := res.Claim.Complete(ctx, resp(body)); err != nil {
+		t.Fatalf("Complete: %v", err)
+	}
+}
+
+// eventually retries Begin until it answers want or the deadline passes.
+func eventually(t *testing.T, s engine.Store, r engine.Request, want engine.Outcome, within time.Duration) engine.Result {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r.Wait = engine.NoWait
+		res, err := s.Begin(ctx, r)
+		if err == nil && res.Outcome == want {
+			return res
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Begin(%s) = %v, %v after %v; want %v", r.Key.Key, res.Outcome, err, within, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// other returns a second replica, or the first if there can be only one.
+func other(d Deployment) engine.Store {
+	if r := d.Replica(); r != nil {
+		return r
+	}
+	return d.Store()
+}
+
+var cases = []testCase{
+	{name: "first proceeds, retry replays verbatim", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		if res.Recovered || res.Claim.Attempt() != 1 {
+			t.Fatalf("a new key: recovered %v attempt %d", res.Recovered, res.Claim.Attempt())
+		}
+		complete(t, res, `{"id":1}`)
+		for range 3 {
+			checkReplay(t, begin(t, s, req("k", "a"), engine.Replay), resp(`{"id":1}`))
+		}
+		checkReplay(t, begin(t, other(d), req("k", "a"), engine.Replay), resp(`{"id":1}`))
+	}},
+	{name: "another body conflicts and names the original", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		inflight := begin(t, other(d), req("k", "b"), engine.Conflict)
+		if inflight.OriginalRequestID != "req-k-a" {
+			t.Fatalf("conflict while in flight names %q", inflight.OriginalRequestID)
+		}
+		complete(t, res, "A")
+		done := begin(t, other(d), req("k", "b"), engine.Conflict)
+		if done.OriginalRequestID != "req-k-a" {
+			t.Fatalf("conflict with the completed record names %q", done.OriginalRequestID)
+		}
+	}},
+	{name: "keys are scoped by tenant and endpoint", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		complete(t, begin(t, s, req("k", "a"), engine.Proceed), "tenant a")
+		r := req("k", "a")
+		r.Key.Scope = "tenant-b"
+		complete(t, begin(t, s, r, engine.Proceed), "tenant b")
+		r = req("k", "a")
+		r.Key.Endpoint = "POST /v1/refunds"
+		complete(t, begin(t, s, r, engine.Proceed), "refunds")
+		checkReplay(t, begin(t, s, req("k", "a"), engine.Replay), resp("tenant a"))
+	}},
+	{name: "in flight: NoWait answers InFlight", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		r := req("k", "a")
+		r.Wait = engine.NoWait
+		got := begin(t, other(d), r, engine.InFlight)
+		if got.OriginalRequestID != "req-k-a" {
+			t.Fatalf("InFlight names %q", got.OriginalRequestID)
+		}
+		complete(t, res, "A")
+	}},
+	{name: "in flight: a waiter gets the replay", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		got := make(chan engine.Result, 1)
+		go func() {
+			r, err := other(d).Begin(ctx, req("k", "a"))
+			if err != nil {
+				t.Error(err)
+			}
+			got <- r
+		}()
+		time.Sleep(50 * time.Millisecond)
+		select {
+		case r := <-got:
+			t.Fatalf("the waiter returned %v before the claim completed", r.Outcome)
+		default:
+		}
+		complete(t, res, "A")
+		select {
+		case r := <-got:
+			checkReplay(t, r, resp("A"))
+		case <-time.After(10 * time.Second):
+			t.Fatal("the waiter did not wake")
+		}
+	}},
+	{name: "release lets a waiter proceed", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		got := make(chan engine.Result, 1)
+		go func() {
+			r, _ := other(d).Begin(ctx, req("k", "a"))
+			got <- r
+		}()
+		time.Sleep(20 * time.Millisecond)
+		if err := res.Claim.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-got:
+			if r.Outcome != engine.Proceed || r.Recovered {
+				t.Fatalf("after a release the waiter got %v (recovered %v)", r.Outcome, r.Recovered)
+			}
+			complete(t, r, "B")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the waiter did not wake")
+		}
+	}},
+	{name: "a claim finishes once", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		complete(t, res, "A")
+		if err := res.Claim.Complete(ctx, resp("B")); !errors.Is(err, engine.ErrClaimDone) {
+			t.Fatalf("second Complete: %v; want ErrClaimDone", err)
+		}
+		if err := res.Claim.Release(ctx); !errors.Is(err, engine.ErrClaimDone) {
+			t.Fatalf("Release after Complete: %v; want ErrClaimDone", err)
+		}
+		checkReplay(t, begin(t, d.Store(), req("k", "a"), engine.Replay), resp("A"))
+	}},
+	{name: "bad input is refused", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		if _, err := s.Begin(ctx, req("", "a")); !errors.Is(err, engine.ErrInvalidKey) {
+			t.Fatalf("empty key: %v", err)
+		}
+		r := req("k", "a")
+		r.Fingerprint.Version = 0
+		if _, err := s.Begin(ctx, r); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("no fingerprint: %v", err)
+		}
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		if err := res.Claim.Complete(ctx, engine.Response{Status: 42}); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("status 42: %v", err)
+		}
+	}},
+	{name: "concurrent duplicates run once", run: func(t *testing.T, d Deployment) {
+		runOnce(t, []engine.Store{d.Store()})
+	}},
+	{name: "two replicas run a key once", run: func(t *testing.T, d Deployment) {
+		r := d.Replica()
+		if r == nil {
+			t.Skip("this store has one replica at a time")
+		}
+		runOnce(t, []engine.Store{d.Store(), r})
+	}},
+	{name: "a crashed claim is recovered", settings: Settings{Lease: 300 * time.Millisecond}, run: func(t *testing.T, d Deployment) {
+		begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		s := d.Crash()
+		res := eventually(t, s, req("k", "a"), engine.Proceed, 10*time.Second)
+		if !res.Recovered || res.Claim.Attempt() != 2 || res.Record == nil || res.Record.RequestID != "req-k-a" {
+			t.Fatalf("recovered %v attempt %d record %+v", res.Recovered, res.Claim.Attempt(), res.Record)
+		}
+		complete(t, res, "A2")
+		checkReplay(t, begin(t, s, req("k", "a"), engine.Replay), resp("A2"))
+	}},
+	{name: "an expired lease is fenced off", settings: Settings{Lease: 200 * time.Millisecond, NoRenew: true}, run: func(t *testing.T, d Deployment) {
+		old := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		time.Sleep(300 * time.Millisecond)
+		taker := eventually(t, other(d), req("k", "a"), engine.Proceed, 10*time.Second)
+		if !taker.Recovered || taker.Claim.Token() == old.Claim.Token() {
+			t.Fatalf("takeover: recovered %v, token %d (old %d)", taker.Recovered, taker.Claim.Token(), old.Claim.Token())
+		}
+		if err := old.Claim.Complete(ctx, resp("stale")); !errors.Is(err, engine.ErrLeaseLost) {
+			t.Fatalf("Complete by the replica that lost its lease: %v; want ErrLeaseLost", err)
+		}
+		complete(t, taker, "fresh")
+		checkReplay(t, begin(t, d.Store(), req("k", "a"), engine.Replay), resp("fresh"))
+	}},
+	{name: "an expired record is not replayed", settings: Settings{TTL: time.Second}, run: func(t *testing.T, d Deployment) {
+		complete(t, begin(t, d.Store(), req("k", "a"), engine.Proceed), "A")
+		time.Sleep(1200 * time.Millisecond)
+		res := begin(t, other(d), req("k", "a"), engine.Proceed)
+		if res.Recovered {
+			t.Fatal("an expired record came back as an interrupted claim")
+		}
+		complete(t, res, "A again")
+	}},
+}
+
+// runOnce sends 64 concurrent requests per key over stores and checks that
+// exactly one proceeded for each key and the rest replayed its response.
+func runOnce(t *testing.T, stores []engine.Store) {
+	var wg sync.WaitGroup
+	for k := range 4 {
+		var runs atomic.Int32
+		key := fmt.Sprint("hot-", k)
+		for i := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := stores[i%len(stores)].Begin(ctx, req(key, "a"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				switch res.Outcome {
+				case engine.Proceed:
+					if runs.Add(1) != 1 {
+						t.Errorf("%s ran twice", key)
+					}
+					time.Sleep(5 * time.Millisecond)
+					if err := res.Claim.Complete(ctx, resp("once "+key)); err != nil {
+						t.Error(err)
+					}
+				case engine.Replay:
+					if string(res.Record.Body) != "once "+key {
+						t.Errorf("%s replayed %q", key, res.Record.Body)
+					}
+				default:
+					t.Errorf("%s: %v", key, res.Outcome)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
