@@ -1,0 +1,434 @@
+// Package redisstore keeps idemkv's contract on Redis or Valkey,
+// standalone or Cluster, for services that run as many replicas: a retry
+// that lands on another replica is answered as if it had come back to the
+// first.
+//
+// A Store is an engine.Store: the middleware (package idemhttp) and the
+// proxy use it in place of the embedded engine and give the same four
+// answers — Proceed, Replay, Conflict, InFlight.
+//
+// # How it works
+//
+// Each record is one Redis hash (layout in scripts.go), named by a digest
+// of the key inside a hash tag, so a record never spans hash slots. Every
+// decision is one Lua script, atomic on the server:
+//
+//   - Begin claims a new key with a lease (lease time from the Redis
+//     server's clock, so replicas with skewed clocks agree) and a fencing
+//     token; answers Replay or Conflict from a completed record; answers
+//     InFlight for a live lease; and takes an expired lease over, with the
+//     token incremented, as Proceed with Recovered.
+//   - While the handler runs, the claim renews its lease every Lease/3, so
+//     a long handler keeps its claim and a crashed replica's claim is
+//     recovered about one Lease after its last renewal.
+//   - Complete and Release act only if the caller's token is still the
+//     current one: a replica whose lease expired and was taken over gets
+//     engine.ErrLeaseLost and cannot overwrite the new holder's record.
+//   - Completed responses are stored in package record's format (the
+//     embedded store's, compressed the same way, with the same
+//     fingerprints) and expire through Redis (PEXPIRE) TTL after
+//     completion.
+//
+// # Waiting for a request in flight
+//
+// A duplicate that waits polls the record, starting at PollInterval and
+// doubling up to MaxPollInterval, never past the lease's end. Polling was
+// chosen over pub/sub: it needs no extra connection per waiter, works the
+// same on Cluster (where PUBLISH is broadcast to every node), and cannot
+// miss a wake-up; its cost is one small script call per poll for each
+// waiting duplicate, which are rare, and a delay of at most one interval.
+//
+// # Durability
+//
+// What a completed record survives is what the Redis deployment survives:
+// with appendonly yes and appendfsync everysec a crash of the Redis host
+// loses at most about a second of completions, after which a retry runs
+// its handler again. Choose accordingly; the embedded engine fsyncs
+// before it answers.
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/idemkv/idemkv/codec"
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/record"
+	"github.com/redis/go-redis/v9"
+)
+
+// Options configure a Store. The zero value, and a nil *Options, give the
+// documented defaults.
+type Options struct {
+	// TTL is how long a completed record is replayed, from its
+	// completion. Default 24h.
+	TTL time.Duration
+	// Lease is how long a claim stays held without a renewal; the claim
+	// renews it every Lease/3 while the handler runs. A replica that
+	// crashes leaves a claim that the next retry recovers about one Lease
+	// later. Default 30s.
+	Lease time.Duration
+	// RenewEvery is how often a claim renews its lease while the handler
+	// runs. Default Lease/3; negative never renews, so a claim must end
+	// within Lease (or lose the key to a retry).
+	RenewEvery time.Duration
+	// Wait is what Begin does when a request with the same fingerprint
+	// holds the key: engine.Wait (the default) or engine.NoWait.
+	Wait engine.WaitPolicy
+	// PollInterval is the first pause of a waiting Begin; it doubles up
+	// to MaxPollInterval. Defaults 2ms and 50ms.
+	PollInterval, MaxPollInterval time.Duration
+	// MaxBodySize is the largest response body Complete accepts. Default
+	// 16 MiB.
+	MaxBodySize int
+	// Compression is how response bodies are stored. Default codec.Auto.
+	Compression codec.Method
+	// Prefix starts every Redis key. Default "idemkv:".
+	Prefix string
+}
+
+func (o *Options) withDefaults() (Options, error) {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.TTL == 0 {
+		c.TTL = 24 * time.Hour
+	}
+	if c.Lease == 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.RenewEvery == 0 {
+		c.RenewEvery = c.Lease / 3
+	}
+	if c.Wait == engine.DefaultWait {
+		c.Wait = engine.Wait
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = 2 * time.Millisecond
+	}
+	if c.MaxPollInterval == 0 {
+		c.MaxPollInterval = 50 * time.Millisecond
+	}
+	if c.MaxBodySize == 0 {
+		c.MaxBodySize = 16 << 20
+	}
+	if c.Prefix == "" {
+		c.Prefix = "idemkv:"
+	}
+	switch {
+	case c.TTL < time.Millisecond || c.Lease < 3*time.Millisecond:
+		return c, fmt.Errorf("%w: TTL %v and Lease %v must be at least 1ms and 3ms", engine.ErrInvalid, c.TTL, c.Lease)
+	case c.Wait > engine.NoWait:
+		return c, fmt.Errorf("%w: unknown wait policy %d", engine.ErrInvalid, c.Wait)
+	case c.PollInterval < 0 || c.MaxPollInterval < c.PollInterval:
+		return c, fmt.Errorf("%w: PollInterval %v, MaxPollInterval %v", engine.ErrInvalid, c.PollInterval, c.MaxPollInterval)
+	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:
+		return c, fmt.Errorf("%w: MaxBodySize %d", engine.ErrInvalid, c.MaxBodySize)
+	case strings.ContainsAny(c.Prefix, "{}"):
+		return c, fmt.Errorf("%w: Prefix %q must not contain braces (they are the hash tag)", engine.ErrInvalid, c.Prefix)
+	}
+	return c, nil
+}
+
+// Store is an idempotency store on Redis. It is safe for concurrent use.
+type Store struct {
+	c      redis.UniversalClient
+	own    bool // Close closes c
+	opts   Options
+	id     string // names this instance in the claims it holds
+	closed atomic.Bool
+	claims sync.WaitGroup // renewal goroutines
+	stop   chan struct{}
+	once   sync.Once
+}
+
+var _ engine.Store = (*Store)(nil)
+
+// New returns a Store on client, which may be a *redis.Client, a
+// *redis.ClusterClient or any redis.UniversalClient. Close does not close
+// client. A nil o means the documented defaults.
+func New(client redis.UniversalClient, o *Options) (*Store, error) {
+	opts, err := o.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &Store{c: client, opts: opts, id: hex.EncodeToString(b[:]), stop: make(chan struct{})}, nil
+}
+
+// Open connects to the server at url and returns a Store that owns the
+// connection. A redis:// or rediss:// URL names a standalone server; a
+// redis+cluster:// URL (hosts in addr= parameters, as
+// redis.ParseClusterURL reads them) a Cluster, for example
+// redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002.
+// It checks the connection with a PING.
+func Open(ctx context.Context, url string, o *Options) (*Store, error) {
+	var client redis.UniversalClient
+	if rest, ok := strings.CutPrefix(url, "redis+cluster://"); ok {
+		co, err := redis.ParseClusterURL("redis://" + rest)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %w: %w", engine.ErrInvalid, err)
+		}
+		client = redis.NewClusterClient(co)
+	} else {
+		so, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: %w: %w", engine.ErrInvalid, err)
+		}
+		client = redis.NewClient(so)
+	}
+	s, err := New(client, o)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	s.own = true
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, storageErr("ping", err)
+	}
+	return s, nil
+}
+
+// Close stops the renewals of the claims this Store holds (their leases
+// then expire and the next retry recovers them) and, if Open made the
+// connection, closes it. It is idempotent; every method returns
+// engine.ErrClosed after it.
+func (s *Store) Close() error {
+	var err error
+	s.once.Do(func() {
+		s.closed.Store(true)
+		close(s.stop)
+		s.claims.Wait()
+		if s.own {
+			err = s.c.Close()
+		}
+	})
+	return err
+}
+
+// keyOf returns the Redis key of a record: Prefix, then the first 16
+// bytes of the SHA-256 of the encoded key, in hex, as the hash tag.
+func (s *Store) keyOf(ek []byte) string {
+	sum := sha256.Sum256(ek)
+	var b strings.Builder
+	b.Grow(len(s.opts.Prefix) + 34)
+	b.WriteString(s.opts.Prefix)
+	b.WriteByte('{')
+	b.WriteString(hex.EncodeToString(sum[:16]))
+	b.WriteByte('}')
+	return b.String()
+}
+
+func fpString(fp record.Fingerprint) string {
+	return strconv.Itoa(int(fp.Version)) + ":" + strconv.FormatUint(fp.Sum, 10)
+}
+
+// Begin asks whether the request may run; see engine.Engine.Begin for the
+// outcomes, which are the same. Errors from Redis match engine.ErrStorage.
+func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, error) {
+	if err := req.Key.Validate(); err != nil {
+		return engine.Result{}, err
+	}
+	if req.Fingerprint.Version == 0 {
+		return engine.Result{}, fmt.Errorf("%w: fingerprint has no version", engine.ErrInvalid)
+	}
+	if len(req.RequestID) > record.MaxRequestIDLen {
+		return engine.Result{}, fmt.Errorf("%w: request id is %d bytes (max %d)", engine.ErrInvalid, len(req.RequestID), record.MaxRequestIDLen)
+	}
+	wait := req.Wait
+	if wait == engine.DefaultWait {
+		wait = s.opts.Wait
+	}
+	ek := req.Key.Append(nil)
+	rk := s.keyOf(ek)
+	fp := fpString(req.Fingerprint)
+	pause := s.opts.PollInterval
+	for {
+		if s.closed.Load() {
+			return engine.Result{}, engine.ErrClosed
+		}
+		now := time.Now()
+		v, err := beginScript.Run(ctx, s.c, []string{rk},
+			fp, req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
+			strconv.FormatInt(now.UnixNano(), 10), ek, s.id).Slice()
+		if err != nil {
+			return engine.Result{}, s.scriptErr("begin", ctx, err)
+		}
+		res, left, err := s.answer(rk, req, v)
+		if err != nil || res.Outcome != engine.InFlight || wait == engine.NoWait {
+			return res, err
+		}
+		d := min(pause, max(left, time.Millisecond))
+		pause = min(2*pause, s.opts.MaxPollInterval)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return engine.Result{}, ctx.Err()
+		case <-s.stop:
+			return engine.Result{}, engine.ErrClosed
+		}
+	}
+}
+
+// scriptErr turns an error of a script run into the store's error.
+func (s *Store) scriptErr(op string, ctx context.Context, err error) error {
+	switch {
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return ctx.Err()
+	case strings.Contains(err.Error(), "IDEMKV_COLLISION"):
+		return fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
+	case strings.Contains(err.Error(), "IDEMKV_DAMAGED"):
+		return fmt.Errorf("redisstore: %s: %w: %w", op, engine.ErrCorrupt, err)
+	}
+	return storageErr(op, err)
+}
+
+// answer turns beginScript's reply into a Result; for InFlight, left is
+// how long the holder's lease still runs.
+func (s *Store) answer(rk string, req engine.Request, v []any) (res engine.Result, left time.Duration, err error) {
+	str := func(i int) string {
+		if i < len(v) {
+			if s, ok := v[i].(string); ok {
+				return s
+			}
+		}
+		return ""
+	}
+	num := func(i int) int64 {
+		if i < len(v) {
+			switch x := v[i].(type) {
+			case int64:
+				return x
+			case string:
+				n, _ := strconv.ParseInt(x, 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	checkpoint := func(i int) *record.Checkpoint {
+		if str(i) == "" && str(i+1) == "" {
+			return nil
+		}
+		return &record.Checkpoint{Phase: str(i), Data: []byte(str(i + 1))}
+	}
+	switch str(0) {
+	case "p":
+		info := engine.ClaimInfo{
+			Key: req.Key, Fingerprint: req.Fingerprint, RequestID: req.RequestID,
+			Token: uint64(num(1)), Attempt: uint32(num(2)), CreatedAt: time.Unix(0, num(3)),
+		}
+		if len(v) > 4 {
+			info.Checkpoint = checkpoint(5)
+			res.Recovered = true
+			res.Record = &record.Record{
+				State: record.InFlight, RequestID: str(4), Fingerprint: req.Fingerprint,
+				Attempt: info.Attempt - 1, CreatedAt: info.CreatedAt, Checkpoint: info.Checkpoint,
+			}
+		}
+		res.Outcome = engine.Proceed
+		res.Claim = engine.NewClaim(s.newClaim(rk, info), info)
+		return res, 0, nil
+	case "r":
+		r, err := record.Decode([]byte(str(1)))
+		if err != nil {
+			return res, 0, fmt.Errorf("redisstore: record %s: %w", rk, err)
+		}
+		return engine.Result{Outcome: engine.Replay, Record: r}, 0, nil
+	case "x":
+		res = engine.Result{Outcome: engine.Conflict, OriginalRequestID: str(1)}
+		if b := str(2); b != "" {
+			if r, err := record.Decode([]byte(b)); err == nil {
+				res.Record = r.WithoutBody()
+			}
+		}
+		return res, 0, nil
+	case "xi":
+		return engine.Result{Outcome: engine.Conflict, OriginalRequestID: str(1), Record: &record.Record{
+			State: record.InFlight, RequestID: str(1), Attempt: uint32(num(2)), CreatedAt: time.Unix(0, num(3)),
+			Checkpoint: checkpoint(4),
+		}}, 0, nil
+	case "w":
+		return engine.Result{Outcome: engine.InFlight, OriginalRequestID: str(1)}, time.Duration(num(2)) * time.Millisecond, nil
+	}
+	return res, 0, fmt.Errorf("redisstore: begin: %w: unexpected reply %v", engine.ErrCorrupt, v)
+}
+
+// Get returns the current record of key: a completed record, or the lease
+// of a claim. It returns engine.ErrNotFound if there is none.
+func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error) {
+	if err := key.Validate(); err != nil {
+		return nil, err
+	}
+	if s.closed.Load() {
+		return nil, engine.ErrClosed
+	}
+	ek := key.Append(nil)
+	rk := s.keyOf(ek)
+	h, err := s.c.HGetAll(ctx, rk).Result()
+	if err != nil {
+		return nil, storageErr("get", err)
+	}
+	if len(h) == 0 {
+		return nil, engine.ErrNotFound
+	}
+	if h["k"] != string(ek) {
+		return nil, fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
+	}
+	switch h["st"] {
+	case "c":
+		r, err := record.Decode([]byte(h["rec"]))
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: record %s: %w", rk, err)
+		}
+		return r, nil
+	case "f":
+		att, _ := strconv.ParseUint(h["att"], 10, 32)
+		tok, _ := strconv.ParseUint(h["tok"], 10, 64)
+		ca, _ := strconv.ParseInt(h["ca"], 10, 64)
+		lu, _ := strconv.ParseInt(h["lu"], 10, 64)
+		r := &record.Record{
+			State: record.InFlight, RequestID: h["rid"], Attempt: uint32(att), CreatedAt: time.Unix(0, ca),
+			Lease: record.Lease{Token: tok, ExpiresAt: time.UnixMilli(lu)},
+		}
+		if h["cpp"] != "" || h["cpd"] != "" {
+			r.Checkpoint = &record.Checkpoint{Phase: h["cpp"], Data: []byte(h["cpd"])}
+		}
+		return r, nil
+	}
+	return nil, fmt.Errorf("redisstore: record %s: %w: state %q", rk, engine.ErrCorrupt, h["st"])
+}
+
+// Delete removes key's record so that the next request with it runs as
+// new. It refuses with engine.ErrInFlight while a live lease holds the
+// key, and returns engine.ErrNotFound if there was no record.
+func (s *Store) Delete(ctx context.Context, key record.Key) error {
+	if err := key.Validate(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return engine.ErrClosed
+	}
+	n, err := deleteScript.Run(ctx, s.c, []string{s.keyOf(key.Append(nil))}).Int64()
+	switch {
+	case err != nil:
+		return storageErr("delete", err)
+	case n < 0:
+		return engine.ErrInFlight
+	case n == 0:
+		return engine.ErrNotFound
+	}
+	return nil
+}

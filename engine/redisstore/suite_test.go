@@ -1,0 +1,58 @@
+package redisstore_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/redisstore"
+	"github.com/idemkv/idemkv/engine/redistest"
+	"github.com/idemkv/idemkv/engine/storetest"
+)
+
+var prefixes atomic.Int64
+
+// TestStoreSuite runs the behaviour suite shared with the embedded engine
+// against a real redis-server. Each case gets its own key prefix; every
+// replica has its own connection.
+func TestStoreSuite(t *testing.T) {
+	url := redistest.Start(t, nil)
+	storetest.Run(t, func(t *testing.T, s storetest.Settings) storetest.Deployment {
+		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("suite%d:", prefixes.Add(1))}
+		if s.NoRenew {
+			o.RenewEvery = -1
+		}
+		d := &redisDeployment{t: t, url: url, o: o}
+		d.first = d.open()
+		return d
+	})
+}
+
+// redisDeployment is replicas of redisstore on one server; a crash closes
+// the first replica with its claims unfinished (their leases stop being
+// renewed) and opens another.
+type redisDeployment struct {
+	t     *testing.T
+	url   string
+	o     redisstore.Options
+	first *redisstore.Store
+}
+
+func (d *redisDeployment) open() *redisstore.Store {
+	s, err := redisstore.Open(context.Background(), d.url, &d.o)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func (d *redisDeployment) Store() engine.Store   { return d.first }
+func (d *redisDeployment) Replica() engine.Store { return d.open() }
+func (d *redisDeployment) Crash() engine.Store {
+	_ = d.first.Close()
+	d.first = d.open()
+	return d.first
+}
