@@ -56,3 +56,18 @@ func (d *redisDeployment) Crash() engine.Store {
 	d.first = d.open()
 	return d.first
 }
+
+// TestStoreSuiteCluster runs the shared suite against a real three-node
+// Redis Cluster: every script touches one key, so it must work unchanged.
+func TestStoreSuiteCluster(t *testing.T) {
+	url := redistest.StartCluster(t)
+	storetest.Run(t, func(t *testing.T, s storetest.Settings) storetest.Deployment {
+		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("cluster%d:", prefixes.Add(1))}
+		if s.NoRenew {
+			o.RenewEvery = -1
+		}
+		d := &redisDeployment{t: t, url: url, o: o}
+		d.first = d.open()
+		return d
+	})
+}
