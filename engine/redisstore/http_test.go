@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
-	"github.com/idemkv/idemkv/engine/redistest"
 	"github.com/idemkv/idemkv/engine/redisstore"
+	"github.com/idemkv/idemkv/engine/redistest"
 )
 
 // TestTwoReplicasOverHTTP puts two HTTP servers ("replicas"), each with
