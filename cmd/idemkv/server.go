@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -16,11 +17,13 @@ import (
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/redisstore"
 )
 
 // serverFlags are the flags that serve and proxy share.
 type serverFlags struct {
 	listen, admin, data string
+	redisURL            string
 	ttl                 time.Duration
 	durability          engine.Durability
 	scopeHeader         string
@@ -32,6 +35,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.listen, "listen", listen, "`address` to serve on")
 	fs.StringVar(&f.admin, "admin", "", "`address` of an admin listener serving /healthz and /metrics (Prometheus text); off if empty")
 	fs.StringVar(&f.data, "data", "./idemkv-data", "data `directory` (created if missing)")
+	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
 	fs.DurationVar(&f.ttl, "ttl", 24*time.Hour, "how long a completed response is replayed, from its completion")
 	fs.Func("durability", "`mode`: synced (fsync before a response is sent) or relaxed (fsync every 100ms) (default synced)",
 		func(s string) (err error) {
@@ -47,17 +51,52 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 type server struct {
 	flags  *serverFlags
 	logger *slog.Logger
-	eng    *engine.Engine
+	store  store
 	idem   *idemhttp.Middleware
 }
 
-// openServer opens the engine and builds the middleware.
+// store is what the commands need of a store: the embedded engine, or the
+// Redis backend with -redis.
+type store interface {
+	engine.Store
+	Close() error
+}
+
+// openStore opens the store the flags name.
+func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
+	if f.redisURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl})
+		if err != nil {
+			return nil, "", err
+		}
+		return st, redactURL(f.redisURL), nil
+	}
+	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger})
+	if err != nil {
+		return nil, "", err
+	}
+	return eng, f.data, nil
+}
+
+// redactURL hides a password in a Redis URL, for logs.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "redis"
+	}
+	return p.Redacted()
+}
+
+// openServer opens the store and builds the middleware.
 func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger})
+	eng, where, err := openStore(f, logger)
 	if err != nil {
 		return nil, err
 	}
+	logger = logger.With("store", where)
 	if o == nil {
 		o = &idemhttp.Options{}
 	}
@@ -68,7 +107,7 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 		eng.Close()
 		return nil, err
 	}
-	return &server{flags: f, logger: logger, eng: eng, idem: m}, nil
+	return &server{flags: f, logger: logger, store: eng, idem: m}, nil
 }
 
 // run serves h until SIGINT or SIGTERM, then shuts down gracefully:
@@ -80,7 +119,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	defer stop()
 	ln, err := net.Listen("tcp", s.flags.listen)
 	if err != nil {
-		s.eng.Close()
+		s.store.Close()
 		return err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: s.flags.maxHeaderBytes, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
@@ -93,7 +132,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		aln, err := net.Listen("tcp", s.flags.admin)
 		if err != nil {
 			srv.Close()
-			s.eng.Close()
+			s.store.Close()
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		mux := http.NewServeMux()
@@ -102,7 +141,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 				http.Error(w, "shutting down", http.StatusServiceUnavailable)
 				return
 			}
-			if err := s.eng.Err(); err != nil {
+			if err := storeErr(s.store); err != nil {
 				// The engine stopped after a storage failure: restart the
 				// process once the disk is fixed.
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
@@ -110,12 +149,16 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 			}
 			fmt.Fprintln(w, "ok")
 		})
-		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem, s.eng.Stats))
+		var stats func() engine.Stats
+		if eng, ok := s.store.(*engine.Engine); ok {
+			stats = eng.Stats
+		}
+		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem, stats))
 		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- adminSrv.Serve(aln) }()
 		fmt.Printf("admin on http://%s (/healthz, /metrics)\n", aln.Addr())
 	}
-	s.logger.Info("listening", "addr", ln.Addr().String(), "data", s.flags.data)
+	s.logger.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -135,12 +178,21 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	if adminSrv != nil {
 		adminSrv.Shutdown(sctx)
 	}
-	if err := s.eng.Close(); err != nil {
+	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("closing the engine: %w", err)
 	}
 	s.logger.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
+	}
+	return nil
+}
+
+// storeErr is the store's health: the engine's Err (a stopped engine),
+// nil for a store without one.
+func storeErr(st store) error {
+	if e, ok := st.(interface{ Err() error }); ok {
+		return e.Err()
 	}
 	return nil
 }

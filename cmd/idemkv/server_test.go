@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/redistest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -252,5 +253,31 @@ func TestServeHeaderLimits(t *testing.T) {
 	}
 	if status, _, _ := send(t, "POST", p.addr+"/v1/calls", "fine", `{}`); status != http.StatusCreated {
 		t.Fatalf("a normal request after the refusals: %d", status)
+	}
+}
+
+// TestServeRedisReplicas runs two `idemkv serve -redis` processes on one
+// Redis: a retry sent to the other replica is replayed, a conflicting body
+// is refused there too, and the records outlive both processes.
+func TestServeRedisReplicas(t *testing.T) {
+	url := redistest.Start(t, nil)
+	a := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	b := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	key := fmt.Sprint("replicas-", time.Now().UnixNano())
+	s1, _, b1 := send(t, "POST", a.addr+"/v1/calls", key, `{"to":"+15550100"}`)
+	s2, h2, b2 := send(t, "POST", b.addr+"/v1/calls", key, `{"to":"+15550100"}`)
+	s3, _, b3 := send(t, "POST", b.addr+"/v1/calls", key, `{"to":"+15550199"}`)
+	if s1 != 201 || s2 != 201 || b1 != b2 || h2.Get("Idempotency-Replay") != "true" || s3 != 409 || !strings.Contains(b3, "idempotency_conflict") {
+		t.Fatalf("across replicas: %d %s / %d %s / %d %s", s1, b1, s2, b2, s3, b3)
+	}
+	for _, p := range []*process{a, b} {
+		if err := p.stop(t); err != nil {
+			t.Fatalf("exit: %v\n%s", err, p.stderr)
+		}
+	}
+	c := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	s4, h4, b4 := send(t, "POST", c.addr+"/v1/calls", key, `{"to":"+15550100"}`)
+	if s4 != 201 || b4 != b1 || h4.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("after both replicas restarted: %d %s", s4, b4)
 	}
 }
