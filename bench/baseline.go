@@ -63,7 +63,7 @@ func openSystem(name, dir string, cfg Config, d *dataset, prefill bool) (system,
 		if cfg.Workload == ReplayCold {
 			o.CacheSize = -1
 		}
-		s := &idemkvSystem{dir: dir, opts: o, d: d}
+		s := &idemkvSystem{storeOps: storeOps{d: d, label: "idemkv"}, dir: dir, opts: o}
 		if prefill {
 			// Relaxed loads many times faster; Close fsyncs it all.
 			o.Durability = engine.Relaxed
@@ -75,6 +75,8 @@ func openSystem(name, dir string, cfg Config, d *dataset, prefill bool) (system,
 		return openPebbleSystem(dir, cfg.Durability, d)
 	case "redis":
 		return openRedisSystem(cfg.Redis, max(cfg.Concurrency, cfg.maxConcurrency), d)
+	case "idemkv-redis":
+		return openRedisStoreSystem(cfg.Redis, max(cfg.Concurrency, cfg.maxConcurrency), d)
 	}
 	return nil, fmt.Errorf("%w: unknown system %q", ErrInvalid, name)
 }
@@ -117,11 +119,19 @@ func loadChunks(ctx context.Context, lo, hi, goroutines, chunk int, pr io.Writer
 
 // idemkvSystem drives the engine the way a server does.
 type idemkvSystem struct {
+	storeOps
 	dir  string
 	opts engine.Options // the measured configuration
-	d    *dataset
 	e    *engine.Engine
 	nw   atomic.Uint64 // bytes written to the engine's files
+}
+
+// storeOps are the operations of a system that is an idemkv store: the
+// engine, or its Redis backend.
+type storeOps struct {
+	d     *dataset
+	st    engine.Store
+	label string // names the store in progress lines
 }
 
 // open opens the engine with o, counting what it writes.
@@ -131,7 +141,7 @@ func (s *idemkvSystem) open(o engine.Options) error {
 	if err != nil {
 		return err
 	}
-	s.e = e
+	s.e, s.st = e, e
 	return nil
 }
 
@@ -154,10 +164,10 @@ func (s *idemkvSystem) reopen() error {
 	return nil
 }
 
-func (s *idemkvSystem) first(w *worker, i int) error {
+func (s *storeOps) first(w *worker, i int) error {
 	d := s.d
 	ctx := context.Background()
-	res, err := s.e.Begin(ctx, engine.Request{Key: d.key(i), Fingerprint: d.fp(i), RequestID: d.id(i)})
+	res, err := s.st.Begin(ctx, engine.Request{Key: d.key(i), Fingerprint: d.fp(i), RequestID: d.id(i)})
 	if err != nil {
 		return err
 	}
@@ -168,14 +178,14 @@ func (s *idemkvSystem) first(w *worker, i int) error {
 	return res.Claim.Complete(ctx, engine.Response{Status: 201, Header: d.hdr, Body: d.body(i)})
 }
 
-func (s *idemkvSystem) retry(w *worker, i int, conflict bool) error {
+func (s *storeOps) retry(w *worker, i int, conflict bool) error {
 	d := s.d
 	ctx := context.Background()
 	fp := d.fp(i)
 	if conflict {
 		fp = d.otherFP(i)
 	}
-	res, err := s.e.Begin(ctx, engine.Request{Key: d.key(i), Fingerprint: fp, RequestID: d.id(i)})
+	res, err := s.st.Begin(ctx, engine.Request{Key: d.key(i), Fingerprint: fp, RequestID: d.id(i)})
 	if err != nil {
 		return err
 	}
@@ -197,12 +207,12 @@ func (s *idemkvSystem) retry(w *worker, i int, conflict bool) error {
 }
 
 // load runs Begin and Complete for every key, as first does.
-func (s *idemkvSystem) load(ctx context.Context, lo, hi int, pr io.Writer) error {
+func (s *storeOps) load(ctx context.Context, lo, hi int, pr io.Writer) error {
 	d := s.d
-	return loadChunks(ctx, lo, hi, idemkvLoaders, 64, pr, "prefill idemkv", func(lo, hi int) error {
+	return loadChunks(ctx, lo, hi, idemkvLoaders, 64, pr, "prefill "+s.label, func(lo, hi int) error {
 		for x := lo; x < hi; x++ {
 			k := d.keyAt(x)
-			res, err := s.e.Begin(ctx, engine.Request{Key: k, Fingerprint: d.fpAt(x), RequestID: k.Key})
+			res, err := s.st.Begin(ctx, engine.Request{Key: k, Fingerprint: d.fpAt(x), RequestID: k.Key})
 			if err != nil {
 				return err
 			}

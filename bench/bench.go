@@ -134,6 +134,12 @@ type Config struct {
 	// records them. The run's keys are deleted afterwards.
 	Redis string
 
+	// Backend, "redis", also measures idemkv on its Redis backend
+	// (package engine/redisstore) on the server at Redis, beside the
+	// embedded engine and the hand-written Redis pattern. Default ""
+	// (the embedded engine only).
+	Backend string
+
 	// maxConcurrency is the highest concurrency of the run (sweeps), for
 	// the size of connection pools.
 	maxConcurrency int
@@ -164,6 +170,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, uint8(c.Durability))
 	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0:
 		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops or Records", ErrInvalid)
+	case c.Backend != "" && c.Backend != "pebble" && c.Backend != "redis":
+		return c, fmt.Errorf("%w: unknown backend %q (want pebble or redis)", ErrInvalid, c.Backend)
+	case c.Backend == "redis" && c.Redis == "":
+		return c, fmt.Errorf("%w: backend redis needs the URL of a Redis server (Config.Redis)", ErrInvalid)
 	case c.Ops > maxRecords || c.Records > maxRecords:
 		return c, fmt.Errorf("%w: Ops or Records above %d", ErrInvalid, maxRecords)
 	case c.Workload != Mixed && (c.ReplayRatio != 0 || c.ConflictRatio != 0):
@@ -236,10 +246,7 @@ func RunSweep(ctx context.Context, cfg Config, concurrency []int) (Sweep, error)
 	defer os.RemoveAll(root)
 	cfg.maxConcurrency = slices.Max(concurrency)
 	names := systemNames
-	switch {
-	case cfg.NoBaselines:
-		names = names[:1]
-	case cfg.Redis != "":
+	if cfg.Redis != "" {
 		desc, err := RedisPersistence(ctx, cfg.Redis)
 		if err != nil {
 			return sweep, fmt.Errorf("bench: %w", err)
@@ -247,7 +254,15 @@ func RunSweep(ctx context.Context, cfg Config, concurrency []int) (Sweep, error)
 		for k := range sweep {
 			sweep[k].RedisPersistence = desc
 		}
+	}
+	switch {
+	case cfg.NoBaselines:
+		names = names[:1]
+	case cfg.Redis != "":
 		names = append(slices.Clip(names), "redis")
+	}
+	if cfg.Backend == "redis" {
+		names = append(slices.Clip(names), "idemkv-redis")
 	}
 	for _, name := range names {
 		open := func(prefill bool) (system, error) {

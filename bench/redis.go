@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/idemkv/idemkv/engine/redisstore"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -119,18 +120,63 @@ func (s *redisSystem) diskBytes() uint64       { return 0 }
 
 // close deletes the run's keys and closes the connections.
 func (s *redisSystem) close() error {
+	return errors.Join(unlinkPrefix(s.rdb, s.prefix), s.rdb.Close())
+}
+
+// unlinkPrefix deletes every key that starts with prefix.
+func unlinkPrefix(rdb *redis.Client, prefix string) error {
 	ctx := context.Background()
 	var err error
-	it := s.rdb.Scan(ctx, 0, s.prefix+"*", 1000).Iterator()
+	it := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	batch := make([]string, 0, 1000)
 	for it.Next(ctx) {
 		if batch = append(batch, it.Val()); len(batch) == cap(batch) {
-			err = errors.Join(err, s.rdb.Unlink(ctx, batch...).Err())
+			err = errors.Join(err, rdb.Unlink(ctx, batch...).Err())
 			batch = batch[:0]
 		}
 	}
 	if len(batch) > 0 {
-		err = errors.Join(err, s.rdb.Unlink(ctx, batch...).Err())
+		err = errors.Join(err, rdb.Unlink(ctx, batch...).Err())
 	}
-	return errors.Join(err, it.Err(), s.rdb.Close())
+	return errors.Join(err, it.Err())
+}
+
+// redisStoreSystem is idemkv on its Redis backend (package
+// engine/redisstore): the same Begin and Complete as the embedded engine,
+// each a Lua script on the server.
+type redisStoreSystem struct {
+	storeOps
+	rdb    *redis.Client
+	store  *redisstore.Store
+	prefix string
+}
+
+func openRedisStoreSystem(url string, conns int, d *dataset) (*redisStoreSystem, error) {
+	o, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%w: redis URL: %w", ErrInvalid, err)
+	}
+	o.PoolSize = max(o.PoolSize, conns)
+	rdb := redis.NewClient(o)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redis at %s: %w", url, err)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	prefix := "idemkv-bench-store:" + hex.EncodeToString(b[:]) + ":"
+	st, err := redisstore.New(rdb, &redisstore.Options{TTL: redisTTL, Prefix: prefix})
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return &redisStoreSystem{storeOps: storeOps{d: d, st: st, label: "idemkv-redis"}, rdb: rdb, store: st, prefix: prefix}, nil
+}
+
+func (s *redisStoreSystem) reopen() error           { return nil }
+func (s *redisStoreSystem) written() (uint64, bool) { return 0, false }
+func (s *redisStoreSystem) diskBytes() uint64       { return 0 }
+
+func (s *redisStoreSystem) close() error {
+	return errors.Join(s.store.Close(), unlinkPrefix(s.rdb, s.prefix), s.rdb.Close())
 }

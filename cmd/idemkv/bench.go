@@ -53,6 +53,7 @@ func runBench(args []string) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` in which to create the temporary data directories (default the system's temporary directory)")
 	baselines := fs.Bool("baselines", true, "also measure the map and raw Pebble baselines")
 	fs.StringVar(&cfg.Redis, "redis", "", "also measure the claim/complete pattern by hand on the Redis server at `URL` (redis://127.0.0.1:6379/0); its persistence settings apply and are reported")
+	fs.StringVar(&cfg.Backend, "backend", "", "`store`: redis also measures idemkv on its Redis backend (engine/redisstore) on the -redis server, beside the embedded engine")
 	asCSV := fs.Bool("csv", false, "print CSV instead of a table")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	chart := fs.String("chart", "", "also draw throughput and p99 latency against concurrency, as SVG, into `file`")
@@ -83,8 +84,10 @@ func runBench(args []string) error {
 		problem = "-http and -churn measure one concurrency, and draw no chart"
 	case !*churn && (set["ttl"] || set["width"] || set["duration"]):
 		problem = "-ttl, -width and -duration go with -churn"
-	case (*overHTTP || *churn || !*baselines) && cfg.Redis != "":
-		problem = "-redis is a baseline: not with -http, -churn or -baselines=false"
+	case (*overHTTP || *churn) && cfg.Redis != "":
+		problem = "-redis is a baseline: not with -http or -churn"
+	case cfg.Backend == "redis" && cfg.Redis == "":
+		problem = "-backend redis needs -redis URL"
 	}
 	if problem != "" {
 		fmt.Fprintln(fs.Output(), problem)
