@@ -20,10 +20,14 @@ var _ Store = (*Engine)(nil)
 
 // ClaimBackend is the store side of a Claim made by a store other than
 // Engine. Complete and Release have the meaning documented on Claim; they
-// are called at most once in total per claim (Claim enforces it).
+// are called at most once in total per claim (Claim enforces it), and
+// Checkpoint only before them.
 type ClaimBackend interface {
 	Complete(ctx context.Context, resp Response) error
 	Release(ctx context.Context) error
+	// Checkpoint records cp durably in the claim (see Claim.Checkpoint);
+	// Complete must store the last one with the response.
+	Checkpoint(ctx context.Context, cp record.Checkpoint) error
 }
 
 // ClaimInfo describes a claim that another store made (see NewClaim).

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -554,6 +555,82 @@ func (c *Claim) begin() error {
 	c.c.completing = true
 	return nil
 }
+
+// Checkpoint records a recovery point: phase names a step of the handler
+// that has happened (its side effect is done), data is what the rest of
+// the handler needs to know about it (an inserted row's id, a charge id).
+// It returns once the point is as durable as a completed record (fsynced
+// in the Synced mode). If the process crashes later, the claim that
+// recovers the key (Proceed with Recovered) carries the last point
+// (LastCheckpoint, and Result.Record.Checkpoint), so the handler can skip
+// the steps that already happened. Complete stores the last point with
+// the response; it expires with the record. Each call replaces the
+// previous point, and renews the lease.
+//
+// Call it from the goroutine that holds the claim, before Complete or
+// Release. It fails with ErrInvalid for an empty phase, ErrLeaseLost if the claim was taken over, with
+// ErrClaimDone after Complete or Release, and with ErrTooLarge for a
+// phase over record.MaxPhaseLen or data over record.MaxCheckpointData
+// bytes. The caller may reuse data after the call.
+func (c *Claim) Checkpoint(ctx context.Context, phase string, data []byte) error {
+	if phase == "" {
+		return fmt.Errorf("%w: empty checkpoint phase", ErrInvalid)
+	}
+	if len(phase) > record.MaxPhaseLen || len(data) > record.MaxCheckpointData {
+		return fmt.Errorf("%w: checkpoint phase of %d bytes, data of %d (max %d and %d)",
+			ErrTooLarge, len(phase), len(data), record.MaxPhaseLen, record.MaxCheckpointData)
+	}
+	if c.finished.Load() {
+		return ErrClaimDone
+	}
+	cp := &record.Checkpoint{Phase: phase, Data: bytes.Clone(data)}
+	if c.ext != nil {
+		if err := c.ext.Checkpoint(ctx, *cp); err != nil {
+			return err
+		}
+		c.checkpoint = cp
+		return nil
+	}
+	e := c.e
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.release()
+	now := e.clock.Now()
+	s := e.stripeFor(c.ek)
+	s.mu.Lock()
+	if c.c.lost || s.calls[c.ek] != c.c || c.c.expiredLocked(now) {
+		s.mu.Unlock()
+		e.st.leasesLost.Add(1)
+		return ErrLeaseLost
+	}
+	c.c.saving = true
+	s.mu.Unlock()
+	lease := &record.Record{
+		State: record.InFlight, RequestID: c.requestID, Fingerprint: c.fp,
+		Attempt: c.attempt, CreatedAt: c.createdAt, ExpiresAt: now.Add(e.ttl),
+		Lease:      record.Lease{Owner: e.incarnation, Token: c.token, ExpiresAt: now.Add(e.opts.Lease)},
+		Checkpoint: cp,
+	}
+	gen := e.gens.Of(lease.ExpiresAt)
+	err := e.writeRecord(c.ek, c.h, lease, gen, found{found: true, gen: c.gen}, true)
+	s.mu.Lock()
+	c.c.saving = false
+	if err == nil {
+		c.c.leaseUntil = lease.Lease.ExpiresAt.UnixNano()
+		c.gen, c.checkpoint = gen, cp
+	}
+	s.mu.Unlock()
+	if err != nil {
+		e.st.errors.Add(1)
+	}
+	return err
+}
+
+// LastCheckpoint returns the claim's last recovery point: the one this
+// claim recorded, or else the one it recovered from an interrupted
+// attempt; nil if there is none. It is read-only.
+func (c *Claim) LastCheckpoint() *record.Checkpoint { return c.checkpoint }
 
 // abort removes the claim from memory and wakes its waiters to look again.
 func (c *Claim) abort() {

@@ -56,6 +56,7 @@ type call struct {
 	// guarded by the stripe's mu:
 	leaseUntil int64 // claims: unix nanoseconds after which it may be taken over
 	completing bool  // claims: Complete or Release is writing; no takeover
+	saving     bool  // claims: Checkpoint is writing; no takeover
 	lost       bool  // claims: taken over or closed; Complete must fail
 
 	done chan struct{}
@@ -77,7 +78,7 @@ func (c *call) resolve(res callResult, rec *record.Record) {
 
 // expiredLocked reports whether a claim's in-process lease ran out.
 func (c *call) expiredLocked(now time.Time) bool {
-	return c.kind == claimCall && !c.completing && now.UnixNano() >= c.leaseUntil
+	return c.kind == claimCall && !c.completing && !c.saving && now.UnixNano() >= c.leaseUntil
 }
 
 // closeAll resolves every call with closing, for Close.

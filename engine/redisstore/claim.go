@@ -96,6 +96,24 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	return nil
 }
 
+// Checkpoint records cp in the claim's hash if the claim is still held
+// (engine.ErrLeaseLost if not); Complete then stores it with the
+// response.
+func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
+	if c.s.closed.Load() {
+		return engine.ErrClosed
+	}
+	n, err := checkpointScript.Run(ctx, c.s.c, []string{c.rk}, c.info.Token, cp.Phase, cp.Data, c.s.opts.Lease.Milliseconds()).Int64()
+	switch {
+	case err != nil:
+		return storageErr("checkpoint", err)
+	case n == 0:
+		return engine.ErrLeaseLost
+	}
+	c.info.Checkpoint = &cp
+	return nil
+}
+
 // Release deletes the claim if it is still held, so that a retry runs
 // again.
 func (c *claim) Release(ctx context.Context) error {

@@ -128,3 +128,19 @@ end
 redis.call('DEL', KEYS[1])
 return 1
 `)
+
+// checkpointScript records a recovery point, and renews the lease, if the
+// caller still holds the claim.
+//
+//	KEYS[1]  the record
+//	ARGV     tok, phase, data, lease ms
+//
+// It returns 1, or 0 if the claim is lost.
+var checkpointScript = redis.NewScript(`
+local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
+if h[1] ~= 'f' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'cpp', ARGV[2], 'cpd', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+return 1
+`)

@@ -283,6 +283,55 @@ var cases = []testCase{
 		complete(t, taker, "fresh")
 		checkReplay(t, begin(t, d.Store(), req("k", "a"), engine.Replay), resp("fresh"))
 	}},
+	{name: "recovery points survive a crash", settings: Settings{Lease: 300 * time.Millisecond}, run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		if cp := res.Claim.LastCheckpoint(); cp != nil {
+			t.Fatalf("a new claim has a checkpoint: %+v", cp)
+		}
+		for _, p := range []struct{ phase, data string }{{"order", "ord_1"}, {"charged", "ch_1"}} {
+			if err := res.Claim.Checkpoint(ctx, p.phase, []byte(p.data)); err != nil {
+				t.Fatalf("Checkpoint(%s): %v", p.phase, err)
+			}
+		}
+		checkPoint(t, "the holder", res.Claim.LastCheckpoint(), "charged", "ch_1")
+		s := d.Crash()
+		rec := eventually(t, s, req("k", "a"), engine.Proceed, 10*time.Second)
+		if !rec.Recovered || rec.Record == nil {
+			t.Fatalf("recovered %v, record %v", rec.Recovered, rec.Record)
+		}
+		checkPoint(t, "the recovered claim", rec.Claim.LastCheckpoint(), "charged", "ch_1")
+		checkPoint(t, "the interrupted record", rec.Record.Checkpoint, "charged", "ch_1")
+		if err := rec.Claim.Checkpoint(ctx, "emailed", nil); err != nil {
+			t.Fatal(err)
+		}
+		complete(t, rec, "paid")
+		replay := begin(t, s, req("k", "a"), engine.Replay)
+		checkReplay(t, replay, resp("paid"))
+		checkPoint(t, "the completed record", replay.Record.Checkpoint, "emailed", "")
+		if err := rec.Claim.Checkpoint(ctx, "late", nil); !errors.Is(err, engine.ErrClaimDone) {
+			t.Fatalf("Checkpoint after Complete: %v; want ErrClaimDone", err)
+		}
+	}},
+	{name: "a recovery point is fenced and bounded", settings: Settings{Lease: 200 * time.Millisecond, NoRenew: true}, run: func(t *testing.T, d Deployment) {
+		old := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		if err := old.Claim.Checkpoint(ctx, "", nil); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("empty phase: %v; want ErrInvalid", err)
+		}
+		if err := old.Claim.Checkpoint(ctx, "big", make([]byte, record.MaxCheckpointData+1)); !errors.Is(err, engine.ErrTooLarge) {
+			t.Fatalf("oversized data: %v; want ErrTooLarge", err)
+		}
+		if err := old.Claim.Checkpoint(ctx, "order", []byte("ord_1")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		taker := eventually(t, other(d), req("k", "a"), engine.Proceed, 10*time.Second)
+		checkPoint(t, "the taker", taker.Claim.LastCheckpoint(), "order", "ord_1")
+		if err := old.Claim.Checkpoint(ctx, "charged", []byte("ch_stale")); !errors.Is(err, engine.ErrLeaseLost) {
+			t.Fatalf("Checkpoint by the replica that lost its lease: %v; want ErrLeaseLost", err)
+		}
+		complete(t, taker, "paid")
+		checkPoint(t, "the completed record", begin(t, d.Store(), req("k", "a"), engine.Replay).Record.Checkpoint, "order", "ord_1")
+	}},
 	{name: "an expired record is not replayed", settings: Settings{TTL: time.Second}, run: func(t *testing.T, d Deployment) {
 		complete(t, begin(t, d.Store(), req("k", "a"), engine.Proceed), "A")
 		time.Sleep(1200 * time.Millisecond)
@@ -292,6 +341,13 @@ var cases = []testCase{
 		}
 		complete(t, res, "A again")
 	}},
+}
+
+func checkPoint(t *testing.T, what string, cp *record.Checkpoint, phase, data string) {
+	t.Helper()
+	if cp == nil || cp.Phase != phase || string(cp.Data) != data {
+		t.Fatalf("%s: checkpoint %+v; want %s %q", what, cp, phase, data)
+	}
 }
 
 // runOnce sends 64 concurrent requests per key over stores and checks that
