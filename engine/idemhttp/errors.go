@@ -15,4 +15,9 @@ var (
 
 	// ErrInvalidOptions is returned by New for options that cannot work.
 	ErrInvalidOptions = errors.New("idemhttp: invalid options")
+
+	// ErrNoClaim is returned by Checkpoint for a request that the
+	// middleware did not let through with a claim (no idempotency key, a
+	// route without one, or a context that is not the request's).
+	ErrNoClaim = errors.New("idemhttp: the request holds no idempotency claim")
 )

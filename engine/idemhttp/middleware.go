@@ -298,7 +298,7 @@ func (m *Middleware) replay(w http.ResponseWriter, rec *record.Record) {
 // run runs the handler for a claimed request and records its response.
 func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, req engine.Request, res engine.Result, body []byte) {
 	claim := res.Claim
-	call := &Call{Key: req.Key, RequestID: req.RequestID, Attempt: claim.Attempt(), Recovered: res.Recovered, Interrupted: res.Record}
+	call := &Call{Key: req.Key, RequestID: req.RequestID, Attempt: claim.Attempt(), Recovered: res.Recovered, Interrupted: res.Record, claim: claim}
 	r2 := r.WithContext(context.WithValue(r.Context(), callKey{}, call))
 	r2.Body = io.NopCloser(bytes.NewReader(body))
 	r2.ContentLength = int64(len(body))
@@ -374,9 +374,55 @@ type Call struct {
 	// partly run before. Interrupted is that attempt's record.
 	Recovered   bool
 	Interrupted *record.Record
+
+	claim *engine.Claim
 }
 
 type callKey struct{}
+
+// Checkpoint records a recovery point for the request whose context ctx
+// is (see engine.Claim.Checkpoint): phase names the step of the handler
+// that has just happened, data what the rest of the handler needs to know
+// about it. If the process dies later, the retry that recovers the key
+// finds the last point with LastCheckpoint and can skip the steps that
+// already happened instead of running them twice:
+//
+//	if phase, data, ok := idemhttp.LastCheckpoint(r.Context()); ok && phase == "charged" {
+//		chargeID = string(data) // charged before the crash: do not charge again
+//	} else {
+//		chargeID = charge(...)
+//		if err := idemhttp.Checkpoint(r.Context(), "charged", []byte(chargeID)); err != nil { ... }
+//	}
+//
+// Record the point right after the step's side effect: a crash between
+// the two runs the step again, so a step that must never repeat also
+// needs its own idempotency (a provider's idempotency key derived from the
+// request's, a unique constraint). It returns ErrNoClaim for a request
+// without a claim, and the engine's errors (ErrLeaseLost, ErrTooLarge,
+// ErrStorage, ...) otherwise.
+func Checkpoint(ctx context.Context, phase string, data []byte) error {
+	c, ok := FromContext(ctx)
+	if !ok || c.claim == nil {
+		return ErrNoClaim
+	}
+	return c.claim.Checkpoint(ctx, phase, data)
+}
+
+// LastCheckpoint returns the last recovery point of the request whose
+// context ctx is: the one its handler recorded, or else the one of the
+// interrupted attempt it recovers. ok is false if there is none. data is
+// read-only.
+func LastCheckpoint(ctx context.Context) (phase string, data []byte, ok bool) {
+	c, found := FromContext(ctx)
+	if !found || c.claim == nil {
+		return "", nil, false
+	}
+	cp := c.claim.LastCheckpoint()
+	if cp == nil {
+		return "", nil, false
+	}
+	return cp.Phase, cp.Data, true
+}
 
 // FromContext returns the Call of a request the middleware let through
 // to the handler with a claim; ok is false for any other request.
