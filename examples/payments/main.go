@@ -93,6 +93,7 @@ func (p *payments) create(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	call, _ := idemhttp.FromContext(ctx)
 	key := call.Key.Key
+	tag := fmt.Sprintf("%s a%d", key, call.Attempt) // who did a side effect
 	var req struct {
 		Amount int64 `json:"amount"`
 	}
@@ -132,12 +133,12 @@ func (p *payments) create(w http.ResponseWriter, r *http.Request) {
 	}
 	ok := step(phaseOrder, func() error {
 		st.Order = "ord_" + randomID()
-		return p.ledger.append("orders", key, st.Order)
+		return p.ledger.append("orders", tag, st.Order)
 	}) && step(phaseCharged, func() error {
 		st.Charge = "ch_" + randomID()
-		return p.ledger.append("charges", key, fmt.Sprintf("%s %s %d", st.Charge, st.Order, req.Amount))
+		return p.ledger.append("charges", tag, fmt.Sprintf("%s %s %d", st.Charge, st.Order, req.Amount))
 	}) && step(phaseEmailed, func() error {
-		return p.ledger.append("emails", key, "receipt for "+st.Order)
+		return p.ledger.append("emails", tag, "receipt for "+st.Order)
 	})
 	if !ok {
 		return
@@ -162,7 +163,7 @@ func randomID() string {
 }
 
 // ledger is the side effects: append-only files, one fsynced line per
-// effect, "<idempotency key> <detail>".
+// effect, "<idempotency key> a<attempt> <detail>".
 type ledger struct {
 	dir string
 	mu  sync.Mutex
@@ -175,14 +176,14 @@ func openLedger(dir string) (*ledger, error) {
 	return &ledger{dir: dir}, nil
 }
 
-func (l *ledger) append(name, key, detail string) error {
+func (l *ledger) append(name, tag, detail string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	f, err := os.OpenFile(filepath.Join(l.dir, name+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := fmt.Fprintf(f, "%s %s\n", key, detail); err != nil {
+	if _, err := fmt.Fprintf(f, "%s %s\n", tag, detail); err != nil {
 		f.Close()
 		return err
 	}

@@ -20,7 +20,7 @@ import (
 // exactly once, and the final response must replay.
 func TestCrashBetweenPhases(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "payments")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := execGo("build", "-o", bin, "."); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	cases := [][]string{
@@ -133,4 +133,9 @@ func count(t *testing.T, dir, effect, key string) int {
 		}
 	}
 	return n
+}
+
+// execGo runs the go command.
+func execGo(args ...string) ([]byte, error) {
+	return exec.Command("go", args...).CombinedOutput()
 }
