@@ -44,6 +44,14 @@
 //   - Keys of different scopes and endpoints never collide (see package
 //     record).
 //
+// # Recovery points
+//
+// A handler in several steps records, after each, a recovery point on its
+// claim (Claim.Checkpoint): the step's name and what later steps need to
+// know about it. After a crash, the claim that recovers the key carries
+// the last point (Claim.LastCheckpoint), so the handler resumes instead of
+// running its finished steps again.
+//
 // # Durability modes
 //
 // Every write — leases, completions, releases — is committed to Pebble's

@@ -40,3 +40,32 @@ func Example() {
 	// replay 201 {"id":"ch_1"}
 	// conflict req_1
 }
+
+// A handler in steps records a recovery point after each; after a crash,
+// the claim that recovers the key carries the last one. Here the "crash"
+// is a Close with the claim unfinished, and the restart an Open.
+func ExampleClaim_Checkpoint() {
+	dir, _ := os.MkdirTemp("", "idemkv-example-")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	req := engine.Request{
+		Key:         record.Key{Scope: "tenant-a", Endpoint: "POST /v1/payments", Key: "p1"},
+		Fingerprint: record.Sum([]byte(`{"amount":100}`)),
+		RequestID:   "req_1",
+	}
+
+	e, _ := engine.Open(dir, nil)
+	res, _ := e.Begin(ctx, req)
+	_ = res.Claim.Checkpoint(ctx, "charged", []byte("ch_42")) // the card is charged
+	_ = e.Close()                                             // the process dies before it answers
+
+	e, _ = engine.Open(dir, nil)
+	defer e.Close()
+	res, _ = e.Begin(ctx, req)
+	cp := res.Claim.LastCheckpoint()
+	fmt.Println(res.Outcome, res.Recovered, res.Claim.Attempt(), cp.Phase, string(cp.Data))
+	// Skip the charge, send the receipt, answer:
+	_ = res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte(`{"charge":"ch_42"}`)})
+	// Output:
+	// proceed true 2 charged ch_42
+}

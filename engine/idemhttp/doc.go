@@ -78,4 +78,12 @@
 //     handler cannot stream to the client without giving up the record.
 //   - When the middleware wraps a whole ServeMux, Request.Pattern is not set
 //     yet: pass Options.RoutePattern = MuxPattern(mux), or wrap each handler.
+//
+// # Handlers in steps
+//
+// A handler with several side effects (insert, charge, email) records a
+// recovery point after each with Checkpoint; a retry that recovers the key
+// after a crash finds the last one with LastCheckpoint and skips the steps
+// already done (see examples/payments). FromContext tells a handler
+// whether it is such a retry (Call.Recovered).
 package idemhttp
