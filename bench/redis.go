@@ -35,6 +35,16 @@ const (
 // openRedisSystem connects to the server at url with a pool of at least
 // conns connections.
 func openRedisSystem(url string, conns int, d *dataset) (*redisSystem, error) {
+	rdb, err := dialRedis(url, conns)
+	if err != nil {
+		return nil, err
+	}
+	return &redisSystem{d: d, rdb: rdb, prefix: runPrefix("idemkv-bench:")}, nil
+}
+
+// dialRedis connects to the server at url with a pool of at least conns
+// connections, and checks it with a PING.
+func dialRedis(url string, conns int) (*redis.Client, error) {
 	o, err := redis.ParseURL(url)
 	if err != nil {
 		return nil, fmt.Errorf("%w: redis URL: %w", ErrInvalid, err)
@@ -46,9 +56,14 @@ func openRedisSystem(url string, conns int, d *dataset) (*redisSystem, error) {
 		rdb.Close()
 		return nil, fmt.Errorf("redis at %s: %w", url, err)
 	}
+	return rdb, nil
+}
+
+// runPrefix returns base and a random tag: the prefix of one run's keys.
+func runPrefix(base string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &redisSystem{d: d, rdb: rdb, prefix: "idemkv-bench:" + hex.EncodeToString(b[:]) + ":"}, nil
+	return base + hex.EncodeToString(b[:]) + ":"
 }
 
 // RedisPersistence describes the persistence settings of the Redis server
@@ -152,19 +167,11 @@ type redisStoreSystem struct {
 }
 
 func openRedisStoreSystem(url string, conns int, d *dataset) (*redisStoreSystem, error) {
-	o, err := redis.ParseURL(url)
+	rdb, err := dialRedis(url, conns)
 	if err != nil {
-		return nil, fmt.Errorf("%w: redis URL: %w", ErrInvalid, err)
+		return nil, err
 	}
-	o.PoolSize = max(o.PoolSize, conns)
-	rdb := redis.NewClient(o)
-	if err := rdb.Ping(context.Background()).Err(); err != nil {
-		rdb.Close()
-		return nil, fmt.Errorf("redis at %s: %w", url, err)
-	}
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	prefix := "idemkv-bench-store:" + hex.EncodeToString(b[:]) + ":"
+	prefix := runPrefix("idemkv-bench-store:")
 	st, err := redisstore.New(rdb, &redisstore.Options{TTL: redisTTL, Prefix: prefix})
 	if err != nil {
 		rdb.Close()

@@ -18,8 +18,13 @@ var prefixes atomic.Int64
 // against a real redis-server. Each case gets its own key prefix; every
 // replica has its own connection.
 func TestStoreSuite(t *testing.T) {
-	url := redistest.Start(t, nil)
-	storetest.Run(t, func(t *testing.T, s storetest.Settings) storetest.Deployment {
+	storetest.Run(t, deployments(redistest.Start(t, nil)))
+}
+
+// deployments returns a storetest.Factory of replicas on the server (or
+// cluster) at url, each case under a key prefix of its own.
+func deployments(url string) storetest.Factory {
+	return func(t *testing.T, s storetest.Settings) storetest.Deployment {
 		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("suite%d:", prefixes.Add(1))}
 		if s.NoRenew {
 			o.RenewEvery = -1
@@ -27,7 +32,7 @@ func TestStoreSuite(t *testing.T) {
 		d := &redisDeployment{t: t, url: url, o: o}
 		d.first = d.open()
 		return d
-	})
+	}
 }
 
 // redisDeployment is replicas of redisstore on one server; a crash closes
@@ -60,14 +65,5 @@ func (d *redisDeployment) Crash() engine.Store {
 // TestStoreSuiteCluster runs the shared suite against a real three-node
 // Redis Cluster: every script touches one key, so it must work unchanged.
 func TestStoreSuiteCluster(t *testing.T) {
-	url := redistest.StartCluster(t)
-	storetest.Run(t, func(t *testing.T, s storetest.Settings) storetest.Deployment {
-		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("cluster%d:", prefixes.Add(1))}
-		if s.NoRenew {
-			o.RenewEvery = -1
-		}
-		d := &redisDeployment{t: t, url: url, o: o}
-		d.first = d.open()
-		return d
-	})
+	storetest.Run(t, deployments(redistest.StartCluster(t)))
 }

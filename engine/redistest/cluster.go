@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,13 +28,7 @@ func StartCluster(t testing.TB) string {
 	if u := os.Getenv(EnvClusterURL); u != "" {
 		return u
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(EnvRequired) == "1" {
-			t.Fatalf("redistest: %s is set, but: %s", EnvRequired, skipMessage)
-		}
-		t.Skip(skipMessage)
-	}
+	bin := serverBinary(t)
 	root := t.TempDir()
 	var addrs []string
 	for i := range 3 {

@@ -49,13 +49,7 @@ func Start(t testing.TB, o *Options) string {
 	if u := os.Getenv(EnvURL); u != "" && o == nil {
 		return u
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(EnvRequired) == "1" {
-			t.Fatalf("redistest: %s is set, but: %s", EnvRequired, skipMessage)
-		}
-		t.Skip(skipMessage)
-	}
+	bin := serverBinary(t)
 	var cfg []string
 	if o != nil {
 		cfg = o.Config
@@ -65,6 +59,20 @@ func Start(t testing.TB, o *Options) string {
 		t.Fatalf("redistest: %v", err)
 	}
 	return "redis://" + addr + "/0"
+}
+
+// serverBinary returns the path of redis-server, or skips t (fails it if
+// EnvRequired is set) when there is none.
+func serverBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv(EnvRequired) == "1" {
+			t.Fatalf("redistest: %s is set, but: %s", EnvRequired, skipMessage)
+		}
+		t.Skip(skipMessage)
+	}
+	return bin
 }
 
 // launch starts redis-server in dir on a free port and waits until it
