@@ -41,7 +41,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = redis.call('HMGET', KEYS[1], 'st', 'fp', 'rid', 'tok', 'lu', 'k', 'att', 'ca', 'cpp', 'cpd', 'rec')
 local st = h[1]
 if not st then
-  if redis.call('EXISTS', KEYS[1]) == 1 then
+  if h[6] then
     return redis.error_reply('IDEMKV_DAMAGED record hash without a state')
   end
   redis.call('HSET', KEYS[1], 'k', ARGV[6], 'st', 'f', 'fp', ARGV[1], 'rid', ARGV[2], 'tok', 1,
