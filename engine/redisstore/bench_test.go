@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/engine/redistest"
 	"github.com/idemkv/idemkv/engine/redisstore"
+	"github.com/idemkv/idemkv/engine/redistest"
 	"github.com/idemkv/idemkv/record"
 )
 
