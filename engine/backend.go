@@ -21,7 +21,12 @@ var _ Store = (*Engine)(nil)
 // ClaimBackend is the store side of a Claim made by a store other than
 // Engine. Complete and Release have the meaning documented on Claim; they
 // are called at most once in total per claim (Claim enforces it), and
-// Checkpoint only before them.
+// Checkpoint only before them. The one exception: a Complete that refuses
+// the response with an error matching ErrInvalid or ErrTooLarge must have
+// changed nothing, and the claim stays open for another Complete or a
+// Release. A backend fences its claims itself: Complete, Release and
+// Checkpoint of a claim whose lease was taken over fail with ErrLeaseLost,
+// even if the record was deleted and claimed again since.
 type ClaimBackend interface {
 	Complete(ctx context.Context, resp Response) error
 	Release(ctx context.Context) error

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -400,8 +401,10 @@ func (c *Claim) RequestID() string { return c.requestID }
 // Attempt returns 1 for a first claim, and one more for each recovery.
 func (c *Claim) Attempt() uint32 { return c.attempt }
 
-// Token returns the claim's fencing token, unique among the claims of this
-// process.
+// Token returns the claim's token. For the embedded Engine it is unique
+// among the claims of this process and fences them; other stores number
+// the attempts on a record with it (1, then +1 at each takeover) and fence
+// with an id of their own (see ClaimBackend).
 func (c *Claim) Token() uint64 { return c.token }
 
 // Response is what Complete stores for replay.
@@ -425,7 +428,11 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 		if c.finished.Swap(true) {
 			return ErrClaimDone
 		}
-		return c.ext.Complete(ctx, resp)
+		err := c.ext.Complete(ctx, resp)
+		if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
+			c.finished.Store(false) // refused, nothing written: the claim is still held
+		}
+		return err
 	}
 	e := c.e
 	if resp.Status < 100 || resp.Status > 999 {

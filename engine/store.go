@@ -131,8 +131,9 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 
 // Delete removes every stored copy of key, so that the next request with
 // it runs as new. It refuses with ErrInFlight while a request of this
-// process holds the key's claim; an interrupted claim (left by a crash) is
-// deleted. It returns ErrNotFound if no live record existed (expired
+// process holds the key's claim within its lease; a claim past its lease,
+// or an interrupted one (left by a crash), is deleted, and its holder's
+// Complete then fails with ErrLeaseLost. It returns ErrNotFound if no live record existed (expired
 // copies are removed all the same). In the Synced mode it returns once the
 // deletion is durable.
 func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
@@ -148,6 +149,16 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
 		}
 		s.mu.Lock()
 		if c := s.calls[ek]; c != nil {
+			if c.expiredLocked(e.clock.Now()) {
+				// The holder outlived its lease: take the key from it,
+				// as Begin would, so that its Complete fails.
+				delete(s.calls, ek)
+				c.lost = true
+				s.mu.Unlock()
+				e.st.leasesExpired.Add(1)
+				c.resolve(retry, nil)
+				continue
+			}
 			s.mu.Unlock()
 			if c.kind == claimCall {
 				return ErrInFlight

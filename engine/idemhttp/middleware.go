@@ -399,13 +399,14 @@ type callKey struct{}
 // needs its own idempotency (a provider's idempotency key derived from the
 // request's, a unique constraint). It returns ErrNoClaim for a request
 // without a claim, and the engine's errors (ErrLeaseLost, ErrTooLarge,
-// ErrStorage, ...) otherwise.
+// ErrStorage, ...) otherwise. The point is recorded even if the client
+// has gone (ctx cancelled): the side effect happened all the same.
 func Checkpoint(ctx context.Context, phase string, data []byte) error {
 	c, ok := FromContext(ctx)
 	if !ok || c.claim == nil {
 		return ErrNoClaim
 	}
-	return c.claim.Checkpoint(ctx, phase, data)
+	return c.claim.Checkpoint(context.WithoutCancel(ctx), phase, data)
 }
 
 // LastCheckpoint returns the last recovery point of the request whose

@@ -11,17 +11,27 @@ import (
 )
 
 // claim is the Redis side of an engine.Claim: it renews the lease until
-// Complete or Release, which are fenced by the token.
+// Complete or Release (or MaxHold), which are fenced by the claim id.
 type claim struct {
-	s    *Store
-	rk   string
-	info engine.ClaimInfo
-	done chan struct{} // closed to stop renewing
-	once sync.Once
+	s     *Store
+	rk    string
+	cid   string // the claim id in the hash (see scripts.go)
+	info  engine.ClaimInfo
+	start time.Time
+	done  chan struct{} // closed to stop renewing
+	once  sync.Once
 }
 
-func (s *Store) newClaim(rk string, info engine.ClaimInfo) *claim {
-	c := &claim{s: s, rk: rk, info: info, done: make(chan struct{})}
+// newClaim registers a claim made by beginScript and starts renewing it.
+// It returns nil if the Store was closed meanwhile: the caller gives the
+// claim back and answers engine.ErrClosed.
+func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo) *claim {
+	c := &claim{s: s, rk: rk, cid: cid, info: info, start: time.Now(), done: make(chan struct{})}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return nil
+	}
 	if s.opts.RenewEvery > 0 {
 		s.claims.Add(1)
 		go c.renew()
@@ -30,22 +40,28 @@ func (s *Store) newClaim(rk string, info engine.ClaimInfo) *claim {
 }
 
 // renew extends the lease every RenewEvery until the claim ends, the lease
-// is lost or the Store closes. A failed renewal is retried at the next
-// tick; if the lease runs out meanwhile, another replica may take the key
-// over and Complete will fail with engine.ErrLeaseLost.
+// is lost, MaxHold has passed or the Store closes. A failed renewal is
+// retried at the next tick; if the lease runs out meanwhile, another
+// replica may take the key over and Complete will fail with
+// engine.ErrLeaseLost.
 func (c *claim) renew() {
-	defer c.s.claims.Done()
-	t := time.NewTicker(c.s.opts.RenewEvery)
+	s := c.s
+	defer s.claims.Done()
+	t := time.NewTicker(s.opts.RenewEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-c.done:
 			return
-		case <-c.s.stop:
+		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), c.s.opts.RenewEvery)
-			n, err := renewScript.Run(ctx, c.s.c, []string{c.rk}, c.info.Token, c.s.opts.Lease.Milliseconds()).Int64()
+			if time.Since(c.start) >= s.opts.MaxHold {
+				return // the lease now runs out: a forgotten claim is not held forever
+			}
+			ctx, cancel := context.WithTimeout(s.ctx, s.opts.RenewEvery)
+			n, err := renewScript.Run(ctx, s.c, []string{c.rk}, c.cid,
+				s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
 			cancel()
 			if err == nil && n == 0 {
 				return // lost: someone took the key over
@@ -57,9 +73,9 @@ func (c *claim) renew() {
 func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }
 
 // Complete stores resp if the claim is still held (engine.ErrLeaseLost if
-// not).
+// not). A response it refuses (engine.ErrInvalid, engine.ErrTooLarge)
+// leaves the claim held, to be completed or released.
 func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
-	defer c.stopRenewing()
 	s := c.s
 	if s.closed.Load() {
 		return engine.ErrClosed
@@ -86,10 +102,11 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", engine.ErrTooLarge, err)
 	}
-	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.info.Token, val, s.opts.TTL.Milliseconds(), rid).Int64()
+	defer c.stopRenewing()
+	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid).Int64()
 	switch {
 	case err != nil:
-		return storageErr("complete", err)
+		return s.scriptErr("complete", ctx, err)
 	case n == 0:
 		return engine.ErrLeaseLost
 	}
@@ -97,16 +114,18 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 }
 
 // Checkpoint records cp in the claim's hash if the claim is still held
-// (engine.ErrLeaseLost if not); Complete then stores it with the
-// response.
+// and its lease has not run out (engine.ErrLeaseLost if not); Complete
+// then stores it with the response.
 func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
-	if c.s.closed.Load() {
+	s := c.s
+	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	n, err := checkpointScript.Run(ctx, c.s.c, []string{c.rk}, c.info.Token, cp.Phase, cp.Data, c.s.opts.Lease.Milliseconds()).Int64()
+	n, err := checkpointScript.Run(ctx, s.c, []string{c.rk}, c.cid, cp.Phase, cp.Data,
+		s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
 	switch {
 	case err != nil:
-		return storageErr("checkpoint", err)
+		return s.scriptErr("checkpoint", ctx, err)
 	case n == 0:
 		return engine.ErrLeaseLost
 	}
@@ -118,13 +137,14 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 // again.
 func (c *claim) Release(ctx context.Context) error {
 	defer c.stopRenewing()
-	if c.s.closed.Load() {
+	s := c.s
+	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	n, err := releaseScript.Run(ctx, c.s.c, []string{c.rk}, c.info.Token).Int64()
+	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Int64()
 	switch {
 	case err != nil:
-		return storageErr("release", err)
+		return s.scriptErr("release", ctx, err)
 	case n == 0:
 		return engine.ErrLeaseLost
 	}

@@ -18,12 +18,14 @@
 //     token; answers Replay or Conflict from a completed record; answers
 //     InFlight for a live lease; and takes an expired lease over, with the
 //     token incremented, as Proceed with Recovered.
-//   - While the handler runs, the claim renews its lease every Lease/3, so
-//     a long handler keeps its claim and a crashed replica's claim is
-//     recovered about one Lease after its last renewal.
-//   - Complete and Release act only if the caller's token is still the
-//     current one: a replica whose lease expired and was taken over gets
-//     engine.ErrLeaseLost and cannot overwrite the new holder's record.
+//   - While the handler runs, the claim renews its lease every Lease/3 (up
+//     to MaxHold), so a long handler keeps its claim and a crashed
+//     replica's claim is recovered about one Lease after its last renewal.
+//   - Complete, Release and Checkpoint act only if the caller's claim id
+//     (random, never reused) is still the one in the record: a replica
+//     whose lease expired and was taken over — even by a claim made after
+//     the record was released or deleted — gets engine.ErrLeaseLost and
+//     cannot overwrite the new holder's record.
 //   - Completed responses are stored in package record's format (the
 //     embedded store's, compressed the same way, with the same
 //     fingerprints) and expire through Redis (PEXPIRE) TTL after
@@ -81,6 +83,11 @@ type Options struct {
 	// runs. Default Lease/3; negative never renews, so a claim must end
 	// within Lease (or lose the key to a retry).
 	RenewEvery time.Duration
+	// MaxHold is how long a claim keeps renewing its lease: a claim that
+	// is neither completed nor released (a handler stuck, or a caller
+	// that forgot it) loses the key about one Lease after MaxHold, as a
+	// crashed replica's would. Default 5m, the embedded engine's Lease.
+	MaxHold time.Duration
 	// Wait is what Begin does when a request with the same fingerprint
 	// holds the key: engine.Wait (the default) or engine.NoWait.
 	Wait engine.WaitPolicy
@@ -110,6 +117,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.RenewEvery == 0 {
 		c.RenewEvery = c.Lease / 3
 	}
+	if c.MaxHold == 0 {
+		c.MaxHold = 5 * time.Minute
+	}
 	if c.Wait == engine.DefaultWait {
 		c.Wait = engine.Wait
 	}
@@ -128,6 +138,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case c.TTL < time.Millisecond || c.Lease < 3*time.Millisecond:
 		return c, fmt.Errorf("%w: TTL %v and Lease %v must be at least 1ms and 3ms", engine.ErrInvalid, c.TTL, c.Lease)
+	case c.MaxHold < 0:
+		return c, fmt.Errorf("%w: MaxHold %v", engine.ErrInvalid, c.MaxHold)
 	case c.Wait > engine.NoWait:
 		return c, fmt.Errorf("%w: unknown wait policy %d", engine.ErrInvalid, c.Wait)
 	case c.PollInterval < 0 || c.MaxPollInterval < c.PollInterval:
@@ -142,13 +154,19 @@ func (o *Options) withDefaults() (Options, error) {
 
 // Store is an idempotency store on Redis. It is safe for concurrent use.
 type Store struct {
-	c      redis.UniversalClient
-	own    bool // Close closes c
-	opts   Options
-	id     string // names this instance in the claims it holds
+	c    redis.UniversalClient
+	own  bool // Close closes c
+	opts Options
+	id   string        // random, 128 bits: starts the ids of this Store's claims
+	seq  atomic.Uint64 // numbers this Store's claims
+
+	// ctx ends at Close; it stops renewals and waiting Begins.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu     sync.RWMutex // orders claims.Add (read) against Close (write)
 	closed atomic.Bool
 	claims sync.WaitGroup // renewal goroutines
-	stop   chan struct{}
 	once   sync.Once
 }
 
@@ -162,9 +180,11 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return &Store{c: client, opts: opts, id: hex.EncodeToString(b[:]), stop: make(chan struct{})}, nil
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	s := &Store{c: client, opts: opts, id: hex.EncodeToString(b[:])}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
 }
 
 // Open connects to the server at url and returns a Store that owns the
@@ -208,8 +228,10 @@ func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 func (s *Store) Close() error {
 	var err error
 	s.once.Do(func() {
+		s.mu.Lock()
 		s.closed.Store(true)
-		close(s.stop)
+		s.mu.Unlock()
+		s.cancel()
 		s.claims.Wait()
 		if s.own {
 			err = s.c.Close()
@@ -235,8 +257,27 @@ func fpString(fp record.Fingerprint) string {
 	return strconv.Itoa(int(fp.Version)) + ":" + strconv.FormatUint(fp.Sum, 10)
 }
 
+// parseFP reads what fpString wrote; it returns the zero Fingerprint for
+// anything else (the field is informational where it is parsed).
+func parseFP(s string) record.Fingerprint {
+	v, sum, ok := strings.Cut(s, ":")
+	if !ok {
+		return record.Fingerprint{}
+	}
+	ver, err1 := strconv.ParseUint(v, 10, 8)
+	n, err2 := strconv.ParseUint(sum, 10, 64)
+	if err1 != nil || err2 != nil {
+		return record.Fingerprint{}
+	}
+	return record.Fingerprint{Version: uint8(ver), Sum: n}
+}
+
 // Begin asks whether the request may run; see engine.Engine.Begin for the
 // outcomes, which are the same. Errors from Redis match engine.ErrStorage.
+//
+// If ctx ends while the claim script runs, Begin returns ctx's error but
+// Redis may have made the claim all the same; the key is then recovered
+// one Lease later, as a crashed replica's would be.
 func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, error) {
 	if err := req.Key.Validate(); err != nil {
 		return engine.Result{}, err
@@ -260,13 +301,14 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 			return engine.Result{}, engine.ErrClosed
 		}
 		now := time.Now()
+		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
 		v, err := beginScript.Run(ctx, s.c, []string{rk},
 			fp, req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
-			strconv.FormatInt(now.UnixNano(), 10), ek, s.id).Slice()
+			strconv.FormatInt(now.UnixNano(), 10), ek, cid).Slice()
 		if err != nil {
 			return engine.Result{}, s.scriptErr("begin", ctx, err)
 		}
-		res, left, err := s.answer(rk, req, v)
+		res, left, err := s.answer(rk, cid, req, v)
 		if err != nil || res.Outcome != engine.InFlight || wait == engine.NoWait {
 			return res, err
 		}
@@ -276,7 +318,7 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 		case <-time.After(d):
 		case <-ctx.Done():
 			return engine.Result{}, ctx.Err()
-		case <-s.stop:
+		case <-s.ctx.Done():
 			return engine.Result{}, engine.ErrClosed
 		}
 	}
@@ -287,6 +329,8 @@ func (s *Store) scriptErr(op string, ctx context.Context, err error) error {
 	switch {
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return ctx.Err()
+	case s.closed.Load():
+		return engine.ErrClosed // the call raced Close, which closed the client under it
 	case strings.Contains(err.Error(), "IDEMKV_COLLISION"):
 		return fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
 	case strings.Contains(err.Error(), "IDEMKV_DAMAGED"):
@@ -297,7 +341,7 @@ func (s *Store) scriptErr(op string, ctx context.Context, err error) error {
 
 // answer turns beginScript's reply into a Result; for InFlight, left is
 // how long the holder's lease still runs.
-func (s *Store) answer(rk string, req engine.Request, v []any) (res engine.Result, left time.Duration, err error) {
+func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.Result, left time.Duration, err error) {
 	str := func(i int) string {
 		if i < len(v) {
 			if s, ok := v[i].(string); ok {
@@ -338,8 +382,17 @@ func (s *Store) answer(rk string, req engine.Request, v []any) (res engine.Resul
 				Attempt: info.Attempt - 1, CreatedAt: info.CreatedAt, Checkpoint: info.Checkpoint,
 			}
 		}
+		c := s.newClaim(rk, cid, info)
+		if c == nil {
+			// Closed while the script ran: give the claim back (best
+			// effort; its lease runs out otherwise).
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = releaseScript.Run(ctx, s.c, []string{rk}, cid).Err()
+			cancel()
+			return engine.Result{}, 0, engine.ErrClosed
+		}
 		res.Outcome = engine.Proceed
-		res.Claim = engine.NewClaim(s.newClaim(rk, info), info)
+		res.Claim = engine.NewClaim(c, info)
 		return res, 0, nil
 	case "r":
 		r, err := record.Decode([]byte(str(1)))
@@ -357,8 +410,8 @@ func (s *Store) answer(rk string, req engine.Request, v []any) (res engine.Resul
 		return res, 0, nil
 	case "xi":
 		return engine.Result{Outcome: engine.Conflict, OriginalRequestID: str(1), Record: &record.Record{
-			State: record.InFlight, RequestID: str(1), Attempt: uint32(num(2)), CreatedAt: time.Unix(0, num(3)),
-			Checkpoint: checkpoint(4),
+			State: record.InFlight, RequestID: str(1), Fingerprint: parseFP(str(6)), Attempt: uint32(num(2)),
+			CreatedAt: time.Unix(0, num(3)), Checkpoint: checkpoint(4),
 		}}, 0, nil
 	case "w":
 		return engine.Result{Outcome: engine.InFlight, OriginalRequestID: str(1)}, time.Duration(num(2)) * time.Millisecond, nil
@@ -379,12 +432,15 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 	rk := s.keyOf(ek)
 	h, err := s.c.HGetAll(ctx, rk).Result()
 	if err != nil {
-		return nil, storageErr("get", err)
+		return nil, s.scriptErr("get", ctx, err)
 	}
 	if len(h) == 0 {
 		return nil, engine.ErrNotFound
 	}
-	if h["k"] != string(ek) {
+	switch k, ok := h["k"]; {
+	case !ok:
+		return nil, fmt.Errorf("redisstore: record %s: %w: no key field", rk, engine.ErrCorrupt)
+	case k != string(ek):
 		return nil, fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
 	}
 	switch h["st"] {
@@ -400,8 +456,8 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 		ca, _ := strconv.ParseInt(h["ca"], 10, 64)
 		lu, _ := strconv.ParseInt(h["lu"], 10, 64)
 		r := &record.Record{
-			State: record.InFlight, RequestID: h["rid"], Attempt: uint32(att), CreatedAt: time.Unix(0, ca),
-			Lease: record.Lease{Token: tok, ExpiresAt: time.UnixMilli(lu)},
+			State: record.InFlight, RequestID: h["rid"], Fingerprint: parseFP(h["fp"]), Attempt: uint32(att),
+			CreatedAt: time.Unix(0, ca), Lease: record.Lease{Token: tok, ExpiresAt: time.UnixMilli(lu)},
 		}
 		if h["cpp"] != "" || h["cpd"] != "" {
 			r.Checkpoint = &record.Checkpoint{Phase: h["cpp"], Data: []byte(h["cpd"])}
@@ -421,10 +477,11 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	n, err := deleteScript.Run(ctx, s.c, []string{s.keyOf(key.Append(nil))}).Int64()
+	ek := key.Append(nil)
+	n, err := deleteScript.Run(ctx, s.c, []string{s.keyOf(ek)}, ek).Int64()
 	switch {
 	case err != nil:
-		return storageErr("delete", err)
+		return s.scriptErr("delete", ctx, err)
 	case n < 0:
 		return engine.ErrInFlight
 	case n == 0:

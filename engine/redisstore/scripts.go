@@ -9,23 +9,33 @@ import "github.com/redis/go-redis/v9"
 //	st   "f" while a request holds or held the claim, "c" once completed
 //	fp   the request fingerprint, "<version>:<sum>"
 //	rid  the request id (of the claim, then of the stored response)
-//	tok  the fencing token: 1 for the first claim, +1 at every takeover
+//	cid  the claim id: the holding Store's random 128-bit id and a
+//	     sequence number, unique across Stores and time; Complete,
+//	     Release, renewals and checkpoints act only if it is theirs
+//	tok  the attempt's token: 1 for the first claim, +1 at every takeover
 //	lu   lease until, milliseconds of the Redis server's clock ("f" only)
 //	att  the attempt number
 //	ca   when the first attempt began (Unix nanoseconds, opaque to Redis)
-//	own  the Store instance that holds or held the claim (diagnostics)
+//	cpp  the last recovery point's phase, cpd its data ("f" only)
 //	rec  the completed record, in package record's format ("c" only)
 //
+// The fence is cid and not tok: tok starts again at 1 when a hash is
+// deleted (Release, Delete, expiry) and recreated, so a stale holder could
+// match a later claim's token; a claim id is never reused.
+//
 // Times come from the Redis server (TIME), so replicas with skewed clocks
-// agree on when a lease has expired. The hash expires (PEXPIRE) TTL after
-// the claim or the completion.
+// agree on when a lease has expired. A claim's hash expires (PEXPIRE)
+// Lease+TTL after the claim, its last renewal or checkpoint, so that it
+// outlives its lease and an interrupted claim (and its recovery point)
+// stays for a retry as long as a completed record would; a completed
+// record expires TTL after its completion.
 //
 // Layout version 1. A hash without k or st is refused as damaged.
 
 // beginScript answers Begin atomically.
 //
 //	KEYS[1]  the record
-//	ARGV     fp, rid, lease ms, ttl ms, ca, k, own
+//	ARGV     fp, rid, lease ms, ttl ms, ca, k, cid
 //
 // It returns one of
 //
@@ -33,7 +43,7 @@ import "github.com/redis/go-redis/v9"
 //	{"p", tok, att, ca, rid, cpp, cpd}     a takeover of an expired lease
 //	{"r", rec}                             replay
 //	{"x", rid, rec}                        conflict with a completed record
-//	{"xi", rid, att, ca, cpp, cpd}         conflict with an interrupted claim
+//	{"xi", rid, att, ca, cpp, cpd, fp}     conflict with an interrupted claim
 //	{"w", rid, ms}                         in flight; lease ends in ms
 var beginScript = redis.NewScript(`
 local t = redis.call('TIME')
@@ -45,8 +55,8 @@ if not st then
     return redis.error_reply('IDEMKV_DAMAGED record hash without a state')
   end
   redis.call('HSET', KEYS[1], 'k', ARGV[6], 'st', 'f', 'fp', ARGV[1], 'rid', ARGV[2], 'tok', 1,
-    'lu', now + tonumber(ARGV[3]), 'att', 1, 'ca', ARGV[5], 'own', ARGV[7])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    'lu', now + tonumber(ARGV[3]), 'att', 1, 'ca', ARGV[5], 'cid', ARGV[7])
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
   return {'p', 1, 1, ARGV[5]}
 end
 if h[6] ~= ARGV[6] then
@@ -62,28 +72,28 @@ if lu > now then
   return {'w', h[3] or '', lu - now}
 end
 if h[2] ~= ARGV[1] then
-  return {'xi', h[3] or '', h[7] or '0', h[8] or '0', h[9] or '', h[10] or ''}
+  return {'xi', h[3] or '', h[7] or '0', h[8] or '0', h[9] or '', h[10] or '', h[2] or ''}
 end
 local tok = tonumber(h[4]) + 1
 local att = tonumber(h[7]) + 1
-redis.call('HSET', KEYS[1], 'rid', ARGV[2], 'tok', tok, 'lu', now + tonumber(ARGV[3]), 'att', att, 'own', ARGV[7])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'rid', ARGV[2], 'tok', tok, 'lu', now + tonumber(ARGV[3]), 'att', att, 'cid', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
 return {'p', tok, att, h[8] or '0', h[3] or '', h[9] or '', h[10] or ''}
 `)
 
 // completeScript stores a response if the caller still holds the claim
-// (its token is current): the fence that stops a replica whose lease was
-// taken over from overwriting the new holder's record.
+// (its claim id is current): the fence that stops a replica whose lease
+// was taken over from overwriting the new holder's record.
 //
 //	KEYS[1]  the record
-//	ARGV     tok, rec, ttl ms, rid
+//	ARGV     cid, rec, ttl ms, rid
 //
 // It returns 1, or 0 if the claim is lost.
 var completeScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] ~= 'f' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'c', 'rec', ARGV[2], 'rid', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd')
+redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd', 'cid')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
@@ -91,10 +101,10 @@ return 1
 // releaseScript deletes the claim if the caller still holds it.
 //
 //	KEYS[1]  the record
-//	ARGV     tok
+//	ARGV     cid
 var releaseScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] ~= 'f' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `)
@@ -102,24 +112,27 @@ return 1
 // renewScript extends the lease if the caller still holds it.
 //
 //	KEYS[1]  the record
-//	ARGV     tok, lease ms
+//	ARGV     cid, lease ms, ttl ms
 var renewScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] ~= 'f' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'lu', now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 return 1
 `)
 
 // deleteScript deletes a record unless a live lease holds it.
 //
 //	KEYS[1]  the record
+//	ARGV     k
 //
 // It returns 1 (deleted), 0 (none) or -1 (in flight).
 var deleteScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'lu')
-if not h[1] then return redis.call('DEL', KEYS[1]) end
+local h = redis.call('HMGET', KEYS[1], 'st', 'lu', 'k')
+if not h[1] and not h[3] then return 0 end
+if h[3] ~= ARGV[1] then return redis.error_reply('IDEMKV_COLLISION') end
 if h[1] == 'f' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -130,17 +143,21 @@ return 1
 `)
 
 // checkpointScript records a recovery point, and renews the lease, if the
-// caller still holds the claim.
+// caller still holds the claim and its lease has not run out (as the
+// embedded engine: a point recorded after the lease ended could race a
+// takeover).
 //
 //	KEYS[1]  the record
-//	ARGV     tok, phase, data, lease ms
+//	ARGV     cid, phase, data, lease ms, ttl ms
 //
 // It returns 1, or 0 if the claim is lost.
 var checkpointScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'tok')
-if h[1] ~= 'f' or tonumber(h[2]) ~= tonumber(ARGV[1]) then return 0 end
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'lu')
+if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if tonumber(h[3] or '0') <= now then return 0 end
 redis.call('HSET', KEYS[1], 'cpp', ARGV[2], 'cpd', ARGV[3], 'lu', now + tonumber(ARGV[4]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return 1
 `)

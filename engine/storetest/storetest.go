@@ -6,9 +6,11 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -332,6 +334,154 @@ var cases = []testCase{
 		complete(t, taker, "paid")
 		checkPoint(t, "the completed record", begin(t, d.Store(), req("k", "a"), engine.Replay).Record.Checkpoint, "order", "ord_1")
 	}},
+	{name: "an interrupted claim conflicts with another body", settings: Settings{Lease: 300 * time.Millisecond}, run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		if err := res.Claim.Checkpoint(ctx, "order", []byte("ord_1")); err != nil {
+			t.Fatal(err)
+		}
+		s := d.Crash()
+		time.Sleep(400 * time.Millisecond)
+		got := begin(t, s, req("k", "b"), engine.Conflict)
+		r := got.Record
+		if got.OriginalRequestID != "req-k-a" || r == nil || r.State != record.InFlight || r.RequestID != "req-k-a" ||
+			r.Fingerprint != record.Sum([]byte("a")) || r.Attempt != 1 {
+			t.Fatalf("conflict with the interrupted claim: original %q, record %+v", got.OriginalRequestID, r)
+		}
+		checkPoint(t, "the interrupted record", r.Checkpoint, "order", "ord_1")
+		// The original body still recovers it.
+		rec := eventually(t, s, req("k", "a"), engine.Proceed, 10*time.Second)
+		if !rec.Recovered {
+			t.Fatal("the original body did not recover the claim")
+		}
+		complete(t, rec, "A")
+	}},
+	{name: "a refused response leaves the claim held", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		if err := res.Claim.Complete(ctx, engine.Response{Status: 42}); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("status 42: %v; want ErrInvalid", err)
+		}
+		if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: make([]byte, 17<<20)}); !errors.Is(err, engine.ErrTooLarge) {
+			t.Fatalf("a 17 MiB body: %v; want ErrTooLarge", err)
+		}
+		r := req("k", "a")
+		r.Wait = engine.NoWait
+		begin(t, other(d), r, engine.InFlight)
+		if err := res.Claim.Release(ctx); err != nil {
+			t.Fatalf("Release after refused responses: %v", err)
+		}
+		again := begin(t, other(d), req("k", "a"), engine.Proceed)
+		if again.Recovered || again.Claim.Attempt() != 1 {
+			t.Fatalf("after a release: recovered %v attempt %d", again.Recovered, again.Claim.Attempt())
+		}
+		complete(t, again, "A")
+	}},
+	{name: "a stale holder cannot finish a later claim", settings: Settings{Lease: 200 * time.Millisecond, NoRenew: true}, run: func(t *testing.T, d Deployment) {
+		old := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		time.Sleep(300 * time.Millisecond)
+		taker := eventually(t, other(d), req("k", "a"), engine.Proceed, 10*time.Second)
+		if err := taker.Claim.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// The record is gone; a new claim starts from scratch (attempt 1,
+		// as the first one did) and the old holder must not touch it.
+		fresh := begin(t, other(d), req("k", "a"), engine.Proceed)
+		if err := old.Claim.Checkpoint(ctx, "stale", nil); !errors.Is(err, engine.ErrLeaseLost) {
+			t.Fatalf("stale Checkpoint: %v; want ErrLeaseLost", err)
+		}
+		if err := old.Claim.Complete(ctx, resp("stale")); !errors.Is(err, engine.ErrLeaseLost) {
+			t.Fatalf("stale Complete: %v; want ErrLeaseLost", err)
+		}
+		complete(t, fresh, "fresh")
+		checkReplay(t, begin(t, d.Store(), req("k", "a"), engine.Replay), resp("fresh"))
+
+		// The same after Delete, and for a stale Release.
+		del := deleterOf(t, d.Store())
+		old2 := begin(t, d.Store(), req("k2", "a"), engine.Proceed)
+		time.Sleep(300 * time.Millisecond)
+		if err := del.Delete(ctx, key("k2")); err != nil {
+			t.Fatalf("Delete of an expired claim: %v", err)
+		}
+		fresh2 := begin(t, other(d), req("k2", "a"), engine.Proceed)
+		if err := old2.Claim.Release(ctx); !errors.Is(err, engine.ErrLeaseLost) {
+			t.Fatalf("stale Release: %v; want ErrLeaseLost", err)
+		}
+		complete(t, fresh2, "fresh2")
+		checkReplay(t, begin(t, d.Store(), req("k2", "a"), engine.Replay), resp("fresh2"))
+	}},
+	{name: "delete", run: func(t *testing.T, d Deployment) {
+		del := deleterOf(t, d.Store())
+		if err := del.Delete(ctx, key("none")); !errors.Is(err, engine.ErrNotFound) {
+			t.Fatalf("Delete of a missing key: %v; want ErrNotFound", err)
+		}
+		if err := del.Delete(ctx, record.Key{}); !errors.Is(err, engine.ErrInvalidKey) {
+			t.Fatalf("Delete of an empty key: %v; want ErrInvalidKey", err)
+		}
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		if err := del.Delete(ctx, key("k")); !errors.Is(err, engine.ErrInFlight) {
+			t.Fatalf("Delete while in flight: %v; want ErrInFlight", err)
+		}
+		complete(t, res, "A")
+		if err := del.Delete(ctx, key("k")); err != nil {
+			t.Fatalf("Delete of a completed record: %v", err)
+		}
+		again := begin(t, d.Store(), req("k", "b"), engine.Proceed)
+		if again.Recovered {
+			t.Fatal("a deleted record came back")
+		}
+		complete(t, again, "B")
+		checkReplay(t, begin(t, d.Store(), req("k", "b"), engine.Replay), resp("B"))
+	}},
+	{name: "a waiter gives up when its context ends", run: func(t *testing.T, d Deployment) {
+		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
+		c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := other(d).Begin(c, req("k", "a")); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("waiting Begin: %v; want context.DeadlineExceeded", err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("the waiter returned %v after its deadline", el)
+		}
+		complete(t, res, "A")
+		checkReplay(t, begin(t, other(d), req("k", "a"), engine.Replay), resp("A"))
+	}},
+	{name: "large bodies replay byte for byte", run: func(t *testing.T, d Deployment) {
+		for _, n := range []int{0, 1, 64 << 10, 4 << 20} {
+			body := make([]byte, n)
+			for i := range body {
+				body[i] = byte(i*7 + i/251) // incompressible enough to matter, not random
+			}
+			k := fmt.Sprint("big-", n)
+			res := begin(t, d.Store(), req(k, "a"), engine.Proceed)
+			if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: body}); err != nil {
+				t.Fatalf("%d bytes: %v", n, err)
+			}
+			got := begin(t, other(d), req(k, "a"), engine.Replay)
+			if !bytes.Equal(got.Record.Body, body) {
+				t.Fatalf("%d bytes: replayed %d bytes, not the same", n, len(got.Record.Body))
+			}
+		}
+	}},
+	{name: "a closed store refuses", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		c, ok := s.(io.Closer)
+		if !ok {
+			t.Skip("this store has no Close")
+		}
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if _, err := s.Begin(ctx, req("k2", "a")); !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("Begin after Close: %v; want ErrClosed", err)
+		}
+		if err := res.Claim.Complete(ctx, resp("A")); !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("Complete after Close: %v; want ErrClosed", err)
+		}
+	}},
 	{name: "an expired record is not replayed", settings: Settings{TTL: time.Second}, run: func(t *testing.T, d Deployment) {
 		complete(t, begin(t, d.Store(), req("k", "a"), engine.Proceed), "A")
 		time.Sleep(1200 * time.Millisecond)
@@ -341,6 +491,21 @@ var cases = []testCase{
 		}
 		complete(t, res, "A again")
 	}},
+}
+
+// deleterOf returns s's Delete, which both stores have but engine.Store
+// does not require.
+func deleterOf(t *testing.T, s engine.Store) interface {
+	Delete(context.Context, record.Key) error
+} {
+	t.Helper()
+	del, ok := s.(interface {
+		Delete(context.Context, record.Key) error
+	})
+	if !ok {
+		t.Skip("this store has no Delete")
+	}
+	return del
 }
 
 func checkPoint(t *testing.T, what string, cp *record.Checkpoint, phase, data string) {

@@ -1,0 +1,146 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/redisstore"
+	"github.com/idemkv/idemkv/engine/redistest"
+	"github.com/idemkv/idemkv/record"
+)
+
+func openStore(t *testing.T, url string, o redisstore.Options) *redisstore.Store {
+	t.Helper()
+	s, err := redisstore.Open(context.Background(), url, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func request(k string) engine.Request {
+	return engine.Request{
+		Key:         record.Key{Scope: "t", Endpoint: "POST /x", Key: k},
+		Fingerprint: record.Sum([]byte("body")), RequestID: "req-" + k, Wait: engine.NoWait,
+	}
+}
+
+// TestClaimOutlivesTTL: a handler that runs longer than the TTL keeps its
+// key, because renewals extend the record's expiry with its lease.
+func TestClaimOutlivesTTL(t *testing.T) {
+	url := redistest.Start(t, nil)
+	o := redisstore.Options{TTL: 100 * time.Millisecond, Lease: 150 * time.Millisecond, RenewEvery: 30 * time.Millisecond, Prefix: "ttl:"}
+	a, b := openStore(t, url, o), openStore(t, url, o)
+	ctx := context.Background()
+	res, err := a.Begin(ctx, request("k"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	for range 5 { // 500ms: five TTLs, three leases
+		time.Sleep(100 * time.Millisecond)
+		if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
+			t.Fatalf("a duplicate while the handler runs: %v %v; want InFlight", got.Outcome, err)
+		}
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: []byte("done")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.Replay || string(got.Record.Body) != "done" {
+		t.Fatalf("after Complete: %v %v", got.Outcome, err)
+	}
+}
+
+// TestMaxHold: a claim that is never finished stops renewing after
+// MaxHold, and the key is recovered as a crashed replica's would be.
+func TestMaxHold(t *testing.T) {
+	url := redistest.Start(t, nil)
+	o := redisstore.Options{Lease: 150 * time.Millisecond, RenewEvery: 30 * time.Millisecond, MaxHold: 300 * time.Millisecond, Prefix: "hold:"}
+	a, b := openStore(t, url, o), openStore(t, url, o)
+	ctx := context.Background()
+	res, err := a.Begin(ctx, request("k"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	time.Sleep(200 * time.Millisecond) // past one Lease: renewals hold it
+	if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
+		t.Fatalf("within MaxHold: %v %v; want InFlight", got.Outcome, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := b.Begin(ctx, request("k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Outcome == engine.Proceed {
+			if !got.Recovered {
+				t.Fatal("the key came back without Recovered")
+			}
+			_ = got.Claim.Release(ctx)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the forgotten claim still holds the key: %v", got.Outcome)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 200}); !errors.Is(err, engine.ErrLeaseLost) {
+		t.Fatalf("Complete of the forgotten claim: %v; want ErrLeaseLost", err)
+	}
+}
+
+// TestCloseDuringBegin closes Stores while Begins run on them: no Begin
+// returns Proceed once Close has returned, every claim handed out ends
+// with nil or ErrClosed, and nothing panics (run with -race: renewals
+// are registered under the Store's lock).
+func TestCloseDuringBegin(t *testing.T) {
+	url := redistest.Start(t, nil)
+	ctx := context.Background()
+	for i := range 30 {
+		s, err := redisstore.Open(ctx, url, &redisstore.Options{Prefix: "close:"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var closedAt time.Time
+		for j := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := s.Begin(ctx, request(fmt.Sprint(i, "-", j)))
+				returned := time.Now()
+				switch {
+				case errors.Is(err, engine.ErrClosed):
+					return // closed before or during the call
+				case err != nil:
+					t.Errorf("Begin: %v", err)
+					return
+				case res.Outcome != engine.Proceed:
+					t.Errorf("a new key: %v", res.Outcome)
+					return
+				}
+				mu.Lock()
+				late := !closedAt.IsZero() && returned.After(closedAt)
+				mu.Unlock()
+				if late {
+					t.Errorf("Begin returned Proceed after Close had returned")
+				}
+				if err := res.Claim.Complete(ctx, engine.Response{Status: 200}); err != nil && !errors.Is(err, engine.ErrClosed) {
+					t.Errorf("Complete: %v", err)
+				}
+			}()
+		}
+		time.Sleep(time.Duration(i%6) * 200 * time.Microsecond)
+		_ = s.Close()
+		mu.Lock()
+		closedAt = time.Now()
+		mu.Unlock()
+		wg.Wait()
+	}
+}
