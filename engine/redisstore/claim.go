@@ -33,7 +33,7 @@ func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo) *claim {
 		return nil
 	}
 	if s.opts.RenewEvery > 0 {
-		s.claims.Add(1)
+		s.work.Add(1)
 		go c.renew()
 	}
 	return c
@@ -46,7 +46,7 @@ func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo) *claim {
 // engine.ErrLeaseLost.
 func (c *claim) renew() {
 	s := c.s
-	defer s.claims.Done()
+	defer s.work.Done()
 	t := time.NewTicker(s.opts.RenewEvery)
 	defer t.Stop()
 	for {
@@ -74,7 +74,10 @@ func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }
 
 // Complete stores resp if the claim is still held (engine.ErrLeaseLost if
 // not). A response it refuses (engine.ErrInvalid, engine.ErrTooLarge)
-// leaves the claim held, to be completed or released.
+// leaves the claim held, to be completed or released. As with the
+// embedded engine, ctx does not interrupt the write (its values are
+// kept). If the write fails, the claim is given back, so that a retry
+// runs at once rather than after the lease.
 func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	s := c.s
 	if s.closed.Load() {
@@ -103,9 +106,13 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		return fmt.Errorf("%w: %w", engine.ErrTooLarge, err)
 	}
 	defer c.stopRenewing()
+	ctx = context.WithoutCancel(ctx)
 	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid).Int64()
 	switch {
 	case err != nil:
+		// Fenced by the claim id: if the write did happen after all,
+		// the record is completed and this does nothing.
+		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Err()
 		return s.scriptErr("complete", ctx, err)
 	case n == 0:
 		return engine.ErrLeaseLost
@@ -121,6 +128,7 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
+	ctx = context.WithoutCancel(ctx) // the step happened: record it
 	n, err := checkpointScript.Run(ctx, s.c, []string{c.rk}, c.cid, cp.Phase, cp.Data,
 		s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
 	switch {
@@ -134,13 +142,14 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 }
 
 // Release deletes the claim if it is still held, so that a retry runs
-// again.
+// again. A record already gone (deleted, expired) counts as released.
 func (c *claim) Release(ctx context.Context) error {
 	defer c.stopRenewing()
 	s := c.s
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
+	ctx = context.WithoutCancel(ctx)
 	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Int64()
 	switch {
 	case err != nil:

@@ -80,7 +80,8 @@ type Options struct {
 	// later. Default 30s.
 	Lease time.Duration
 	// RenewEvery is how often a claim renews its lease while the handler
-	// runs. Default Lease/3; negative never renews, so a claim must end
+	// runs: at most Lease/2, so that one late renewal does not lose the
+	// key. Default Lease/3; negative never renews, so a claim must end
 	// within Lease (or lose the key to a retry).
 	RenewEvery time.Duration
 	// MaxHold is how long a claim keeps renewing its lease: a claim that
@@ -138,6 +139,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case c.TTL < time.Millisecond || c.Lease < 3*time.Millisecond:
 		return c, fmt.Errorf("%w: TTL %v and Lease %v must be at least 1ms and 3ms", engine.ErrInvalid, c.TTL, c.Lease)
+	case c.RenewEvery > c.Lease/2:
+		return c, fmt.Errorf("%w: RenewEvery %v must be at most half of Lease %v", engine.ErrInvalid, c.RenewEvery, c.Lease)
 	case c.MaxHold < 0:
 		return c, fmt.Errorf("%w: MaxHold %v", engine.ErrInvalid, c.MaxHold)
 	case c.Wait > engine.NoWait:
@@ -164,9 +167,9 @@ type Store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.RWMutex // orders claims.Add (read) against Close (write)
+	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
-	claims sync.WaitGroup // renewal goroutines
+	work   sync.WaitGroup // Begin calls and renewal goroutines
 	once   sync.Once
 }
 
@@ -192,7 +195,8 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 // redis+cluster:// URL (hosts in addr= parameters, as
 // redis.ParseClusterURL reads them) a Cluster, for example
 // redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002.
-// It checks the connection with a PING.
+// It checks the connection with a PING. The client honours contexts'
+// deadlines (ContextTimeoutEnabled), so a renewal gives up in time.
 func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 	var client redis.UniversalClient
 	if rest, ok := strings.CutPrefix(url, "redis+cluster://"); ok {
@@ -200,12 +204,14 @@ func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: %w: %w", engine.ErrInvalid, err)
 		}
+		co.ContextTimeoutEnabled = true
 		client = redis.NewClusterClient(co)
 	} else {
 		so, err := redis.ParseURL(url)
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: %w: %w", engine.ErrInvalid, err)
 		}
+		so.ContextTimeoutEnabled = true
 		client = redis.NewClient(so)
 	}
 	s, err := New(client, o)
@@ -232,7 +238,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.mu.Unlock()
 		s.cancel()
-		s.claims.Wait()
+		s.work.Wait()
 		if s.own {
 			err = s.c.Close()
 		}
@@ -288,6 +294,10 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 	if len(req.RequestID) > record.MaxRequestIDLen {
 		return engine.Result{}, fmt.Errorf("%w: request id is %d bytes (max %d)", engine.ErrInvalid, len(req.RequestID), record.MaxRequestIDLen)
 	}
+	if !s.enter() {
+		return engine.Result{}, engine.ErrClosed
+	}
+	defer s.work.Done()
 	wait := req.Wait
 	if wait == engine.DefaultWait {
 		wait = s.opts.Wait
@@ -322,6 +332,18 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 			return engine.Result{}, engine.ErrClosed
 		}
 	}
+}
+
+// enter registers a call that Close must wait for (the caller then calls
+// s.work.Done), or reports false once the Store is closed.
+func (s *Store) enter() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return false
+	}
+	s.work.Add(1)
+	return true
 }
 
 // scriptErr turns an error of a script run into the store's error.

@@ -16,6 +16,7 @@ import "github.com/redis/go-redis/v9"
 //	lu   lease until, milliseconds of the Redis server's clock ("f" only)
 //	att  the attempt number
 //	ca   when the first attempt began (Unix nanoseconds, opaque to Redis)
+//	prid the request id of the attempt this claim took over ("f" only)
 //	cpp  the last recovery point's phase, cpd its data ("f" only)
 //	rec  the completed record, in package record's format ("c" only)
 //
@@ -29,6 +30,13 @@ import "github.com/redis/go-redis/v9"
 // outlives its lease and an interrupted claim (and its recovery point)
 // stays for a retry as long as a completed record would; a completed
 // record expires TTL after its completion.
+//
+// Every script may run twice for one call: a client (go-redis by default)
+// resends a command whose connection broke before the reply came. So each
+// answers a repeat of its own call as it answered the call: a Begin that
+// finds its own claim id answers with that claim again, a Complete with
+// its own claim id on a completed record reports success, and so does a
+// Release that finds no record.
 //
 // Layout version 1. A hash without k or st is refused as damaged.
 
@@ -48,7 +56,7 @@ import "github.com/redis/go-redis/v9"
 var beginScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'st', 'fp', 'rid', 'tok', 'lu', 'k', 'att', 'ca', 'cpp', 'cpd', 'rec')
+local h = redis.call('HMGET', KEYS[1], 'st', 'fp', 'rid', 'tok', 'lu', 'k', 'att', 'ca', 'cpp', 'cpd', 'rec', 'cid', 'prid')
 local st = h[1]
 if not st then
   if h[6] then
@@ -59,8 +67,16 @@ if not st then
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
   return {'p', 1, 1, ARGV[5]}
 end
+if not h[6] then
+  return redis.error_reply('IDEMKV_DAMAGED record hash without a key')
+end
 if h[6] ~= ARGV[6] then
   return redis.error_reply('IDEMKV_COLLISION')
+end
+if st == 'f' and h[12] == ARGV[7] then
+  -- A repeat of this very call: answer with the claim it made.
+  if h[13] then return {'p', h[4], h[7], h[8] or '0', h[13], h[9] or '', h[10] or ''} end
+  return {'p', h[4], h[7], h[8] or '0'}
 end
 if st == 'c' then
   if h[2] == ARGV[1] then return {'r', h[11] or ''} end
@@ -76,7 +92,7 @@ if h[2] ~= ARGV[1] then
 end
 local tok = tonumber(h[4]) + 1
 local att = tonumber(h[7]) + 1
-redis.call('HSET', KEYS[1], 'rid', ARGV[2], 'tok', tok, 'lu', now + tonumber(ARGV[3]), 'att', att, 'cid', ARGV[7])
+redis.call('HSET', KEYS[1], 'rid', ARGV[2], 'tok', tok, 'lu', now + tonumber(ARGV[3]), 'att', att, 'cid', ARGV[7], 'prid', h[3] or '')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]))
 return {'p', tok, att, h[8] or '0', h[3] or '', h[9] or '', h[10] or ''}
 `)
@@ -88,22 +104,28 @@ return {'p', tok, att, h[8] or '0', h[3] or '', h[9] or '', h[10] or ''}
 //	KEYS[1]  the record
 //	ARGV     cid, rec, ttl ms, rid
 //
-// It returns 1, or 0 if the claim is lost.
+// It returns 1, or 0 if the claim is lost. The claim id stays in the
+// completed record, so that a repeat of the call is answered 1.
 var completeScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
-if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
+if h[2] ~= ARGV[1] then return 0 end
+if h[1] == 'c' then return 1 end
+if h[1] ~= 'f' then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'c', 'rec', ARGV[2], 'rid', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd', 'cid')
+redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd', 'prid')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `)
 
-// releaseScript deletes the claim if the caller still holds it.
+// releaseScript deletes the claim if the caller still holds it. A record
+// that is gone counts as released: the key is free, whether this call (or
+// its first run) freed it or a Delete or expiry did.
 //
 //	KEYS[1]  the record
 //	ARGV     cid
 var releaseScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+if not h[1] and not h[2] then return 1 end
 if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -132,6 +154,7 @@ return 1
 var deleteScript = redis.NewScript(`
 local h = redis.call('HMGET', KEYS[1], 'st', 'lu', 'k')
 if not h[1] and not h[3] then return 0 end
+if not h[3] then return redis.call('DEL', KEYS[1]) end -- damaged: remove it
 if h[3] ~= ARGV[1] then return redis.error_reply('IDEMKV_COLLISION') end
 if h[1] == 'f' then
   local t = redis.call('TIME')

@@ -1,0 +1,245 @@
+package redisstore_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/redisstore"
+	"github.com/idemkv/idemkv/engine/redistest"
+	"github.com/idemkv/idemkv/record"
+	"github.com/redis/go-redis/v9"
+)
+
+// dropProxy forwards TCP to a Redis server; when armed, it swallows the
+// next reply and cuts the connection, as a network fault after the server
+// ran the command would. go-redis then sends the command again.
+type dropProxy struct {
+	armed atomic.Bool
+	drops atomic.Int32
+}
+
+// proxied starts a server and a dropProxy in front of it, and returns the
+// proxy and its URL.
+func proxied(t *testing.T) (*dropProxy, string) {
+	t.Helper()
+	target := strings.TrimSuffix(strings.TrimPrefix(redistest.Start(t, nil), "redis://"), "/0")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	p := &dropProxy{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(s, c); _ = s.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						if p.armed.CompareAndSwap(true, false) {
+							p.drops.Add(1)
+							_ = s.Close()
+							return
+						}
+						if _, err := c.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return p, "redis://" + l.Addr().String() + "/0"
+}
+
+// warm runs each script once, so that the calls under test are one
+// EVALSHA each.
+func warm(t *testing.T, s *redisstore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	for _, k := range []string{"warm-1", "warm-2"} {
+		res, err := s.Begin(ctx, request(k))
+		if err != nil || res.Outcome != engine.Proceed {
+			t.Fatalf("warm-up: %v %v", res.Outcome, err)
+		}
+		if k == "warm-1" {
+			err = res.Claim.Complete(ctx, engine.Response{Status: 200})
+		} else {
+			err = res.Claim.Release(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestLostReplies: every script answers a repeat of its own call (a
+// client resending a command whose reply was lost) as it answered the
+// call, so a lost reply changes nothing the caller sees.
+func TestLostReplies(t *testing.T) {
+	p, url := proxied(t)
+	s := openStore(t, url, redisstore.Options{Prefix: "lost:", Lease: 2 * time.Second})
+	warm(t, s)
+	ctx := context.Background()
+	lose := func(what string, f func() error) {
+		t.Helper()
+		p.armed.Store(true)
+		before := p.drops.Load()
+		if err := f(); err != nil {
+			t.Fatalf("%s after a lost reply: %v", what, err)
+		}
+		if p.drops.Load() != before+1 {
+			t.Fatalf("%s: no reply was lost", what)
+		}
+	}
+
+	for _, wait := range []engine.WaitPolicy{engine.NoWait, engine.Wait} {
+		r := request("begin-" + map[engine.WaitPolicy]string{engine.NoWait: "nowait", engine.Wait: "wait"}[wait])
+		r.Wait = wait
+		var res engine.Result
+		start := time.Now()
+		lose("Begin", func() (err error) { res, err = s.Begin(ctx, r); return err })
+		if res.Outcome != engine.Proceed || res.Recovered || res.Claim.Attempt() != 1 || time.Since(start) > time.Second {
+			t.Fatalf("Begin (%v) whose reply was lost: %v, recovered %v, attempt after %v",
+				wait, res.Outcome, res.Recovered, time.Since(start))
+		}
+		lose("Complete", func() error { return res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte("A")}) })
+		got, err := s.Begin(ctx, r)
+		if err != nil || got.Outcome != engine.Replay || string(got.Record.Body) != "A" {
+			t.Fatalf("after a Complete whose reply was lost: %v %v", got.Outcome, err)
+		}
+	}
+
+	res, err := s.Begin(ctx, request("release"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	lose("Release", func() error { return res.Claim.Release(ctx) })
+	if got, err := s.Begin(ctx, request("release")); err != nil || got.Outcome != engine.Proceed || got.Recovered {
+		t.Fatalf("after a Release whose reply was lost: %v %v", got.Outcome, err)
+	}
+}
+
+// TestCompleteFailures: ctx does not interrupt Complete (as with the
+// embedded engine), and a Complete that Redis refuses gives the claim
+// back, so that a retry runs at once instead of after the lease.
+func TestCompleteFailures(t *testing.T) {
+	url := redistest.Start(t, &redistest.Options{Config: []string{"--proto-max-bulk-len", "1mb"}})
+	s := openStore(t, url, redisstore.Options{Prefix: "fail:"})
+	ctx := context.Background()
+
+	res, err := s.Begin(ctx, request("cancelled"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := res.Claim.Checkpoint(cctx, "charged", []byte("ch_1")); err != nil {
+		t.Fatalf("Checkpoint with a cancelled ctx: %v", err)
+	}
+	if err := res.Claim.Complete(cctx, engine.Response{Status: 200, Body: []byte("A")}); err != nil {
+		t.Fatalf("Complete with a cancelled ctx: %v", err)
+	}
+	if got, err := s.Begin(ctx, request("cancelled")); err != nil || got.Outcome != engine.Replay {
+		t.Fatalf("after it: %v %v", got.Outcome, err)
+	}
+
+	res, err = s.Begin(ctx, request("refused"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	body := make([]byte, 3<<20) // over the server's 1 MB bulk limit, even compressed
+	x := uint32(1)
+	for i := range body {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		body[i] = byte(x)
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: body}); !errors.Is(err, engine.ErrStorage) {
+		t.Fatalf("Complete that Redis refuses: %v; want ErrStorage", err)
+	}
+	got, err := s.Begin(ctx, request("refused"))
+	if err != nil || got.Outcome != engine.Proceed || got.Recovered {
+		t.Fatalf("a retry after the refused Complete: %v (recovered %v) %v; want a fresh Proceed", got.Outcome, got.Recovered, err)
+	}
+	_ = got.Claim.Release(ctx)
+}
+
+// TestDamagedHash: a record hash that lost its key field is reported as
+// ErrCorrupt by Begin and Get, never answered from, and Delete removes it.
+func TestDamagedHash(t *testing.T) {
+	url := redistest.Start(t, nil)
+	s := openStore(t, url, redisstore.Options{Prefix: "dmg:"})
+	ctx := context.Background()
+	res, err := s.Begin(ctx, request("k"))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v %v", res.Outcome, err)
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 200}); err != nil {
+		t.Fatal(err)
+	}
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	keys, err := rc.Keys(ctx, "dmg:*").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys %v %v", keys, err)
+	}
+	if err := rc.HDel(ctx, keys[0], "k").Err(); err != nil {
+		t.Fatal(err)
+	}
+	key := record.Key{Scope: "t", Endpoint: "POST /x", Key: "k"}
+	if _, err := s.Get(ctx, key); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("Get: %v; want ErrCorrupt", err)
+	}
+	if _, err := s.Begin(ctx, request("k")); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("Begin: %v; want ErrCorrupt", err)
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete of the damaged record: %v", err)
+	}
+	if got, err := s.Begin(ctx, request("k")); err != nil || got.Outcome != engine.Proceed {
+		t.Fatalf("after Delete: %v %v", got.Outcome, err)
+	}
+}
+
+// TestOptions: settings that cannot work are refused.
+func TestOptions(t *testing.T) {
+	for _, o := range []redisstore.Options{
+		{Lease: time.Second, RenewEvery: 600 * time.Millisecond}, // a late renewal would lose the key
+		{Lease: time.Millisecond},
+		{MaxHold: -time.Second},
+		{PollInterval: time.Second, MaxPollInterval: time.Millisecond},
+		{Prefix: "a{b}"},
+		{MaxBodySize: -1},
+	} {
+		if _, err := redisstore.New(nil, &o); !errors.Is(err, engine.ErrInvalid) {
+			t.Errorf("New(%+v): %v; want ErrInvalid", o, err)
+		}
+	}
+}
