@@ -70,8 +70,8 @@ type FS struct {
 	mu      sync.Mutex
 	open    map[*walFile]struct{} // guarded by mu
 	closing sync.WaitGroup        // logs being closed in the background
-	err   atomic.Pointer[error] // first WAL failure; set once under mu
-	syncs atomic.Uint64
+	err     atomic.Pointer[error] // first WAL failure; set once under mu
+	syncs   atomic.Uint64
 }
 
 // New wraps inner.
