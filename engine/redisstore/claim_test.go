@@ -38,10 +38,7 @@ func TestClaimOutlivesTTL(t *testing.T) {
 	o := redisstore.Options{TTL: 100 * time.Millisecond, Lease: 150 * time.Millisecond, RenewEvery: 30 * time.Millisecond, Prefix: "ttl:"}
 	a, b := openStore(t, url, o), openStore(t, url, o)
 	ctx := context.Background()
-	res, err := a.Begin(ctx, request("k"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res := proceed(t, a, "k")
 	for range 5 { // 500ms: five TTLs, three leases
 		time.Sleep(100 * time.Millisecond)
 		if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
@@ -63,10 +60,7 @@ func TestMaxHold(t *testing.T) {
 	o := redisstore.Options{Lease: 150 * time.Millisecond, RenewEvery: 30 * time.Millisecond, MaxHold: 300 * time.Millisecond, Prefix: "hold:"}
 	a, b := openStore(t, url, o), openStore(t, url, o)
 	ctx := context.Background()
-	res, err := a.Begin(ctx, request("k"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res := proceed(t, a, "k")
 	time.Sleep(200 * time.Millisecond) // past one Lease: renewals hold it
 	if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
 		t.Fatalf("within MaxHold: %v %v; want InFlight", got.Outcome, err)
@@ -143,4 +137,15 @@ func TestCloseDuringBegin(t *testing.T) {
 		mu.Unlock()
 		wg.Wait()
 	}
+}
+
+// proceed begins a request for the new key k on s and fails the test
+// unless it proceeds.
+func proceed(t *testing.T, s *redisstore.Store, k string) engine.Result {
+	t.Helper()
+	res, err := s.Begin(context.Background(), request(k))
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin(%s): %v %v; want Proceed", k, res.Outcome, err)
+	}
+	return res
 }

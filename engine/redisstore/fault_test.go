@@ -131,10 +131,7 @@ func TestLostReplies(t *testing.T) {
 		}
 	}
 
-	res, err := s.Begin(ctx, request("release"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res := proceed(t, s, "release")
 	lose("Release", func() error { return res.Claim.Release(ctx) })
 	if got, err := s.Begin(ctx, request("release")); err != nil || got.Outcome != engine.Proceed || got.Recovered {
 		t.Fatalf("after a Release whose reply was lost: %v %v", got.Outcome, err)
@@ -149,10 +146,7 @@ func TestCompleteFailures(t *testing.T) {
 	s := openStore(t, url, redisstore.Options{Prefix: "fail:"})
 	ctx := context.Background()
 
-	res, err := s.Begin(ctx, request("cancelled"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res := proceed(t, s, "cancelled")
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := res.Claim.Checkpoint(cctx, "charged", []byte("ch_1")); err != nil {
@@ -165,10 +159,7 @@ func TestCompleteFailures(t *testing.T) {
 		t.Fatalf("after it: %v %v", got.Outcome, err)
 	}
 
-	res, err = s.Begin(ctx, request("refused"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res = proceed(t, s, "refused")
 	body := make([]byte, 3<<20) // over the server's 1 MB bulk limit, even compressed
 	x := uint32(1)
 	for i := range body {
@@ -193,10 +184,7 @@ func TestDamagedHash(t *testing.T) {
 	url := redistest.Start(t, nil)
 	s := openStore(t, url, redisstore.Options{Prefix: "dmg:"})
 	ctx := context.Background()
-	res, err := s.Begin(ctx, request("k"))
-	if err != nil || res.Outcome != engine.Proceed {
-		t.Fatalf("Begin: %v %v", res.Outcome, err)
-	}
+	res := proceed(t, s, "k")
 	if err := res.Claim.Complete(ctx, engine.Response{Status: 200}); err != nil {
 		t.Fatal(err)
 	}
