@@ -105,7 +105,6 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	e.st.begins.Add(1)
 	wait := req.Wait
 	if wait == DefaultWait {
 		wait = e.opts.Wait
@@ -117,6 +116,7 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	// allocate; it is copied into a string only when it must be stored.
 	h := xxhash.Sum64(*kb)
 	s := &e.stripes[h&e.mask]
+	first := true
 	for {
 		now := e.clock.Now()
 		s.mu.Lock()
@@ -124,18 +124,30 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 		// key (a lookup, Delete) removes its cached record first, under
 		// the same lock. So a cache hit needs no other lookup.
 		if r := s.cache.get(*kb); r != nil {
-			s.mu.Unlock()
-			if res, ok := e.answerStored(r, req, now); ok {
-				e.st.cacheHits.Add(1)
+			if res, ok := answerStored(r, req, now); ok {
+				// Counted in the stripe, under the lock already held:
+				// shared atomic counters cost more than the rest of a
+				// hit when every core increments them.
+				if first {
+					s.n.begins++
+				}
+				s.n.cacheHits++
+				if res.Outcome == Replay {
+					s.n.replays++
+				} else {
+					s.n.conflicts++
+				}
+				s.mu.Unlock()
 				return res, nil
 			}
 			// Expired: forget it and look in storage.
-			s.mu.Lock()
-			if s.cache.get(*kb) == r {
-				s.cache.remove(string(*kb))
-			}
+			s.cache.remove(string(*kb))
 			s.mu.Unlock()
 			continue
+		}
+		if first {
+			first = false
+			e.st.begins.Add(1)
 		}
 		if c := s.calls[string(*kb)]; c != nil {
 			if c.expiredLocked(now) {
@@ -268,14 +280,25 @@ func (s *stripe) abandon(ek string, c *call) {
 // answerStored turns a completed record (shared, read-only) into Replay or
 // Conflict for req; ok is false if the record has expired at now.
 func (e *Engine) answerStored(r *record.Record, req Request, now time.Time) (Result, bool) {
+	res, ok := answerStored(r, req, now)
+	switch {
+	case !ok:
+	case res.Outcome == Replay:
+		e.st.replays.Add(1)
+	default:
+		e.st.conflicts.Add(1)
+	}
+	return res, ok
+}
+
+// answerStored is Engine.answerStored without the counting.
+func answerStored(r *record.Record, req Request, now time.Time) (Result, bool) {
 	if r.Expired(now) {
 		return Result{}, false
 	}
 	if r.Fingerprint != req.Fingerprint {
-		e.st.conflicts.Add(1)
 		return Result{Outcome: Conflict, Record: r.WithoutBody(), OriginalRequestID: r.RequestID}, true
 	}
-	e.st.replays.Add(1)
 	return Result{Outcome: Replay, Record: r}, true
 }
 

@@ -719,3 +719,26 @@ func TestDiskBytesCountsEveryFile(t *testing.T) {
 		t.Errorf("DiskBytes after reopen = %d; the directory's files hold %d", got, want)
 	}
 }
+
+// TestStatsCounts checks the counters Stats adds up, some of which are
+// kept per stripe (answers from the cache) and some engine-wide.
+func TestStatsCounts(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	ctx := context.Background()
+	res := begin(t, e, req("k", "a"))
+	mustOutcome(t, res, engine.Proceed)
+	if err := res.Claim.Complete(ctx, response("A")); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mustOutcome(t, begin(t, e, req("k", "a")), engine.Replay)
+	}
+	mustOutcome(t, begin(t, e, req("k", "b")), engine.Conflict)
+	mustOutcome(t, begin(t, e, req("other", "a")), engine.Proceed)
+	st := e.Stats()
+	got := [...]uint64{st.Begins, st.Proceeds, st.Replays, st.Conflicts, st.CacheHits, st.Completes}
+	want := [...]uint64{6, 2, 3, 1, 4, 1}
+	if got != want {
+		t.Fatalf("Begins, Proceeds, Replays, Conflicts, CacheHits, Completes = %v; want %v", got, want)
+	}
+}

@@ -422,6 +422,16 @@ func (e *Engine) Stats() Stats {
 		LowGeneration: e.lowGen.Load(), HighGeneration: e.maxGen.Load(),
 		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),
 	}
+	for i := range e.stripes {
+		st := &e.stripes[i]
+		st.mu.Lock()
+		n := st.n
+		st.mu.Unlock()
+		s.Begins += n.begins
+		s.CacheHits += n.cacheHits
+		s.Replays += n.replays
+		s.Conflicts += n.conflicts
+	}
 	if e.acquire() == nil {
 		s.DiskBytes = e.diskBytes()
 		e.release()

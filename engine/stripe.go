@@ -12,6 +12,13 @@ type stripe struct {
 	mu    paddedMutex
 	calls map[string]*call // in-flight lookups and claims by encoded key; guarded by mu
 	cache recentCache      // guarded by mu
+	n     hitCounts        // guarded by mu
+}
+
+// hitCounts are the counters of Begins answered from a stripe's cache;
+// Stats adds them to the engine's.
+type hitCounts struct {
+	begins, cacheHits, replays, conflicts uint64
 }
 
 func (s *stripe) init(cacheBudget int) {
