@@ -112,6 +112,13 @@ type Config struct {
 	// a distinct key. Default 20000.
 	Ops int
 
+	// Keys is, for the replay, replay-cold and conflict workloads, how
+	// many stored keys the operations cycle through (operation i retries
+	// key i mod Keys): a run of many operations whose keys all fit in
+	// idemkv's cache of recent records measures long enough for a stable
+	// ratio. Default Ops, every retry on a key of its own.
+	Keys int
+
 	// Records is the number of completed records that every system
 	// holds before it is measured, stored without being measured, so that
 	// the cost of a larger store shows. Default 0.
@@ -168,8 +175,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: unknown workload %d", ErrInvalid, uint8(c.Workload))
 	case c.Durability > engine.Relaxed:
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, uint8(c.Durability))
-	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0:
-		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops or Records", ErrInvalid)
+	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0 || c.Keys < 0:
+		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops, Keys or Records", ErrInvalid)
+	case c.Keys > 0 && !c.Workload.retries():
+		return c, fmt.Errorf("%w: Keys needs the replay, replay-cold or conflict workload", ErrInvalid)
 	case c.Backend != "" && c.Backend != "pebble" && c.Backend != "redis":
 		return c, fmt.Errorf("%w: unknown backend %q (want pebble or redis)", ErrInvalid, c.Backend)
 	case c.Backend == "redis" && c.Redis == "":
@@ -192,6 +201,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.Ops = DefaultOps
 	}
 	c.Concurrency = min(c.Concurrency, c.Ops)
+	if c.Workload.retries() && (c.Keys == 0 || c.Keys > c.Ops) {
+		c.Keys = c.Ops
+	}
 	return c, nil
 }
 
@@ -304,10 +316,10 @@ func runSystem(ctx context.Context, name string, open func(prefill bool) (system
 		base := cfg.Records + k*cfg.Ops
 		d.setWindow(base, cfg.Ops)
 		if sc.Workload.retries() {
-			if err := s.load(ctx, base, base+cfg.Ops, cfg.Progress); err != nil {
+			if err := s.load(ctx, base, base+cfg.Keys, cfg.Progress); err != nil {
 				return fmt.Errorf("store the keys to retry: %w", err)
 			}
-			stored += cfg.Ops
+			stored += cfg.Keys
 		}
 		// The step before settled after its phase.
 		if k == 0 || sc.Workload.retries() {
@@ -418,6 +430,10 @@ func measure(ctx context.Context, name string, s system, cfg Config, d *dataset,
 // opFor returns the operation that cfg's workload performs on s. Each
 // counts what it asks for in the worker's intended outcomes.
 func opFor(s system, cfg Config) func(*worker, int) error {
+	keyOf := func(i int) int { return i } // the key a retry operation uses
+	if cfg.Keys > 0 {
+		keyOf = func(i int) int { return i % cfg.Keys }
+	}
 	switch cfg.Workload {
 	case Fresh:
 		return func(w *worker, i int) error {
@@ -427,7 +443,7 @@ func opFor(s system, cfg Config) func(*worker, int) error {
 	case Conflict:
 		return func(w *worker, i int) error {
 			w.intended.Conflict++
-			return s.retry(w, i, true)
+			return s.retry(w, keyOf(i), true)
 		}
 	case Mixed:
 		replay, retry := cfg.ReplayRatio, cfg.ReplayRatio+cfg.ConflictRatio
@@ -451,7 +467,7 @@ func opFor(s system, cfg Config) func(*worker, int) error {
 	}
 	return func(w *worker, i int) error {
 		w.intended.Replay++
-		return s.retry(w, i, false)
+		return s.retry(w, keyOf(i), false)
 	}
 }
 

@@ -35,7 +35,8 @@
 //	             above: see below
 //
 // The replay and conflict workloads first store every key they will ask
-// for (not measured), then ask for each once. The baselines keep no
+// for (not measured), then ask for each once, or, with Config.Keys, cycle
+// through that many keys (so that a long run's keys fit idemkv's cache). The baselines keep no
 // fingerprint, so for them a conflict costs what a replay does.
 //
 // In the mixed workload each goroutine draws from its own random sequence,

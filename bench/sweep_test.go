@@ -222,3 +222,29 @@ func TestProgress(t *testing.T) {
 		t.Errorf("a short phase printed %q; want nothing", out.String())
 	}
 }
+
+// TestRunKeys: with Keys, retries cycle through that many stored keys,
+// and every system finds each one.
+func TestRunKeys(t *testing.T) {
+	const ops, keys = 2000, 50
+	for _, wl := range []Workload{Replay, Conflict} {
+		rep, err := Run(context.Background(), Config{
+			Workload: wl, Durability: engine.Relaxed, Concurrency: 8, BodySize: 300, Ops: ops, Keys: keys, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatalf("%v: %v", wl, err)
+		}
+		want := Outcomes{Replay: ops}
+		if wl == Conflict {
+			want = Outcomes{Conflict: ops}
+		}
+		if got := rep.Results[0].Outcomes; got != want {
+			t.Errorf("%v: idemkv answered %+v; want %+v", wl, got, want)
+		}
+		if len(rep.Results) != 3 {
+			t.Errorf("%v: %d systems measured; want 3", wl, len(rep.Results))
+		}
+	}
+	if _, err := Run(context.Background(), Config{Workload: Fresh, Keys: keys, Dir: t.TempDir()}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Keys with the fresh workload: %v; want ErrInvalid", err)
+	}
+}

@@ -49,6 +49,7 @@ func runBench(args []string) error {
 			return err
 		})
 	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "measured operations per system and concurrency (with -churn: inserts)")
+	fs.IntVar(&cfg.Keys, "keys", 0, "with a retry workload (replay, replay-cold, conflict), the number `n` of stored keys the operations cycle through (default: -ops, one key each)")
 	fs.IntVar(&cfg.Records, "records", 0, "number `n` of completed records every system holds before it is measured (stored unmeasured)")
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` in which to create the temporary data directories (default the system's temporary directory)")
 	baselines := fs.Bool("baselines", true, "also measure the map and raw Pebble baselines")
