@@ -151,14 +151,9 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 		}
 		if c := s.calls[string(*kb)]; c != nil {
 			if c.expiredLocked(now) {
-				// The holder outlived its lease: take the key over. Its
-				// lease record stays in storage until the lookup below
-				// replaces it, and its Complete will fail.
-				delete(s.calls, string(*kb))
-				c.lost = true
-				s.mu.Unlock()
-				e.st.leasesExpired.Add(1)
-				c.resolve(retry, nil)
+				// Its lease record stays in storage until the lookup
+				// below replaces it.
+				e.takeOverUnlock(s, string(*kb), c)
 				continue
 			}
 			if c.kind == claimCall {

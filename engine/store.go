@@ -150,13 +150,7 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
 		s.mu.Lock()
 		if c := s.calls[ek]; c != nil {
 			if c.expiredLocked(e.clock.Now()) {
-				// The holder outlived its lease: take the key from it,
-				// as Begin would, so that its Complete fails.
-				delete(s.calls, ek)
-				c.lost = true
-				s.mu.Unlock()
-				e.st.leasesExpired.Add(1)
-				c.resolve(retry, nil)
+				e.takeOverUnlock(s, ek, c)
 				continue
 			}
 			s.mu.Unlock()

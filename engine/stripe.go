@@ -83,6 +83,18 @@ func (c *call) resolve(res callResult, rec *record.Record) {
 	close(c.done)
 }
 
+// takeOverUnlock takes key ek from claim c, whose holder outlived its
+// lease (expiredLocked): c's Complete, Checkpoint and Release then fail
+// with ErrLeaseLost, and its waiters wake to look again. It is called
+// with s.mu held and unlocks it.
+func (e *Engine) takeOverUnlock(s *stripe, ek string, c *call) {
+	delete(s.calls, ek)
+	c.lost = true
+	s.mu.Unlock()
+	e.st.leasesExpired.Add(1)
+	c.resolve(retry, nil)
+}
+
 // expiredLocked reports whether a claim's in-process lease ran out.
 func (c *call) expiredLocked(now time.Time) bool {
 	return c.kind == claimCall && !c.completing && !c.saving && now.UnixNano() >= c.leaseUntil

@@ -20,11 +20,7 @@ import (
 func BenchmarkRedisStore(b *testing.B) {
 	url := redistest.Start(b, nil)
 	ctx := context.Background()
-	st, err := redisstore.Open(ctx, url, &redisstore.Options{Prefix: fmt.Sprintf("bench%d:", prefixes.Add(1))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(b, url, redisstore.Options{Prefix: fmt.Sprintf("bench%d:", prefixes.Add(1))})
 	body := make([]byte, 2048)
 	for i := range body {
 		body[i] = 'a' + byte(i%26)

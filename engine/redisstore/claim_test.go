@@ -14,7 +14,8 @@ import (
 	"github.com/idemkv/idemkv/record"
 )
 
-func openStore(t *testing.T, url string, o redisstore.Options) *redisstore.Store {
+// openStore opens a Store on the server at url, closed when t ends.
+func openStore(t testing.TB, url string, o redisstore.Options) *redisstore.Store {
 	t.Helper()
 	s, err := redisstore.Open(context.Background(), url, &o)
 	if err != nil {

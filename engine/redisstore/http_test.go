@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -31,12 +30,7 @@ func TestTwoReplicasOverHTTP(t *testing.T) {
 	})
 	var replicas []*httptest.Server
 	for range 2 {
-		s, err := redisstore.Open(context.Background(), url, &redisstore.Options{Prefix: "http:"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		m, err := idemhttp.New(s, nil)
+		m, err := idemhttp.New(openStore(t, url, redisstore.Options{Prefix: "http:"}), nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -45,14 +44,7 @@ type redisDeployment struct {
 	first *redisstore.Store
 }
 
-func (d *redisDeployment) open() *redisstore.Store {
-	s, err := redisstore.Open(context.Background(), d.url, &d.o)
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	d.t.Cleanup(func() { _ = s.Close() })
-	return s
-}
+func (d *redisDeployment) open() *redisstore.Store { return openStore(d.t, d.url, d.o) }
 
 func (d *redisDeployment) Store() engine.Store   { return d.first }
 func (d *redisDeployment) Replica() engine.Store { return d.open() }
