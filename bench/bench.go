@@ -97,6 +97,21 @@ type Config struct {
 	// Default 64; at most Ops.
 	Concurrency int
 
+	// Rate, if positive, offers the operations open loop at this many per
+	// second over all goroutines: operation i is due i/Rate seconds after
+	// the start and its goroutine waits until then. An operation that
+	// falls due while its goroutine is still busy with earlier ones counts
+	// its latency from when it was due, not from when it started, so a
+	// system that falls behind the rate shows the queueing delay its
+	// clients would see (no coordinated omission); one that its goroutine
+	// slept until counts from the wake-up (timers wake up to a millisecond
+	// late, which is not the system's doing).
+	// Concurrency then bounds the operations in flight, like a client's
+	// connection pool. Throughput is about Rate for every system that
+	// keeps up, so compare latencies. Default 0: closed loop, each
+	// goroutine starts its next operation when the last one returns.
+	Rate float64
+
 	// BodySize is the size in bytes of each response body (realistic
 	// JSON from package payload, which for sizes from 120 up is at least
 	// this long and a few hundred bytes longer at most). Default 2048.
@@ -175,6 +190,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: unknown workload %d", ErrInvalid, uint8(c.Workload))
 	case c.Durability > engine.Relaxed:
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, uint8(c.Durability))
+	case !(c.Rate >= 0) || math.IsInf(c.Rate, 0):
+		return c, fmt.Errorf("%w: Rate %v: want a finite number of operations per second, or 0", ErrInvalid, c.Rate)
 	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0 || c.Keys < 0:
 		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops, Keys or Records", ErrInvalid)
 	case c.Keys > 0 && !c.Workload.retries():
@@ -385,7 +402,7 @@ func measure(ctx context.Context, name string, s system, cfg Config, d *dataset,
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	label := fmt.Sprintf("%s %s c=%d", name, cfg.Workload, cfg.Concurrency)
-	ws, elapsed, err := parallel(ctx, d.n, cfg.Concurrency, seed, op, cfg.Progress, label)
+	ws, elapsed, err := parallel(ctx, d.n, cfg.Concurrency, cfg.Rate, seed, op, cfg.Progress, label)
 	runtime.ReadMemStats(&after)
 	if err != nil {
 		return Result{System: name}, err
@@ -512,10 +529,13 @@ const progressBatch = 16
 // parallel runs op for operations 0 to n on the given number of
 // goroutines (goroutine g does g, g+goroutines, …) and returns their
 // workers and the wall time from the start signal to the last goroutine's
-// end. Worker g's random numbers are seeded by (seed, g). It stops early
+// end. With rate > 0 the operations are offered open loop: operation i is
+// due i/rate seconds after the start, and its latency counts from then
+// (see Config.Rate). Worker g's random numbers are seeded by (seed, g). It
+// stops early
 // on the first error or when ctx is done, and prints progress to pr (if
 // not nil) as label.
-func parallel(ctx context.Context, n, goroutines int, seed uint64, op func(*worker, int) error, pr io.Writer, label string) ([]*worker, time.Duration, error) {
+func parallel(ctx context.Context, n, goroutines int, rate float64, seed uint64, op func(*worker, int) error, pr io.Writer, label string) ([]*worker, time.Duration, error) {
 	var stop atomic.Bool
 	defer context.AfterFunc(ctx, func() { stop.Store(true) })()
 	ws := make([]*worker, goroutines)
@@ -527,6 +547,7 @@ func parallel(ctx context.Context, n, goroutines int, seed uint64, op func(*work
 		}
 	}
 	start := make(chan struct{})
+	var t0 time.Time // written before start is closed
 	var wg sync.WaitGroup
 	for g, w := range ws {
 		wg.Add(1)
@@ -538,9 +559,24 @@ func parallel(ctx context.Context, n, goroutines int, seed uint64, op func(*work
 				if stop.Load() {
 					return
 				}
-				t0 := time.Now()
+				began := time.Now()
+				if rate > 0 {
+					// Open loop. An operation that falls due while its
+					// goroutine is still busy counts from its due time:
+					// that wait is the system's. One that the goroutine
+					// sleeps until counts from the wake-up, which the
+					// timer makes up to a millisecond late: that wait is
+					// the harness's.
+					due := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+					if d := due.Sub(began); d > 0 {
+						time.Sleep(d)
+						began = time.Now()
+					} else {
+						began = due
+					}
+				}
 				err := op(w, i)
-				w.lat = append(w.lat, time.Since(t0))
+				w.lat = append(w.lat, time.Since(began))
 				if err != nil {
 					errs[g] = err
 					stop.Store(true)
@@ -560,7 +596,7 @@ func parallel(ctx context.Context, n, goroutines int, seed uint64, op func(*work
 		return t
 	}
 	stopProgress := startProgress(pr, label, "ops", n, done)
-	t0 := time.Now()
+	t0 = time.Now()
 	close(start)
 	wg.Wait()
 	elapsed := time.Since(t0)

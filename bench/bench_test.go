@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -149,6 +150,10 @@ func TestConfigDefaults(t *testing.T) {
 		{"negative ops", Config{Ops: -1}, Config{}, true},
 		{"bad workload", Config{Workload: 9}, Config{}, true},
 		{"bad durability", Config{Durability: 9}, Config{}, true},
+		{"negative rate", Config{Rate: -1}, Config{}, true},
+		{"NaN rate", Config{Rate: math.NaN()}, Config{}, true},
+		{"infinite rate", Config{Rate: math.Inf(1)}, Config{}, true},
+		{"rate", Config{Rate: 5000}, Config{Concurrency: 64, BodySize: 2048, Ops: 20000, Rate: 5000}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.in.withDefaults()

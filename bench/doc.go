@@ -47,6 +47,20 @@
 // another body, and otherwise a fresh request. A goroutine's first
 // operation is always fresh, as it has nothing to retry yet.
 //
+// # Closed and open loop
+//
+// By default each goroutine starts its next operation when the last one
+// returns (closed loop): throughput is what the system sustains, and with
+// many more goroutines than cores the latencies are mostly queueing for a
+// core. With [Config.Rate] the operations are offered at a fixed rate
+// instead (open loop): operation i is due i/Rate seconds after the start;
+// if its goroutine is still busy then, its latency counts from the due
+// time, so a system that falls behind shows the delay its clients would
+// see rather than hiding it (no coordinated omission); if the goroutine
+// sleeps until it, from the wake-up. Concurrency bounds the operations in
+// flight. Use it to read
+// latency at a load below saturation.
+//
 // # Prefill
 //
 // With [Config.Records], every system holds that many completed records

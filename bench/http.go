@@ -84,6 +84,8 @@ func RunHTTP(ctx context.Context, cfg Config) (HTTPReport, error) {
 		return HTTPReport{Config: cfg}, fmt.Errorf("%w: the HTTP benchmark runs the fresh or replay workload, not %s", ErrInvalid, cfg.Workload)
 	case cfg.Records != 0:
 		return HTTPReport{Config: cfg}, fmt.Errorf("%w: the HTTP benchmark does not prefill records", ErrInvalid)
+	case cfg.Rate != 0:
+		return HTTPReport{Config: cfg}, fmt.Errorf("%w: the HTTP benchmark runs closed loop (no Rate)", ErrInvalid)
 	}
 	d := newDataset(0, cfg.BodySize)
 	rep := HTTPReport{Config: cfg, BodyLen: len(d.bodies[0]), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0)}
@@ -128,7 +130,7 @@ func pairedHTTP(ctx context.Context, cfg Config, d *dataset, root string) (p Pai
 		}
 	}
 	lat := make([][2]time.Duration, n) // bare, middleware; each i is one goroutine's
-	_, _, err = parallel(ctx, n, cfg.Concurrency, 0, func(w *worker, i int) error {
+	_, _, err = parallel(ctx, n, cfg.Concurrency, 0, 0, func(w *worker, i int) error {
 		id := string(appendID(nil, uint64(i)))
 		order := [2]int{0, 1}
 		if i%2 == 1 {

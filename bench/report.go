@@ -168,6 +168,9 @@ func (r Report) describe(sweep bool) string {
 	if sweep {
 		conc = ""
 	}
+	if c.Rate > 0 {
+		conc += fmt.Sprintf(" rate=%g/s (open loop: latency from each operation's due time)", c.Rate)
+	}
 	line := fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d %s GOMAXPROCS=%d",
 		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS)
 	if r.RedisPersistence != "" {

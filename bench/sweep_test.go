@@ -248,3 +248,58 @@ func TestRunKeys(t *testing.T) {
 		t.Errorf("Keys with the fresh workload: %v; want ErrInvalid", err)
 	}
 }
+
+// TestRunRate: with Rate, operations start no earlier than they are due,
+// so a run cannot finish before its last operation is due, and every
+// operation is measured.
+func TestRunRate(t *testing.T) {
+	const ops, rate = 200, 400.0
+	rep, err := Run(context.Background(), Config{
+		Workload: Fresh, Durability: engine.Relaxed, Concurrency: 8, BodySize: 300, Ops: ops, Rate: rate, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rep.Results[0].Outcomes; got != (Outcomes{Proceed: ops}) {
+		t.Errorf("idemkv answered %+v; want %d proceeds", got, ops)
+	}
+	lastDue := time.Duration(float64(ops-1) / rate * float64(time.Second))
+	for _, res := range rep.Results {
+		if res.Elapsed < lastDue {
+			t.Errorf("%s: measured phase took %v; the last operation was due at %v", res.System, res.Elapsed, lastDue)
+		}
+		if res.Ops != ops {
+			t.Errorf("%s: measured %d operations; want %d", res.System, res.Ops, ops)
+		}
+	}
+	if !strings.Contains(rep.describe(false), "rate=400/s") {
+		t.Errorf("the table's configuration line does not give the rate: %q", rep.describe(false))
+	}
+}
+
+// TestParallelOpenLoop: an operation's latency counts from when it was
+// due, so a system slower than the offered rate shows its clients'
+// queueing delay instead of its service time (no coordinated omission).
+func TestParallelOpenLoop(t *testing.T) {
+	const n, service = 20, 10 * time.Millisecond
+	slow := func(*worker, int) error { time.Sleep(service); return nil }
+	// One goroutine, one operation due every millisecond: operation i
+	// ends no earlier than (i+1) services after the start, so its latency
+	// is at least (i+1)*service - i*1ms.
+	ws, _, err := parallel(context.Background(), n, 1, 1000, 0, slow, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range ws[0].lat {
+		if floor := time.Duration(i+1)*service - time.Duration(i)*time.Millisecond; l < floor {
+			t.Errorf("operation %d: latency %v; it waited behind %d others, so at least %v", i, l, i, floor)
+		}
+	}
+	// Closed loop, the same operations measure their service time alone.
+	ws, _, err = parallel(context.Background(), n, 1, 0, 0, slow, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := ws[0].lat[n-1]; l >= time.Duration(n/2)*service {
+		t.Errorf("closed loop: last latency %v; want its service time (~%v)", l, service)
+	}
+}

@@ -63,6 +63,7 @@ func TestBenchCommandUsage(t *testing.T) {
 		{"-http", "-c", "1,2"},
 		{"-churn", "-chart", "x.svg"},
 		{"-http", "-churn"},
+		{"-http", "-rate", "1000"},
 		{"-ttl", "1s"},
 		{"-csv", "-json"},
 		{"extra"},
