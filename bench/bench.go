@@ -99,17 +99,21 @@ type Config struct {
 
 	// Rate, if positive, offers the operations open loop at this many per
 	// second over all goroutines: operation i is due i/Rate seconds after
-	// the start and its goroutine waits until then. An operation that
-	// falls due while its goroutine is still busy with earlier ones counts
-	// its latency from when it was due, not from when it started, so a
-	// system that falls behind the rate shows the queueing delay its
-	// clients would see (no coordinated omission); one that its goroutine
-	// slept until counts from the wake-up (timers wake up to a millisecond
-	// late, which is not the system's doing).
-	// Concurrency then bounds the operations in flight, like a client's
-	// connection pool. Throughput is about Rate for every system that
-	// keeps up, so compare latencies. Default 0: closed loop, each
-	// goroutine starts its next operation when the last one returns.
+	// the start, and the goroutines take the operations in order as they
+	// become free, like a client's connection pool of Concurrency
+	// connections, each waiting for its operation's due time. An
+	// operation that falls due before any goroutine is free counts its
+	// latency from when it was due, not from when it started, so a system
+	// that falls behind the rate shows the queueing delay its clients
+	// would see (no coordinated omission); one that a goroutine waited for
+	// counts from the wake-up (timers wake up late, by a fraction of a
+	// millisecond or a few when the cores are busy, which is not the
+	// system's doing). Throughput is about Rate for every system that
+	// keeps up, so compare latencies; for a system that does not, the
+	// latencies grow with the length of the run. In open loop, which
+	// goroutine serves which operation depends on timing. A run must be
+	// due within a day (Ops/Rate). Default 0: closed loop, each goroutine
+	// starts its next operation when the last one returns.
 	Rate float64
 
 	// BodySize is the size in bytes of each response body (realistic
@@ -179,6 +183,9 @@ const (
 	DefaultOps         = 20000
 )
 
+// maxRateSpan bounds the time over which Config.Rate spreads a run.
+const maxRateSpan = 24 * time.Hour
+
 // maxRecords bounds Config.Records and Ops: key indexes stay below 2^56
 // (see appendID) with room to spare.
 const maxRecords = 1 << 40
@@ -218,6 +225,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.Ops = DefaultOps
 	}
 	c.Concurrency = min(c.Concurrency, c.Ops)
+	if c.Rate > 0 && float64(c.Ops)/c.Rate > maxRateSpan.Seconds() {
+		return c, fmt.Errorf("%w: %d operations at Rate %v would take over %v", ErrInvalid, c.Ops, c.Rate, maxRateSpan)
+	}
 	if c.Workload.retries() && (c.Keys == 0 || c.Keys > c.Ops) {
 		c.Keys = c.Ops
 	}
@@ -527,17 +537,25 @@ type worker struct {
 const progressBatch = 16
 
 // parallel runs op for operations 0 to n on the given number of
-// goroutines (goroutine g does g, g+goroutines, …) and returns their
-// workers and the wall time from the start signal to the last goroutine's
-// end. With rate > 0 the operations are offered open loop: operation i is
-// due i/rate seconds after the start, and its latency counts from then
-// (see Config.Rate). Worker g's random numbers are seeded by (seed, g). It
-// stops early
-// on the first error or when ctx is done, and prints progress to pr (if
-// not nil) as label.
+// goroutines and returns their workers and the wall time from the start
+// signal to the last goroutine's end. Closed loop (rate 0), goroutine g
+// does operations g, g+goroutines, … one after the other. With rate > 0
+// the operations are offered open loop (see Config.Rate): operation i is
+// due i/rate seconds after the start, and the goroutines take operations
+// in order as they become free, like a pool of connections, each waiting
+// for its operation's due time. Worker g's random numbers are seeded by
+// (seed, g). It stops early on the first error or when ctx is done (also
+// interrupting waits for a due time), and prints progress to pr (if not
+// nil) as label.
 func parallel(ctx context.Context, n, goroutines int, rate float64, seed uint64, op func(*worker, int) error, pr io.Writer, label string) ([]*worker, time.Duration, error) {
 	var stop atomic.Bool
-	defer context.AfterFunc(ctx, func() { stop.Store(true) })()
+	quit := make(chan struct{})
+	var quitOnce sync.Once
+	halt := func() {
+		stop.Store(true)
+		quitOnce.Do(func() { close(quit) })
+	}
+	defer context.AfterFunc(ctx, halt)()
 	ws := make([]*worker, goroutines)
 	errs := make([]error, goroutines)
 	for g := range ws {
@@ -547,29 +565,45 @@ func parallel(ctx context.Context, n, goroutines int, rate float64, seed uint64,
 		}
 	}
 	start := make(chan struct{})
-	var t0 time.Time // written before start is closed
+	var t0 time.Time      // written before start is closed
+	var next atomic.Int64 // open loop: the next operation to take
 	var wg sync.WaitGroup
 	for g, w := range ws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer func() { w.progress.Store(int64(len(w.lat))) }()
+			var timer *time.Timer
+			if rate > 0 {
+				timer = time.NewTimer(time.Hour)
+				timer.Stop()
+			}
 			<-start
-			for i := g; i < n; i += goroutines {
-				if stop.Load() {
+			for k := g; ; k += goroutines {
+				i := k
+				if rate > 0 {
+					i = int(next.Add(1) - 1)
+				}
+				if i >= n || stop.Load() {
 					return
 				}
 				began := time.Now()
 				if rate > 0 {
-					// Open loop. An operation that falls due while its
-					// goroutine is still busy counts from its due time:
-					// that wait is the system's. One that the goroutine
-					// sleeps until counts from the wake-up, which the
-					// timer makes up to a millisecond late: that wait is
-					// the harness's.
+					// An operation that falls due before a goroutine is
+					// free to take it counts from its due time: that wait
+					// is the system's. One that a goroutine waits for
+					// counts from the wake-up, which the timer makes late
+					// (typically by a fraction of a millisecond, a few
+					// when the cores are busy): that wait is the
+					// harness's.
 					due := t0.Add(time.Duration(float64(i) / rate * float64(time.Second)))
 					if d := due.Sub(began); d > 0 {
-						time.Sleep(d)
+						timer.Reset(d)
+						select {
+						case <-timer.C:
+						case <-quit:
+							return
+						}
 						began = time.Now()
 					} else {
 						began = due
@@ -579,7 +613,7 @@ func parallel(ctx context.Context, n, goroutines int, rate float64, seed uint64,
 				w.lat = append(w.lat, time.Since(began))
 				if err != nil {
 					errs[g] = err
-					stop.Store(true)
+					halt()
 					return
 				}
 				if len(w.lat)%progressBatch == 0 {

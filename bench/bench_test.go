@@ -153,6 +153,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"negative rate", Config{Rate: -1}, Config{}, true},
 		{"NaN rate", Config{Rate: math.NaN()}, Config{}, true},
 		{"infinite rate", Config{Rate: math.Inf(1)}, Config{}, true},
+		{"a run over a day", Config{Ops: 100, Rate: 1e-3}, Config{}, true},
 		{"rate", Config{Rate: 5000}, Config{Concurrency: 64, BodySize: 2048, Ops: 20000, Rate: 5000}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,6 +84,9 @@ func (s Sweep) WriteChart(w io.Writer) error {
 	}
 	title := fmt.Sprintf("idemkv bench: %s, %s, %d B bodies, %s ops, %s prefilled records, GOMAXPROCS=%d",
 		wl, c.Durability, s[0].BodyLen, group(float64(c.Ops)), group(float64(c.Records)), s[0].GOMAXPROCS)
+	if c.Rate > 0 {
+		title += fmt.Sprintf(", open loop at %s ops/s", group(c.Rate))
+	}
 	fmt.Fprintf(&b, `<text x="%d" y="24" text-anchor="middle" font-size="15">%s</text>`+"\n", chartW/2, esc(title))
 
 	// The legend.

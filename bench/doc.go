@@ -53,13 +53,14 @@
 // returns (closed loop): throughput is what the system sustains, and with
 // many more goroutines than cores the latencies are mostly queueing for a
 // core. With [Config.Rate] the operations are offered at a fixed rate
-// instead (open loop): operation i is due i/Rate seconds after the start;
-// if its goroutine is still busy then, its latency counts from the due
-// time, so a system that falls behind shows the delay its clients would
-// see rather than hiding it (no coordinated omission); if the goroutine
-// sleeps until it, from the wake-up. Concurrency bounds the operations in
-// flight. Use it to read
-// latency at a load below saturation.
+// instead (open loop): operation i is due i/Rate seconds after the start,
+// and the goroutines take operations in order as they become free, like a
+// pool of Concurrency connections. An operation that falls due before any
+// goroutine is free counts its latency from its due time, so a system that
+// falls behind shows the delay its clients would see rather than hiding it
+// (no coordinated omission); one that a goroutine waited for counts from
+// the wake-up, as timers wake up late. Use it to read latency at a load
+// below saturation.
 //
 // # Prefill
 //

@@ -273,7 +273,7 @@ func (r Report) WriteCSV(w io.Writer) error { return Sweep{r}.WriteCSV(w) }
 // as Report.WriteCSV does.
 func (s Sweep) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
-	_ = cw.Write([]string{"workload", "replay_ratio", "conflict_ratio", "durability", "concurrency", "body_size",
+	_ = cw.Write([]string{"workload", "replay_ratio", "conflict_ratio", "durability", "concurrency", "rate", "body_size",
 		"body_len", "prefill_records", "system", "ops", "elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns",
 		"allocs_per_op", "bytes_written_per_op", "write_amp", "records", "disk_bytes_per_record", "idemkv_ratio"})
 	for _, r := range s {
@@ -284,7 +284,7 @@ func (s Sweep) WriteCSV(w io.Writer) error {
 				ratio = r.Ratio(res.System)
 			}
 			_ = cw.Write([]string{c.Workload.String(), ftoa(c.ReplayRatio, 3), ftoa(c.ConflictRatio, 3),
-				c.Durability.String(), strconv.Itoa(c.Concurrency), strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen),
+				c.Durability.String(), strconv.Itoa(c.Concurrency), strconv.FormatFloat(c.Rate, 'g', -1, 64), strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen),
 				strconv.Itoa(c.Records), res.System, strconv.Itoa(res.Ops),
 				strconv.FormatInt(int64(res.Elapsed), 10), ftoa(res.OpsPerSec, 0),
 				strconv.FormatInt(int64(res.P50), 10), strconv.FormatInt(int64(res.P99), 10),

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -274,6 +276,18 @@ func TestRunRate(t *testing.T) {
 	if !strings.Contains(rep.describe(false), "rate=400/s") {
 		t.Errorf("the table's configuration line does not give the rate: %q", rep.describe(false))
 	}
+	var cs bytes.Buffer
+	if err := rep.WriteCSV(&cs); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&cs).ReadAll()
+	if err != nil || len(recs) < 2 {
+		t.Fatalf("csv: %v, %d records", err, len(recs))
+	}
+	col := slices.Index(recs[0], "rate")
+	if col < 0 || recs[1][col] != "400" {
+		t.Errorf("csv: rate column %d in %v, first row %v; want 400", col, recs[0], recs[1])
+	}
 }
 
 // TestParallelOpenLoop: an operation's latency counts from when it was
@@ -294,12 +308,75 @@ func TestParallelOpenLoop(t *testing.T) {
 			t.Errorf("operation %d: latency %v; it waited behind %d others, so at least %v", i, l, i, floor)
 		}
 	}
-	// Closed loop, the same operations measure their service time alone.
-	ws, _, err = parallel(context.Background(), n, 1, 0, 0, slow, nil, "")
+	// Closed loop, the same operations measure their service time alone:
+	// one goroutine's latencies do not overlap, so they add up to no more
+	// than the run.
+	ws, elapsed, err := parallel(context.Background(), n, 1, 0, 0, slow, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l := ws[0].lat[n-1]; l >= time.Duration(n/2)*service {
-		t.Errorf("closed loop: last latency %v; want its service time (~%v)", l, service)
+	var sum time.Duration
+	for _, l := range ws[0].lat {
+		sum += l
+	}
+	if sum > elapsed {
+		t.Errorf("closed loop: latencies add up to %v in a run of %v; each should be its own service time", sum, elapsed)
+	}
+}
+
+// TestParallelOpenLoopPool: in open loop a free goroutine takes the next
+// operation, so one stuck operation holds up no other while goroutines
+// are free.
+func TestParallelOpenLoopPool(t *testing.T) {
+	const n = 40
+	var others atomic.Int64
+	othersDone := make(chan struct{})
+	op := func(w *worker, i int) error {
+		if i == 0 {
+			<-othersDone // stuck until every other operation is served
+			return nil
+		}
+		if others.Add(1) == n-1 {
+			close(othersDone)
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		// 4 goroutines, an operation due every millisecond. Were
+		// operations dealt to goroutines in turn, operation 4 would wait
+		// for the stuck goroutine forever.
+		_, _, err := parallel(context.Background(), n, 4, 1000, 0, op, nil, "")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("stuck: %d of %d other operations served while operation 0 waited for them", others.Load(), n-1)
+	}
+}
+
+// TestParallelCancelWhileWaiting: cancelling the run interrupts a wait
+// for a far due time.
+func TestParallelCancelWhileWaiting(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// One operation every 1000 s: all but the first wait that long.
+		_, _, err := parallel(ctx, 4, 4, 0.001, 0, func(*worker, int) error { return nil }, nil, "")
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("got %v; want context.Canceled", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the run did not stop when cancelled")
 	}
 }

@@ -42,7 +42,7 @@ func runBench(args []string) error {
 		conc, err = parseInts(s)
 		return err
 	})
-	fs.Float64Var(&cfg.Rate, "rate", 0, "offer the operations open loop at `n` per second (latency counts from each one's due time; -c bounds those in flight); default closed loop")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "offer the operations open loop at `n` per second, -c goroutines taking them as they are free (an operation that finds none free counts its latency from its due time); default closed loop")
 	fs.IntVar(&cfg.BodySize, "size", bench.DefaultBodySize, "response body size in `bytes` (realistic JSON)")
 	fs.Func("durability", "idemkv's `mode`: synced or relaxed; raw Pebble commits with Sync or NoSync to match (default synced)",
 		func(s string) (err error) {
@@ -84,7 +84,7 @@ func runBench(args []string) error {
 		problem = "at most one of -http and -churn"
 	case (*overHTTP || *churn) && (len(conc) != 1 || *chart != ""):
 		problem = "-http and -churn measure one concurrency, and draw no chart"
-	case (*overHTTP || *churn) && set["rate"]:
+	case (*overHTTP || *churn) && cfg.Rate != 0:
 		problem = "-rate goes with neither -http nor -churn"
 	case !*churn && (set["ttl"] || set["width"] || set["duration"]):
 		problem = "-ttl, -width and -duration go with -churn"

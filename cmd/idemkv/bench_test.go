@@ -64,6 +64,7 @@ func TestBenchCommandUsage(t *testing.T) {
 		{"-churn", "-chart", "x.svg"},
 		{"-http", "-churn"},
 		{"-http", "-rate", "1000"},
+		{"-churn", "-rate", "1000"},
 		{"-ttl", "1s"},
 		{"-csv", "-json"},
 		{"extra"},
