@@ -133,9 +133,9 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 // it runs as new. It refuses with ErrInFlight while a request of this
 // process holds the key's claim within its lease; a claim past its lease,
 // or an interrupted one (left by a crash), is deleted, and its holder's
-// Complete then fails with ErrLeaseLost. It returns ErrNotFound if no live record existed (expired
-// copies are removed all the same). In the Synced mode it returns once the
-// deletion is durable.
+// Complete then fails with ErrLeaseLost. It returns ErrNotFound if no live
+// record existed (expired copies are removed all the same). In the Synced
+// mode it returns once the deletion is durable.
 func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
 	if err := key.Validate(); err != nil {
 		return err
