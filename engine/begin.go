@@ -361,18 +361,32 @@ func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, 
 // operating system (see package walfs); durable commits also wait for an
 // fsync in the Synced mode.
 //
+// A durable commit in the Synced mode does not wait for Pebble's log
+// writer itself: the group fsync it waits for first has the log writer
+// write everything committed so far (see syncLog), so a group of requests
+// waits for one hand-off to the log writer instead of one each. Measured
+// at 64 goroutines (idemkv bench, alternating builds): +9 to +23 % fresh
+// requests per second.
+//
 // A commit whose log write failed (see package walfs) is visible in
 // Pebble's memtable but not in its log; the engine stops (ErrFailed) at
-// once so that nothing after it is acknowledged or read back.
+// once so that nothing after it is acknowledged or read back. (Durable
+// commits learn of it from the fsync, which fails with it.) The record
+// is not read back meanwhile: its key stays claimed until commit returns.
 func (e *Engine) commit(b *pebble.Batch, durable bool) (err error) {
 	defer e.guard(&err)
-	if err := e.db.Apply(b, pebble.Sync); err != nil {
+	synced := durable && e.opts.Durability == Synced
+	wo := pebble.Sync
+	if synced {
+		wo = pebble.NoSync
+	}
+	if err := e.db.Apply(b, wo); err != nil {
 		return storageErr("write", err)
 	}
 	if err := e.fs.Err(); err != nil {
 		return e.halt(err)
 	}
-	if durable && e.opts.Durability == Synced {
+	if synced {
 		if err := e.fsync.Sync(); err != nil {
 			return e.halt(err)
 		}

@@ -71,9 +71,13 @@
 //
 // The engine decides the fsyncs itself: it wraps Pebble's filesystem so that
 // a commit with pebble.Sync returns once the log is written, and fsyncs the
-// log once for all the commits that wait (group commit). Plain
-// pebble.NoSync is not used because it returns while the bytes are still in
-// Pebble's own memory, where a process crash loses them.
+// log once for all the commits that wait (group commit). A commit with
+// pebble.NoSync returns while its bytes are still in Pebble's own memory,
+// where a process crash loses them, so it is used only for a Synced mode
+// completion, which then waits for the group fsync: that first commits an
+// empty log entry with pebble.Sync, which has Pebble write everything
+// before it, so one hand-off to Pebble's log writer serves the whole
+// group. TestPowerLoss checks the result against a simulated power loss.
 //
 // # The hot path
 //

@@ -45,6 +45,9 @@ type Engine struct {
 	filt    keyFilters
 
 	fsync groupSync
+	// logDB is db while Pebble is open: the group fsync (syncLog) writes
+	// through it in the Synced mode.
+	logDB atomic.Pointer[pebble.DB]
 
 	// lowGen is the lowest generation that may hold records (everything
 	// below has been dropped); maxGen the highest seen. Both are hints
@@ -98,7 +101,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 		mask:    uint64(opts.Stripes - 1),
 		stop:    make(chan struct{}),
 	}
-	e.fsync.start(e.fs.SyncWAL)
+	e.fsync.start(e.syncLog)
 	opened := false
 	defer func() {
 		if !opened {
@@ -206,6 +209,7 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 	if e.db, err = pebble.Open(e.dir, po); err != nil {
 		return err
 	}
+	e.logDB.Store(e.db)
 	created, err := e.loadMeta()
 	if err != nil {
 		return err
@@ -228,11 +232,40 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 	return e.Err()
 }
 
+// syncLog is the group fsync (the function e.fsync runs): when it returns
+// nil, everything committed before it began is on stable storage.
+//
+// In the Synced mode durable commits return before Pebble's log writer has
+// written them (see commit), so syncLog first commits an empty log entry
+// with pebble.Sync, which returns once the log writer has written
+// everything before it to the operating system (the log is written in
+// commit order, and a log that Pebble switches away from is written out
+// before the next one starts). Then it fsyncs the logs. A store that has
+// stopped is not written to: its error is returned instead.
+func (e *Engine) syncLog() (err error) {
+	if e.opts.Durability == Synced {
+		if p := e.failure.Load(); p != nil {
+			return *p
+		}
+		if db := e.logDB.Load(); db != nil {
+			err := func() (err error) {
+				defer e.guard(&err)
+				return db.LogData(nil, pebble.Sync)
+			}()
+			if err != nil {
+				return storageErr("write", err)
+			}
+		}
+	}
+	return e.fs.SyncWAL()
+}
+
 // closeDB closes Pebble. After a storage failure Pebble may be wedged (a
 // background goroutine ended by Fatalf, a commit that never finishes), so
 // then it waits at most failedCloseWait and leaves the rest to the
 // process's exit.
 func (e *Engine) closeDB() error {
+	e.logDB.Store(nil)
 	if e.failure.Load() == nil {
 		err := e.db.Close()
 		if derr := e.fs.Drain(); err == nil {
@@ -364,7 +397,7 @@ func (e *Engine) Close() error {
 			e.stripes[i].closeAll()
 		}
 		if !e.lockForClose() {
-			e.fsync.stop()
+			e.fsync.stopWithin(failedCloseWait)
 			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the failed store; the directory is released when the process exits)", e.Err())
 			return
 		}

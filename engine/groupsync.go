@@ -1,6 +1,9 @@
 package engine
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // groupSync runs fn (an fsync of the log) on behalf of many callers at
 // once. A caller needs a run of fn that starts after its call began; every
@@ -96,18 +99,33 @@ func (g *groupSync) loop() {
 
 // stop ends the loop after serving every caller already waiting; later
 // Sync calls run fn directly. It is safe to call more than once.
-func (g *groupSync) stop() {
+func (g *groupSync) stop() { g.stopWithin(0) }
+
+// stopWithin is stop that waits at most limit (if limit > 0) for a run in
+// progress, and reports whether the loop ended. A run stuck in a store that
+// has failed is left behind, and so are the callers it serves.
+func (g *groupSync) stopWithin(limit time.Duration) bool {
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
-		return
+		return true
 	}
 	g.stopped = true
 	r := g.pending
 	g.pending = nil
 	g.mu.Unlock()
 	close(g.quit)
-	<-g.done
+	if limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case <-g.done:
+		case <-t.C:
+			return false
+		}
+	} else {
+		<-g.done
+	}
 	if r != nil {
 		// Callers that registered but were not served before the loop
 		// saw quit: serve them here.
@@ -119,4 +137,5 @@ func (g *groupSync) stop() {
 		g.mu.Unlock()
 		close(r.done)
 	}
+	return true
 }

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestGroupSync checks the promise of groupSync: when Sync returns nil, a
@@ -81,5 +82,37 @@ func TestGroupSyncStickyError(t *testing.T) {
 	}
 	if n := runs.Load(); n != 2 {
 		t.Errorf("fn ran %d times; want 2 (never after the failure)", n)
+	}
+}
+
+// TestGroupSyncStopWithin checks that stopWithin gives up on a run that
+// never returns (a store wedged by a failure) instead of hanging Close, and
+// that it waits for a run that does.
+func TestGroupSyncStopWithin(t *testing.T) {
+	stuck, entered := make(chan struct{}), make(chan struct{})
+	defer close(stuck) // lets the abandoned loop exit at the end
+	var g groupSync
+	g.start(func() error { close(entered); <-stuck; return nil })
+	go func() { _ = g.Sync() }() // a caller whose run never ends
+	<-entered
+	start := time.Now()
+	if g.stopWithin(50 * time.Millisecond) {
+		t.Fatal("stopWithin reported the loop ended while its run is stuck")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("stopWithin took %v", d)
+	}
+
+	var h groupSync
+	var runs atomic.Int64
+	h.start(func() error { time.Sleep(20 * time.Millisecond); runs.Add(1); return nil })
+	if err := h.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if !h.stopWithin(10 * time.Second) {
+		t.Fatal("stopWithin gave up on a loop that was idle")
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("fn ran %d times; want 1", n)
 	}
 }
