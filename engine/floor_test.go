@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/idemkv/idemkv/bench/payload"
@@ -44,24 +47,48 @@ func BenchmarkFreshFloor(b *testing.B) {
 				op := map[string]func(string, []byte) error{
 					"engine": e.engineOp, "floor": e.floorOp, "record": e.recordOp,
 				}[path]
-				var next atomic.Uint64
+				var (
+					next atomic.Uint64
+					mu   sync.Mutex
+					lats []time.Duration
+				)
 				b.SetBytes(int64(len(body)))
 				b.ReportAllocs()
 				b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0)))
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					kb := make([]byte, 0, 32)
+					mine := make([]time.Duration, 0, b.N/64+16)
+					defer func() {
+						mu.Lock()
+						lats = append(lats, mine...)
+						mu.Unlock()
+					}()
 					for pb.Next() {
 						kb = strconv.AppendUint(kb[:0], next.Add(1), 10)
+						start := time.Now()
 						if err := op(string(kb), body); err != nil {
 							b.Error(err)
 							return
 						}
+						mine = append(mine, time.Since(start))
 					}
 				})
+				b.StopTimer()
+				reportLatency(b, lats)
 			})
 		}
 	}
+}
+
+// reportLatency reports the median and the 99th percentile of lats.
+func reportLatency(b *testing.B, lats []time.Duration) {
+	if len(lats) == 0 {
+		return
+	}
+	slices.Sort(lats)
+	b.ReportMetric(float64(lats[len(lats)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lats[len(lats)*99/100].Microseconds()), "p99-µs")
 }
 
 func (e *Engine) engineOp(key string, body []byte) error {
