@@ -352,6 +352,15 @@ func decode(b []byte) (*Record, []byte, error) {
 	return r, frame, nil
 }
 
+// inlineHeaders is how many headers a decoded record holds in its own
+// allocation (recordWithHeaders); a response usually has one to three.
+const inlineHeaders = 4
+
+type recordWithHeaders struct {
+	r Record
+	h [inlineHeaders]Header
+}
+
 func decodeHeader(h []byte) (*Record, error) {
 	var m Meta
 	d := decoder{b: h}
@@ -360,19 +369,29 @@ func decodeHeader(h []byte) (*Record, error) {
 		return nil, err
 	}
 	flags := h[1]
-	r := &Record{State: m.State, Fingerprint: m.Fingerprint, Attempt: m.Attempt, Status: status,
-		ExpiresAt: m.ExpiresAt, Lease: m.Lease}
 	// One string holds every text field; the fields are substrings of it.
 	s := string(h)
-	r.RequestID = d.str(s)
-	if n := d.uvarint(); d.err == nil && n > 0 {
-		if n > MaxHeaders {
-			return nil, fmt.Errorf("%w: %d headers", ErrCorrupt, n)
-		}
-		r.Header = make([]Header, n)
-		for i := range r.Header {
-			r.Header[i] = Header{Name: d.str(s), Value: d.str(s)}
-		}
+	reqID := d.str(s)
+	n := d.uvarint()
+	if d.err == nil && n > MaxHeaders {
+		return nil, fmt.Errorf("%w: %d headers", ErrCorrupt, n)
+	}
+	var r *Record
+	var hdr []Header
+	switch {
+	case d.err != nil || n == 0:
+		r = new(Record)
+	case n <= inlineHeaders:
+		// The record and its few headers in one allocation.
+		rh := new(recordWithHeaders)
+		r, hdr = &rh.r, rh.h[:n:n]
+	default:
+		r, hdr = new(Record), make([]Header, n)
+	}
+	*r = Record{State: m.State, RequestID: reqID, Fingerprint: m.Fingerprint, Attempt: m.Attempt,
+		Status: status, Header: hdr, ExpiresAt: m.ExpiresAt, Lease: m.Lease}
+	for i := range hdr {
+		hdr[i] = Header{Name: d.str(s), Value: d.str(s)}
 	}
 	if flags&flagCheckpt != 0 {
 		r.Checkpoint = &Checkpoint{Phase: d.str(s)}
