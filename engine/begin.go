@@ -171,7 +171,7 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 			}
 			s.mu.Unlock()
 			select {
-			case <-c.done:
+			case <-c.wait():
 			case <-ctx.Done():
 				return Result{}, ctx.Err()
 			}
@@ -215,12 +215,7 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 		case m.State == record.Completed && m.Expired(now):
 			// Expired: the key is fresh again.
 		case m.State == record.Completed:
-			r, err := record.Decode(f.val)
-			if err != nil {
-				s.abandon(ek, lc)
-				e.st.corrupt.Add(1)
-				return Result{}, err
-			}
+			r := f.rec
 			s.mu.Lock()
 			delete(s.calls, ek)
 			s.cache.put(ek, r)
@@ -231,11 +226,7 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 		default:
 			// An in-flight record with no claim in memory: its holder is
 			// gone (an earlier process, or a claim that lost its lease).
-			prev, err = record.DecodeMeta(f.val)
-			if err != nil {
-				s.abandon(ek, lc)
-				return Result{}, err
-			}
+			prev = f.rec
 			if m.Fingerprint != req.Fingerprint {
 				s.abandon(ek, lc)
 				e.st.conflicts.Add(1)
@@ -323,7 +314,7 @@ func (e *Engine) claim(ek string, h uint64, req Request, now time.Time, f found,
 	}
 	cl.c = &call{
 		kind: claimCall, fp: req.Fingerprint, requestID: req.RequestID, token: token,
-		leaseUntil: lease.Lease.ExpiresAt.UnixNano(), done: make(chan struct{}),
+		leaseUntil: lease.Lease.ExpiresAt.UnixNano(),
 	}
 	return cl, nil
 }

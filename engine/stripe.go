@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/idemkv/idemkv/record"
@@ -51,9 +52,16 @@ const (
 	closing
 )
 
-// A call is one in-flight operation on a key. Waiters block on done; the
-// result fields are written before done is closed and read after, so the
-// channel close orders them (happens-before).
+// A call is one in-flight operation on a key. Waiters block on the channel
+// of wait; the result fields are written before resolve publishes them and
+// read after, so the publication orders them (happens-before).
+//
+// The channel is made only when someone waits: most calls (a first
+// request's claim, a lookup nobody shares) have no waiter, and a channel is
+// an allocation. resolve sets resolved before it looks for a channel, and a
+// waiter installs its channel before it looks at resolved, so (the atomics
+// being sequentially consistent) either resolve closes the waiter's channel
+// or the waiter sees resolved and does not wait.
 type call struct {
 	kind      callKind
 	fp        record.Fingerprint // claims: the claim's fingerprint
@@ -66,13 +74,33 @@ type call struct {
 	saving     bool  // claims: Checkpoint is writing; no takeover
 	lost       bool  // claims: taken over or closed; Complete must fail
 
-	done chan struct{}
-	res  callResult
-	rec  *record.Record // the completed record when res == stored; read-only
+	done     atomic.Pointer[chan struct{}] // made by the first waiter
+	resolved atomic.Bool
+	res      callResult
+	rec      *record.Record // the completed record when res == stored; read-only
 }
 
-func newCall(kind callKind) *call {
-	return &call{kind: kind, done: make(chan struct{})}
+func newCall(kind callKind) *call { return &call{kind: kind} }
+
+// closedChan is the channel wait returns once the call is resolved.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// wait returns a channel that is closed once the call is resolved; then
+// res and rec may be read.
+func (c *call) wait() <-chan struct{} {
+	p := c.done.Load()
+	if p == nil {
+		ch := make(chan struct{})
+		if !c.done.CompareAndSwap(nil, &ch) {
+			p = c.done.Load()
+		} else {
+			p = &ch
+		}
+	}
+	if c.resolved.Load() {
+		return closedChan
+	}
+	return *p
 }
 
 // resolve publishes the call's result and wakes its waiters. It must be
@@ -80,7 +108,10 @@ func newCall(kind callKind) *call {
 // the stripe's map.
 func (c *call) resolve(res callResult, rec *record.Record) {
 	c.res, c.rec = res, rec
-	close(c.done)
+	c.resolved.Store(true)
+	if p := c.done.Load(); p != nil {
+		close(*p)
+	}
 }
 
 // takeOverUnlock takes key ek from claim c, whose holder outlived its
