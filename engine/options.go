@@ -136,7 +136,14 @@ type Options struct {
 	// MemTableSize is Pebble's memtable size in bytes. Default 64 MiB.
 	MemTableSize uint64
 
-	// BlockCacheSize is Pebble's block cache in bytes. Default 64 MiB.
+	// BlockCacheSize is the memory, in bytes, for Pebble's cache of table
+	// and blob blocks (decompressed), which answers reads from storage.
+	// Default 64 MiB. Pebble charges its memtables to the same cache, so
+	// the engine creates it with room for them too: BlockCacheSize plus
+	// three times MemTableSize (the mutable memtable, up to two waiting to
+	// be flushed, one kept for reuse). Blocks may use that room while
+	// memtables do not, so blocks and memtables together take at most
+	// BlockCacheSize + 3 × MemTableSize (256 MiB by default).
 	BlockCacheSize int64
 
 	// ConfigurePebble, if set, is called with the Pebble options the

@@ -1,0 +1,59 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/bench/payload"
+	"github.com/idemkv/idemkv/record"
+)
+
+// TestBlockCacheHoldsBlocks checks that Pebble's block cache, with the
+// default proportions, keeps the blocks that reads from storage load.
+// Pebble charges its memtables to the same cache; sized at BlockCacheSize
+// alone, memtables as large as it took all of it and every read missed.
+func TestBlockCacheHoldsBlocks(t *testing.T) {
+	// Small sizes, in the defaults' proportions (as large a memtable as
+	// block cache), so that memtables reach their full size quickly.
+	e, err := Open("data", &Options{
+		FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed,
+		MemTableSize: 2 << 20, BlockCacheSize: 2 << 20,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	key := func(i int) record.Key {
+		return record.Key{Scope: "tenant", Endpoint: "POST /orders", Key: fmt.Sprint("k", i)}
+	}
+	const n = 6000 // 12 MB: Pebble's memtables start at 256 KiB and double up to MemTableSize
+	for i := range n {
+		res, err := e.Begin(ctx, Request{Key: key(i), Fingerprint: record.Fingerprint{Version: 1, Sum: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := res.Claim.Complete(ctx, Response{Status: 201, Body: payload.JSON(nil, 2048, uint64(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Memtables of full size exist from here on, reserved in the cache.
+	if err := e.db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		for i := range n {
+			res, err := e.Begin(ctx, Request{Key: key(i), Fingerprint: record.Fingerprint{Version: 1, Sum: 1}})
+			if err != nil || res.Outcome != Replay {
+				t.Fatalf("round %d, key %d: %v %v", round, i, res.Outcome, err)
+			}
+		}
+	}
+	m := e.db.Metrics().BlockCache
+	t.Logf("block cache: %d blocks, %d bytes, %d hits, %d misses", m.Count, m.Size, m.Hits, m.Misses)
+	if m.Count == 0 || m.Hits < m.Misses {
+		t.Fatalf("block cache holds %d blocks, %d hits against %d misses over two passes; want the second pass answered from it", m.Count, m.Hits, m.Misses)
+	}
+}
