@@ -19,7 +19,7 @@ func TestBlockCacheHoldsBlocks(t *testing.T) {
 	// block cache), so that memtables reach their full size quickly.
 	e, err := Open("data", &Options{
 		FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed,
-		MemTableSize: 2 << 20, BlockCacheSize: 2 << 20,
+		MemTableSize: 1 << 20, BlockCacheSize: 1 << 20,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -29,13 +29,14 @@ func TestBlockCacheHoldsBlocks(t *testing.T) {
 	key := func(i int) record.Key {
 		return record.Key{Scope: "tenant", Endpoint: "POST /orders", Key: fmt.Sprint("k", i)}
 	}
-	const n = 6000 // 12 MB: Pebble's memtables start at 256 KiB and double up to MemTableSize
+	const n = 3000 // 6 MB: Pebble's memtables start at 256 KiB and double up to MemTableSize
+	body := payload.JSON(nil, 2048, 1)
 	for i := range n {
 		res, err := e.Begin(ctx, Request{Key: key(i), Fingerprint: record.Fingerprint{Version: 1, Sum: 1}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := res.Claim.Complete(ctx, Response{Status: 201, Body: payload.JSON(nil, 2048, uint64(i))}); err != nil {
+		if err := res.Claim.Complete(ctx, Response{Status: 201, Body: body}); err != nil {
 			t.Fatal(err)
 		}
 	}
