@@ -74,10 +74,11 @@ type call struct {
 	saving     bool  // claims: Checkpoint is writing; no takeover
 	lost       bool  // claims: taken over or closed; Complete must fail
 
-	done     atomic.Pointer[chan struct{}] // made by the first waiter
-	resolved atomic.Bool
-	res      callResult
-	rec      *record.Record // the completed record when res == stored; read-only
+	done      atomic.Pointer[chan struct{}] // made by the first waiter
+	resolving atomic.Bool                   // set by the resolve that publishes; later ones do nothing
+	resolved  atomic.Bool
+	res       callResult
+	rec       *record.Record // the completed record when res == stored; read-only
 }
 
 func newCall(kind callKind) *call { return &call{kind: kind} }
@@ -103,10 +104,15 @@ func (c *call) wait() <-chan struct{} {
 	return *p
 }
 
-// resolve publishes the call's result and wakes its waiters. It must be
-// called exactly once, after the call was removed from (or replaced in)
-// the stripe's map.
+// resolve publishes the call's result and wakes its waiters. It is called
+// after the call was removed from (or replaced in) the stripe's map. The
+// first call publishes; later ones do nothing: Close (closeAll) resolves
+// every call in the maps with closing while their owners (a lookup, a
+// Complete already writing) may still resolve them when they finish.
 func (c *call) resolve(res callResult, rec *record.Record) {
+	if !c.resolving.CompareAndSwap(false, true) {
+		return
+	}
 	c.res, c.rec = res, rec
 	c.resolved.Store(true)
 	if p := c.done.Load(); p != nil {

@@ -1,0 +1,342 @@
+package engine_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/idemkv/idemkv/engine"
+)
+
+// blobReadBlocker holds every read of a blob file (a separated value: the
+// stored record of a key) while on, so that a lookup can be caught halfway.
+type blobReadBlocker struct {
+	on      atomic.Bool
+	entered chan struct{} // closed at the first held read
+	once    sync.Once
+	release chan struct{}
+}
+
+func (b *blobReadBlocker) String() string { return "blobReadBlocker" }
+
+func (b *blobReadBlocker) MaybeError(op errorfs.Op) error {
+	if b.on.Load() && (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && fileIs(op, ".blob") {
+		b.once.Do(func() { close(b.entered) })
+		<-b.release
+	}
+	return nil
+}
+
+// TestCloseDuringLookupWithWaiter: Close resolves every call in the
+// stripes (closeAll) while a Begin is still reading storage for its key;
+// that Begin resolves its own lookup call again when the read returns. With
+// a second Begin waiting on the key (so that the call's channel exists),
+// neither may panic (the first resolve of a call wins; a second one used to
+// close the channel twice).
+func TestCloseDuringLookupWithWaiter(t *testing.T) {
+	fs := vfs.NewMem()
+	const dir = "data"
+	body := bodyOf("k") // > 256 bytes: stored in a blob file
+	{
+		e, err := engine.Open(dir, &engine.Options{FS: fs, CacheSize: -1, Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := begin(t, e, req("k", "x"))
+		if err := res.Claim.Complete(ctx, response(body)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.FlushForTest(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &blobReadBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := engine.Open(dir, &engine.Options{FS: errorfs.Wrap(fs, b), CacheSize: -1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFilters(t, e)
+	b.on.Store(true)
+
+	type outcome struct {
+		res   engine.Result
+		err   error
+		panic any
+	}
+	run := func(out chan<- outcome) {
+		var o outcome
+		defer func() {
+			o.panic = recover()
+			out <- o
+		}()
+		o.res, o.err = e.Begin(ctx, req("k", "x"))
+	}
+	leader, waiter := make(chan outcome, 1), make(chan outcome, 1)
+	go run(leader)
+	select {
+	case <-b.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the lookup never read the blob file")
+	}
+	go run(waiter)
+	time.Sleep(100 * time.Millisecond) // the waiter finds the lookup call and waits on it
+
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	select {
+	case o := <-waiter:
+		if o.panic != nil || !errors.Is(o.err, engine.ErrClosed) {
+			t.Fatalf("waiter woken by Close: %v %v %v; want ErrClosed", o.res.Outcome, o.err, o.panic)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake the waiter")
+	}
+	b.on.Store(false)
+	close(b.release)
+	o := <-leader
+	if o.panic != nil {
+		t.Fatalf("the Begin whose lookup Close interrupted panicked: %v", o.panic)
+	}
+	t.Logf("leader: %v %v", o.res.Outcome, o.err)
+	if err := <-closed; err != nil {
+		t.Logf("close: %v", err)
+	}
+}
+
+// TestWaitersWakeUnderChurn: many Begins of few keys, racing with
+// completions, releases and Delete, so that waiters attach to calls at
+// every moment of their life (before, during and after resolve). Every
+// Begin must return (no lost wake-up) and every replay must carry the
+// stored body.
+func TestWaitersWakeUnderChurn(t *testing.T) {
+	e, _ := newTestEngine(t, &engine.Options{CacheSize: -1, Durability: engine.Relaxed})
+	const keys = 4
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var errs atomic.Value
+	var ops atomic.Int64
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				k := fmt.Sprint("k", (g+i)%keys)
+				res, err := e.Begin(ctx, req(k, "x"))
+				if err != nil {
+					errs.Store(err)
+					return
+				}
+				ops.Add(1)
+				switch res.Outcome {
+				case engine.Proceed:
+					if i%3 == 0 {
+						err = res.Claim.Release(ctx)
+					} else {
+						err = res.Claim.Complete(ctx, response(bodyOf(k)))
+					}
+				case engine.Replay:
+					if string(res.Record.Body) != bodyOf(k) {
+						err = fmt.Errorf("replay of %s: body %q", k, res.Record.Body)
+					} else if i%5 == 0 {
+						err = e.Delete(ctx, key(k))
+						if errors.Is(err, engine.ErrInFlight) || errors.Is(err, engine.ErrNotFound) {
+							err = nil
+						}
+					}
+				default:
+					err = fmt.Errorf("outcome %v", res.Outcome)
+				}
+				if err != nil {
+					errs.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("Begins still blocked after 15 s (%d ops done): a lost wake-up", ops.Load())
+	}
+	if err, _ := errs.Load().(error); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d begins", ops.Load())
+}
+
+// walSyncBlocker holds every fsync of a write-ahead log file while on.
+type walSyncBlocker struct {
+	on      atomic.Bool
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (b *walSyncBlocker) String() string { return "walSyncBlocker" }
+
+func (b *walSyncBlocker) MaybeError(op errorfs.Op) error {
+	if b.on.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && fileIs(op, ".log") {
+		b.once.Do(func() { close(b.entered) })
+		<-b.release
+	}
+	return nil
+}
+
+// TestCloseDuringCompleteWithWaiter: Close resolves the claim's call
+// (closeAll) while its Complete waits for the group fsync; when the fsync
+// returns, Complete resolves the same call again. With a request waiting on
+// the key, that must not panic in the caller of Complete (it used to close
+// the channel twice).
+func TestCloseDuringCompleteWithWaiter(t *testing.T) {
+	b := &walSyncBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := begin(t, e, req("k", "x"))
+	mustOutcome(t, res, engine.Proceed)
+	waiter := make(chan error, 1)
+	go func() {
+		_, err := e.Begin(ctx, req("k", "x")) // same fingerprint: waits for the claim
+		waiter <- err
+	}()
+	for e.Stats().Waits == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	b.on.Store(true)
+	type outcome struct {
+		err   error
+		panic any
+	}
+	completed := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		defer func() { o.panic = recover(); completed <- o }()
+		o.err = res.Claim.Complete(ctx, response("body"))
+	}()
+	select {
+	case <-b.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Complete never reached the fsync")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	select {
+	case err := <-waiter:
+		if !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("waiter: %v; want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake the waiter")
+	}
+	b.on.Store(false)
+	close(b.release)
+	o := <-completed
+	if o.panic != nil {
+		t.Fatalf("Complete panicked: %v", o.panic)
+	}
+	t.Logf("Complete: %v; Close: %v", o.err, <-closed)
+}
+
+// TestCloseDuringCompleteNoWaiter is the same race with nobody waiting:
+// the call's result fields must be written once (run it with -race; they
+// were written by Close's closeAll and again by Complete).
+func TestCloseDuringCompleteNoWaiter(t *testing.T) {
+	b := &walSyncBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := begin(t, e, req("k", "x"))
+	mustOutcome(t, res, engine.Proceed)
+	b.on.Store(true)
+	completed := make(chan error, 1)
+	go func() { completed <- res.Claim.Complete(ctx, response("body")) }()
+	<-b.entered
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	time.Sleep(100 * time.Millisecond) // Close has run closeAll and waits for Complete
+	b.on.Store(false)
+	close(b.release)
+	t.Logf("Complete: %v; Close: %v", <-completed, <-closed)
+}
+
+// walFaults blocks fsyncs of the write-ahead log (block) and fails
+// its writes (fail).
+type walFaults struct {
+	block, fail atomic.Bool
+	entered     chan struct{}
+	once        sync.Once
+	release     chan struct{}
+}
+
+func (f *walFaults) String() string { return "walFaults" }
+
+func (f *walFaults) MaybeError(op errorfs.Op) error {
+	if !fileIs(op, ".log") {
+		return nil
+	}
+	switch op.Kind {
+	case errorfs.OpFileSync, errorfs.OpFileSyncData:
+		if f.block.Load() {
+			f.once.Do(func() { close(f.entered) })
+			<-f.release
+		}
+	case errorfs.OpFileWrite, errorfs.OpFileWriteAt:
+		if f.fail.Load() {
+			return enospc
+		}
+	}
+	return nil
+}
+
+// TestCloseAfterFailureReleasesWaiters: the engine has failed (a log write
+// failed) while one Complete's group fsync hangs and a second Complete
+// waits for the next one. Close gives up on both after failedCloseWait
+// (lockForClose, then groupSync.stopWithin). When the hung fsync returns
+// after all, the first Complete returns its error, and the second must get
+// the engine's failure instead of waiting for ever for a round nobody runs.
+func TestCloseAfterFailureReleasesWaiters(t *testing.T) {
+	f := &walFaults{entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), f), Durability: engine.Synced, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := begin(t, e, req("a", "x")), begin(t, e, req("b", "x"))
+	f.block.Store(true)
+	doneA, doneB := make(chan error, 1), make(chan error, 1)
+	go func() { doneA <- a.Claim.Complete(ctx, response("a")) }()
+	<-f.entered // A's group fsync hangs
+	go func() { doneB <- b.Claim.Complete(ctx, response("b")) }()
+	time.Sleep(100 * time.Millisecond) // B waits for the next group fsync
+	f.fail.Store(true)
+	if _, err := e.Begin(ctx, req("c", "x")); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Begin with a failing log: %v; want ErrFailed", err)
+	}
+	start := time.Now()
+	cerr := e.Close()
+	t.Logf("Close after %v: %v", time.Since(start).Round(time.Millisecond), cerr)
+	close(f.release) // the hung fsync returns
+	select {
+	case err := <-doneA:
+		t.Logf("A: %v", err)
+	case <-time.After(3 * time.Second):
+		t.Fatal("A never returned")
+	}
+	select {
+	case err := <-doneB:
+		t.Logf("B: %v", err)
+	case <-time.After(3 * time.Second):
+		t.Fatal("B (waiting for the next group fsync when Close gave up) never returns")
+	}
+}
