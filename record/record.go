@@ -106,11 +106,14 @@ func (r *Record) Clone() *Record {
 	return &c
 }
 
-// WithoutBody returns a shallow copy of r with no body (its headers and
-// checkpoint are shared with r).
+// WithoutBody returns a copy of r with no body. Its checkpoint is shared
+// with r; its headers are copied, because a decoded record may hold them in
+// its own allocation (see decodeHeader), which a copy sharing them would
+// keep alive with r's body.
 func (r *Record) WithoutBody() *Record {
 	c := *r
 	c.Body = nil
+	c.Header = slices.Clone(r.Header)
 	return &c
 }
 
