@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/bench/payload"
 	"github.com/idemkv/idemkv/record"
@@ -13,17 +14,28 @@ import (
 // TestBlockCacheHoldsBlocks checks that Pebble's block cache, with the
 // default proportions, keeps the blocks that reads from storage load.
 // Pebble charges its memtables to the same cache; sized at BlockCacheSize
-// alone, memtables as large as it took all of it and every read missed.
+// alone, memtables as large as it took all of it and every read missed. The
+// memtable size counted is Pebble's own, also when ConfigurePebble sets it.
 func TestBlockCacheHoldsBlocks(t *testing.T) {
-	// Small sizes, in the defaults' proportions (as large a memtable as
-	// block cache), so that memtables reach their full size quickly.
-	e, err := Open("data", &Options{
-		FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed,
-		MemTableSize: 1 << 20, BlockCacheSize: 1 << 20,
-	})
-	if err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"options", "ConfigurePebble"} {
+		t.Run(name, func(t *testing.T) {
+			// Small sizes, in the defaults' proportions (as large a memtable
+			// as block cache), so that memtables reach full size quickly.
+			o := &Options{FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed, MemTableSize: 1 << 20, BlockCacheSize: 1 << 20}
+			if name == "ConfigurePebble" {
+				o.MemTableSize = 256 << 10
+				o.ConfigurePebble = func(po *pebble.Options) { po.MemTableSize = 1 << 20 }
+			}
+			e, err := Open("data", o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testBlockCache(t, e)
+		})
 	}
+}
+
+func testBlockCache(t *testing.T, e *Engine) {
 	defer e.Close()
 	ctx := context.Background()
 	key := func(i int) record.Key {

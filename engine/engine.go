@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"log/slog"
+	"math"
 	"reflect"
 	"runtime"
 	"strings"
@@ -116,17 +117,8 @@ func Open(dir string, o *Options) (*Engine, error) {
 		e.stripes[i].init(perStripe)
 	}
 
-	// Pebble charges every memtable it holds to the block cache: the
-	// mutable one, those waiting to be flushed (at most
-	// MemTableStopWritesThreshold, 2 by default) and one kept for reuse.
-	// A cache no larger than that holds no block at all: with 64 MiB of
-	// each, every read from storage missed and decompressed its blocks
-	// (cold replays 44-45 k -> 137-138 k ops/s once the cache had room).
-	cache := pebble.NewCache(opts.BlockCacheSize + memtableReserve*int64(opts.MemTableSize))
-	defer cache.Unref()
 	po := &pebble.Options{
 		FS:                 e.fs,
-		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       opts.MemTableSize,
 		Logger:             pebbleLogger{l: opts.Logger, e: e},
@@ -179,6 +171,11 @@ func Open(dir string, o *Options) (*Engine, error) {
 	}
 	if opts.ConfigurePebble != nil {
 		opts.ConfigurePebble(po)
+	}
+	if po.Cache == nil {
+		cache := pebble.NewCache(blockCacheSize(opts.BlockCacheSize, po.MemTableSize, po.MemTableStopWritesThreshold))
+		defer cache.Unref()
+		po.Cache = cache
 	}
 	if err := e.openStore(po); err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
@@ -249,10 +246,10 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 // before the next one starts). Then it fsyncs the logs. A store that has
 // stopped is not written to: its error is returned instead.
 func (e *Engine) syncLog() (err error) {
+	if p := e.failure.Load(); p != nil {
+		return *p
+	}
 	if e.opts.Durability == Synced {
-		if p := e.failure.Load(); p != nil {
-			return *p
-		}
 		if db := e.logDB.Load(); db != nil {
 			err := func() (err error) {
 				defer e.guard(&err)
@@ -294,9 +291,28 @@ func (e *Engine) closeDB() error {
 	}
 }
 
-// memtableReserve is how many memtables of MemTableSize the block cache
-// must have room for besides the blocks (see Open).
-const memtableReserve = 3
+// blockCacheSize returns the size of the Pebble cache that leaves blocks
+// room for blocks after Pebble's memtables of memTableSize. Pebble charges
+// every memtable it holds to the block cache: the mutable one and those
+// waiting to be flushed (stopWrites of them at most, counting the mutable
+// one: 2 by default) and one kept for reuse. A cache no larger than that
+// holds no block at all: with 64 MiB of each, every read from storage missed
+// and decompressed its blocks (cold replays 44-45 k -> 137-138 k ops/s once
+// the cache had room). The sum saturates instead of overflowing.
+func blockCacheSize(blocks int64, memTableSize uint64, stopWrites int) int64 {
+	if stopWrites <= 0 {
+		stopWrites = 2 // Pebble's default
+	}
+	n := uint64(stopWrites + 1)
+	if memTableSize > math.MaxInt64/n {
+		return math.MaxInt64
+	}
+	reserve := int64(memTableSize * n)
+	if blocks > math.MaxInt64-reserve {
+		return math.MaxInt64
+	}
+	return max(blocks, 0) + reserve
+}
 
 // failedCloseWait bounds Close after a storage failure.
 const failedCloseWait = 5 * time.Second
@@ -407,7 +423,7 @@ func (e *Engine) Close() error {
 			e.stripes[i].closeAll()
 		}
 		if !e.lockForClose() {
-			e.fsync.stopWithin(failedCloseWait)
+			e.fsync.stopWithin(failedCloseWait, e.Err())
 			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the failed store; the directory is released when the process exits)", e.Err())
 			return
 		}

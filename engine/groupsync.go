@@ -99,12 +99,14 @@ func (g *groupSync) loop() {
 
 // stop ends the loop after serving every caller already waiting; later
 // Sync calls run fn directly. It is safe to call more than once.
-func (g *groupSync) stop() { g.stopWithin(0) }
+func (g *groupSync) stop() { g.stopWithin(0, nil) }
 
 // stopWithin is stop that waits at most limit (if limit > 0) for a run in
-// progress, and reports whether the loop ended. A run stuck in a store that
-// has failed is left behind, and so are the callers it serves.
-func (g *groupSync) stopWithin(limit time.Duration) bool {
+// progress, and reports whether the loop ended. If it gives up (a run stuck
+// in a store that has failed), the callers that wait for a later run get
+// failed instead of waiting for ever; those of the stuck run get its
+// result if it ever returns.
+func (g *groupSync) stopWithin(limit time.Duration, failed error) bool {
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
@@ -115,27 +117,35 @@ func (g *groupSync) stopWithin(limit time.Duration) bool {
 	g.pending = nil
 	g.mu.Unlock()
 	close(g.quit)
+	ended := true
 	if limit > 0 {
 		t := time.NewTimer(limit)
 		defer t.Stop()
 		select {
 		case <-g.done:
 		case <-t.C:
-			return false
+			ended = false
 		}
 	} else {
 		<-g.done
 	}
 	if r != nil {
 		// Callers that registered but were not served before the loop
-		// saw quit: serve them here.
-		g.mu.Lock()
-		if g.err == nil {
-			g.err = g.fn()
+		// saw quit: serve them here (or fail them, if the loop is stuck).
+		if ended {
+			g.mu.Lock()
+			if g.err == nil {
+				g.err = g.fn()
+			}
+			r.err = g.err
+			g.mu.Unlock()
+		} else {
+			if failed == nil {
+				failed = ErrClosed
+			}
+			r.err = failed
 		}
-		r.err = g.err
-		g.mu.Unlock()
 		close(r.done)
 	}
-	return true
+	return ended
 }

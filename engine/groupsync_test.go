@@ -86,21 +86,43 @@ func TestGroupSyncStickyError(t *testing.T) {
 }
 
 // TestGroupSyncStopWithin checks that stopWithin gives up on a run that
-// never returns (a store wedged by a failure) instead of hanging Close, and
-// that it waits for a run that does.
+// never returns (a store wedged by a failure) instead of hanging Close, that
+// a caller waiting for the next run then gets the failure instead of
+// waiting for ever, and that stopWithin waits for a run that does return.
 func TestGroupSyncStopWithin(t *testing.T) {
 	stuck, entered := make(chan struct{}), make(chan struct{})
 	defer close(stuck) // lets the abandoned loop exit at the end
 	var g groupSync
-	g.start(func() error { close(entered); <-stuck; return nil })
+	var once sync.Once
+	g.start(func() error { once.Do(func() { close(entered) }); <-stuck; return nil })
 	go func() { _ = g.Sync() }() // a caller whose run never ends
 	<-entered
+	next := make(chan error, 1)
+	go func() { next <- g.Sync() }() // waits for the run after it
+	for {
+		g.mu.Lock()
+		registered := g.pending != nil
+		g.mu.Unlock()
+		if registered {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	boom := errors.New("engine stopped")
 	start := time.Now()
-	if g.stopWithin(50 * time.Millisecond) {
+	if g.stopWithin(50*time.Millisecond, boom) {
 		t.Fatal("stopWithin reported the loop ended while its run is stuck")
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("stopWithin took %v", d)
+	}
+	select {
+	case err := <-next:
+		if !errors.Is(err, boom) {
+			t.Fatalf("the caller waiting for the next run got %v; want %v", err, boom)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the caller waiting for the next run was left waiting")
 	}
 
 	var h groupSync
@@ -109,7 +131,7 @@ func TestGroupSyncStopWithin(t *testing.T) {
 	if err := h.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	if !h.stopWithin(10 * time.Second) {
+	if !h.stopWithin(10*time.Second, nil) {
 		t.Fatal("stopWithin gave up on a loop that was idle")
 	}
 	if n := runs.Load(); n != 1 {
