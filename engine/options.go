@@ -140,8 +140,9 @@ type Options struct {
 	// and blob blocks (decompressed), which answers reads from storage.
 	// Default 64 MiB. Pebble charges its memtables to the same cache, so
 	// the engine creates it with room for them too: BlockCacheSize plus
-	// three times MemTableSize (the mutable memtable, up to two waiting to
-	// be flushed, one kept for reuse). Blocks may use that room while
+	// three times MemTableSize (the mutable memtable, one being flushed,
+	// one kept for reuse; more if ConfigurePebble raises Pebble's
+	// MemTableStopWritesThreshold). Blocks may use that room while
 	// memtables do not, so blocks and memtables together take at most
 	// BlockCacheSize + 3 × MemTableSize (256 MiB by default).
 	BlockCacheSize int64
