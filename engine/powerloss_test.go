@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/bench/payload"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
 )
@@ -18,28 +20,82 @@ import (
 // machine (power loss, kernel panic), which TestCrashKill9 cannot: the
 // kernel keeps what a killed process wrote. Pebble's crashable in-memory
 // filesystem tells what was fsynced from what was only written, and a crash
-// clone of it holds only the former, as a disk would after power loss.
-// Clones are taken while 16 goroutines complete requests; each is opened
-// as the next boot would, and every completion acknowledged before its
-// clone was taken must replay byte for byte, with nothing damaged.
+// clone of it holds the former (and, in the torn-tail case, a random part
+// of the rest), as a disk would after power loss. Clones are taken while
+// goroutines complete requests; each is opened as the next boot would, and
+// every completion (and checkpoint) acknowledged before its clone was taken
+// must be there, with nothing damaged.
+//
+// The cases: the plain one; a torn tail (clones keep 10-80 % of what was
+// written but not fsynced); and log rotations (1 MiB memtables, so that
+// Pebble switches logs, flushes and obsoletes them all the time while
+// completions wait for the group fsync, with bodies of up to 600 KiB on
+// Pebble's large-batch path, and Checkpoints, which are durable commits
+// too: an acknowledged checkpoint of a claim left unfinished must come back
+// with the recovered claim).
 func TestPowerLoss(t *testing.T) {
+	for _, tc := range []powerLossCase{
+		{name: "plain", goroutines: 16, body: bodyFor, clones: 6, gap: 15 * time.Millisecond},
+		{name: "torn tail", goroutines: 16, body: bodyFor, clones: 8, gap: 15 * time.Millisecond,
+			unsynced: func(i int) int { return 10 + 10*i }},
+		{name: "log rotations", goroutines: 8, memTable: 1 << 20, body: mixedBody, checkpointEvery: 4,
+			clones: 8, gap: 150 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t) })
+	}
+}
+
+type powerLossCase struct {
+	name            string
+	goroutines      int
+	memTable        uint64 // 0: the default
+	body            func(key string) []byte
+	checkpointEvery int // every nth request checkpoints and stays in flight; 0: none
+	clones          int
+	gap             time.Duration       // between clones
+	unsynced        func(clone int) int // percent of unsynced data a clone keeps; nil: none
+}
+
+// mixedBody returns bodies of 100 B to 4 KB, and of 200-600 KiB for one key
+// in seven.
+func mixedBody(k string) []byte {
+	r := rand.New(rand.NewPCG(uint64(len(k)), uint64(k[len(k)-1])))
+	n := 100 + r.IntN(4000)
+	if k[len(k)-1]%7 == 0 {
+		n = 200<<10 + r.IntN(400<<10)
+	}
+	return payload.JSON(nil, n, uint64(len(k))*31+uint64(k[len(k)-1]))
+}
+
+// powerLossClone is a crash clone and what was acknowledged before it.
+type powerLossClone struct {
+	fs              *vfs.MemFS
+	acked, checkpts []string
+}
+
+func (tc powerLossCase) options(fs vfs.FS) *engine.Options {
+	return &engine.Options{FS: fs, Durability: engine.Synced, MemTableSize: tc.memTable, CacheSize: -1, Logger: quietLogger()}
+}
+
+func (tc powerLossCase) run(t *testing.T) {
 	fs := vfs.NewCrashableMem()
 	const dir = "data"
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.Open(dir, &engine.Options{FS: fs, Durability: engine.Synced, Logger: quietLogger()})
+	e, err := engine.Open(dir, tc.options(fs))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var (
-		mu    sync.Mutex
-		acked []string
-		fail  error
-		wg    sync.WaitGroup
+		mu       sync.Mutex
+		acked    []string // completed
+		checkpts []string // checkpointed and left in flight
+		fail     error
+		wg       sync.WaitGroup
 	)
 	stop := make(chan struct{})
-	for g := range 16 {
+	for g := range tc.goroutines {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -50,19 +106,26 @@ func TestPowerLoss(t *testing.T) {
 				default:
 				}
 				k := fmt.Sprintf("g%d-%d", g, i)
-				body := bodyFor(k)
+				body := tc.body(k)
 				res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(body)})
 				if err == nil && res.Outcome != engine.Proceed {
 					err = fmt.Errorf("key %s: outcome %v, want proceed", k, res.Outcome)
 				}
-				if err == nil {
+				cp := tc.checkpointEvery > 0 && i%tc.checkpointEvery == tc.checkpointEvery-1
+				switch {
+				case err != nil:
+				case cp:
+					err = res.Claim.Checkpoint(context.Background(), "phase-"+k, []byte("data-"+k))
+				default:
 					err = res.Claim.Complete(context.Background(), engine.Response{Status: 201, Body: body})
 				}
 				mu.Lock()
-				if err != nil && fail == nil {
+				switch {
+				case err != nil && fail == nil:
 					fail = err
-				}
-				if err == nil {
+				case err == nil && cp:
+					checkpts = append(checkpts, k)
+				case err == nil:
 					acked = append(acked, k)
 				}
 				mu.Unlock()
@@ -72,17 +135,19 @@ func TestPowerLoss(t *testing.T) {
 			}
 		}()
 	}
-	type crash struct {
-		fs    *vfs.MemFS
-		acked []string
-	}
-	var crashes []crash
-	for range 6 {
-		time.Sleep(15 * time.Millisecond)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var clones []powerLossClone
+	for i := range tc.clones {
+		time.Sleep(tc.gap)
 		mu.Lock()
-		before := slices.Clone(acked)
+		c := powerLossClone{acked: slices.Clone(acked), checkpts: slices.Clone(checkpts)}
 		mu.Unlock()
-		crashes = append(crashes, crash{fs.CrashClone(vfs.CrashCloneCfg{}), before})
+		cfg := vfs.CrashCloneCfg{}
+		if tc.unsynced != nil {
+			cfg = vfs.CrashCloneCfg{UnsyncedDataPercent: tc.unsynced(i), RNG: rng}
+		}
+		c.fs = fs.CrashClone(cfg)
+		clones = append(clones, c)
 	}
 	close(stop)
 	wg.Wait()
@@ -92,34 +157,50 @@ func TestPowerLoss(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for i, c := range crashes {
-		e, err := engine.Open(dir, &engine.Options{FS: c.fs, Logger: quietLogger()})
-		if err != nil {
-			t.Fatalf("crash %d: open after power loss: %v", i, err)
-		}
-		lost := 0
-		for _, k := range c.acked {
-			body := bodyFor(k)
-			res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(body)})
-			if err != nil {
-				t.Fatalf("crash %d: key %s: %v", i, k, err)
-			}
-			if res.Outcome != engine.Replay || !bytes.Equal(res.Record.Body, body) {
-				lost++
-			}
-		}
-		err = e.Scan(context.Background(), engine.ScanOptions{IncludeExpired: true, WithBody: true}, func(en engine.Entry) error {
-			return en.Err
-		})
-		if err != nil {
-			t.Fatalf("crash %d: damaged record after power loss: %v", i, err)
-		}
-		if err := e.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if lost > 0 {
-			t.Fatalf("crash %d: %d of %d acknowledged completions lost", i, lost, len(c.acked))
-		}
-		t.Logf("crash %d: %d acknowledged completions replayed", i, len(c.acked))
+	for i, c := range clones {
+		tc.verify(t, i, dir, c)
 	}
+}
+
+// verify opens clone i as the next boot would and checks it.
+func (tc powerLossCase) verify(t *testing.T, i int, dir string, c powerLossClone) {
+	e, err := engine.Open(dir, tc.options(c.fs))
+	if err != nil {
+		t.Fatalf("clone %d: open after power loss: %v", i, err)
+	}
+	var lost []string
+	for _, k := range c.acked {
+		body := tc.body(k)
+		res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(body)})
+		if err != nil {
+			t.Fatalf("clone %d: key %s: %v", i, k, err)
+		}
+		if res.Outcome != engine.Replay || !bytes.Equal(res.Record.Body, body) {
+			lost = append(lost, fmt.Sprintf("%s (%d B, %v)", k, len(body), res.Outcome))
+		}
+	}
+	for _, k := range c.checkpts {
+		res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(tc.body(k))})
+		if err != nil {
+			t.Fatalf("clone %d: key %s: %v", i, k, err)
+		}
+		r := res.Record
+		if res.Outcome != engine.Proceed || !res.Recovered || r == nil || r.Checkpoint == nil ||
+			r.Checkpoint.Phase != "phase-"+k || string(r.Checkpoint.Data) != "data-"+k {
+			lost = append(lost, fmt.Sprintf("checkpoint %s (%v, recovered %v)", k, res.Outcome, res.Recovered))
+		}
+	}
+	err = e.Scan(context.Background(), engine.ScanOptions{IncludeExpired: true, WithBody: true}, func(en engine.Entry) error {
+		return en.Err
+	})
+	if err != nil {
+		t.Fatalf("clone %d: damaged record after power loss: %v", i, err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(lost) > 0 {
+		t.Fatalf("clone %d: %d of %d acknowledged writes lost: %v", i, len(lost), len(c.acked)+len(c.checkpts), lost[:min(len(lost), 10)])
+	}
+	t.Logf("clone %d: %d completions and %d checkpoints there", i, len(c.acked), len(c.checkpts))
 }
