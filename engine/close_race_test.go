@@ -13,23 +13,40 @@ import (
 	"github.com/idemkv/idemkv/engine"
 )
 
-// blobReadBlocker holds every read of a blob file (a separated value: the
-// stored record of a key) while on, so that a lookup can be caught halfway.
-type blobReadBlocker struct {
+// opBlocker holds every file operation that match accepts while on, so
+// that an operation can be caught halfway: the first one held closes
+// entered, and all of them wait for release.
+type opBlocker struct {
+	match   func(errorfs.Op) bool
 	on      atomic.Bool
-	entered chan struct{} // closed at the first held read
+	entered chan struct{}
 	once    sync.Once
 	release chan struct{}
 }
 
-func (b *blobReadBlocker) String() string { return "blobReadBlocker" }
+func newOpBlocker(match func(errorfs.Op) bool) *opBlocker {
+	return &opBlocker{match: match, entered: make(chan struct{}), release: make(chan struct{})}
+}
 
-func (b *blobReadBlocker) MaybeError(op errorfs.Op) error {
-	if b.on.Load() && (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && fileIs(op, ".blob") {
+func (b *opBlocker) String() string { return "opBlocker" }
+
+func (b *opBlocker) MaybeError(op errorfs.Op) error {
+	if b.on.Load() && b.match(op) {
 		b.once.Do(func() { close(b.entered) })
 		<-b.release
 	}
 	return nil
+}
+
+// blobReads matches the reads of a blob file (a separated value: the
+// stored record of a key).
+func blobReads(op errorfs.Op) bool {
+	return (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && fileIs(op, ".blob")
+}
+
+// walSyncs matches the fsyncs of a write-ahead log file.
+func walSyncs(op errorfs.Op) bool {
+	return (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && fileIs(op, ".log")
 }
 
 // TestCloseDuringLookupWithWaiter: Close resolves every call in the
@@ -58,7 +75,7 @@ func TestCloseDuringLookupWithWaiter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b := &blobReadBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newOpBlocker(blobReads)
 	e, err := engine.Open(dir, &engine.Options{FS: errorfs.Wrap(fs, b), CacheSize: -1, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -174,31 +191,13 @@ func TestWaitersWakeUnderChurn(t *testing.T) {
 	t.Logf("%d begins", ops.Load())
 }
 
-// walSyncBlocker holds every fsync of a write-ahead log file while on.
-type walSyncBlocker struct {
-	on      atomic.Bool
-	entered chan struct{}
-	once    sync.Once
-	release chan struct{}
-}
-
-func (b *walSyncBlocker) String() string { return "walSyncBlocker" }
-
-func (b *walSyncBlocker) MaybeError(op errorfs.Op) error {
-	if b.on.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && fileIs(op, ".log") {
-		b.once.Do(func() { close(b.entered) })
-		<-b.release
-	}
-	return nil
-}
-
 // TestCloseDuringCompleteWithWaiter: Close resolves the claim's call
 // (closeAll) while its Complete waits for the group fsync; when the fsync
 // returns, Complete resolves the same call again. With a request waiting on
 // the key, that must not panic in the caller of Complete (it used to close
 // the channel twice).
 func TestCloseDuringCompleteWithWaiter(t *testing.T) {
-	b := &walSyncBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newOpBlocker(walSyncs)
 	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +251,7 @@ func TestCloseDuringCompleteWithWaiter(t *testing.T) {
 // the call's result fields must be written once (run it with -race; they
 // were written by Close's closeAll and again by Complete).
 func TestCloseDuringCompleteNoWaiter(t *testing.T) {
-	b := &walSyncBlocker{entered: make(chan struct{}), release: make(chan struct{})}
+	b := newOpBlocker(walSyncs)
 	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
