@@ -291,8 +291,8 @@ func (e *Engine) closeDB() error {
 	}
 }
 
-// blockCacheSize returns the size of the Pebble cache that leaves blocks
-// room for blocks after Pebble's memtables of memTableSize. Pebble charges
+// blockCacheSize returns the size of a Pebble cache that keeps blocks
+// bytes for blocks besides Pebble's memtables of memTableSize. Pebble charges
 // every memtable it holds to the block cache: the mutable one and those
 // waiting to be flushed (stopWrites of them at most, counting the mutable
 // one: 2 by default) and one kept for reuse. A cache no larger than that

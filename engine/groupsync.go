@@ -104,8 +104,8 @@ func (g *groupSync) stop() { g.stopWithin(0, nil) }
 // stopWithin is stop that waits at most limit (if limit > 0) for a run in
 // progress, and reports whether the loop ended. If it gives up (a run stuck
 // in a store that has failed), the callers that wait for a later run get
-// failed instead of waiting for ever; those of the stuck run get its
-// result if it ever returns.
+// the error failed (ErrClosed if it is nil) instead of waiting for ever;
+// those of the stuck run get its result if it ever returns.
 func (g *groupSync) stopWithin(limit time.Duration, failed error) bool {
 	g.mu.Lock()
 	if g.stopped {
