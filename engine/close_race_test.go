@@ -38,6 +38,22 @@ func (b *opBlocker) MaybeError(op errorfs.Op) error {
 	return nil
 }
 
+// awaitEntered waits until an operation is held, failing t if none comes.
+func (b *opBlocker) awaitEntered(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case <-b.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal(what)
+	}
+}
+
+// unblock lets the held operations, and all later ones, go on.
+func (b *opBlocker) unblock() {
+	b.on.Store(false)
+	close(b.release)
+}
+
 // blobReads matches the reads of a blob file (a separated value: the
 // stored record of a key).
 func blobReads(op errorfs.Op) bool {
@@ -98,11 +114,7 @@ func TestCloseDuringLookupWithWaiter(t *testing.T) {
 	}
 	leader, waiter := make(chan outcome, 1), make(chan outcome, 1)
 	go run(leader)
-	select {
-	case <-b.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the lookup never read the blob file")
-	}
+	b.awaitEntered(t, "the lookup never read the blob file")
 	go run(waiter)
 	time.Sleep(100 * time.Millisecond) // the waiter finds the lookup call and waits on it
 
@@ -116,8 +128,7 @@ func TestCloseDuringLookupWithWaiter(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not wake the waiter")
 	}
-	b.on.Store(false)
-	close(b.release)
+	b.unblock()
 	o := <-leader
 	if o.panic != nil {
 		t.Fatalf("the Begin whose lookup Close interrupted panicked: %v", o.panic)
@@ -223,11 +234,7 @@ func TestCloseDuringCompleteWithWaiter(t *testing.T) {
 		defer func() { o.panic = recover(); completed <- o }()
 		o.err = res.Claim.Complete(ctx, response("body"))
 	}()
-	select {
-	case <-b.entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Complete never reached the fsync")
-	}
+	b.awaitEntered(t, "Complete never reached the fsync")
 	closed := make(chan error, 1)
 	go func() { closed <- e.Close() }()
 	select {
@@ -238,8 +245,7 @@ func TestCloseDuringCompleteWithWaiter(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not wake the waiter")
 	}
-	b.on.Store(false)
-	close(b.release)
+	b.unblock()
 	o := <-completed
 	if o.panic != nil {
 		t.Fatalf("Complete panicked: %v", o.panic)
@@ -265,8 +271,7 @@ func TestCloseDuringCompleteNoWaiter(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- e.Close() }()
 	time.Sleep(100 * time.Millisecond) // Close has run closeAll and waits for Complete
-	b.on.Store(false)
-	close(b.release)
+	b.unblock()
 	t.Logf("Complete: %v; Close: %v", <-completed, <-closed)
 }
 
