@@ -276,7 +276,7 @@ func TestCloseDuringCompleteNoWaiter(t *testing.T) {
 }
 
 // walFaults blocks fsyncs of the write-ahead log (block) and fails
-// its writes (fail).
+// its writes and fsyncs (fail).
 type walFaults struct {
 	block, fail atomic.Bool
 	entered     chan struct{}
@@ -296,6 +296,9 @@ func (f *walFaults) MaybeError(op errorfs.Op) error {
 			f.once.Do(func() { close(f.entered) })
 			<-f.release
 		}
+		if f.fail.Load() {
+			return enospc
+		}
 	case errorfs.OpFileWrite, errorfs.OpFileWriteAt:
 		if f.fail.Load() {
 			return enospc
@@ -304,12 +307,11 @@ func (f *walFaults) MaybeError(op errorfs.Op) error {
 	return nil
 }
 
-// TestCloseAfterFailureReleasesWaiters: the engine has failed (a log write
-// failed) while one Complete's group fsync hangs and a second Complete
-// waits for the next one. Close gives up on both after failedCloseWait
-// (lockForClose, then groupSync.stopWithin). When the hung fsync returns
-// after all, the first Complete returns its error, and the second must get
-// the engine's failure instead of waiting for ever for a round nobody runs.
+// TestCloseAfterFailureReleasesWaiters: one Complete's fsync hangs and a
+// second Complete waits behind it in Pebble's log writer; then the log
+// fails. Close gives up on both after failedCloseWait (lockForClose). When
+// the hung fsync returns with the failure, both Completes must return an
+// error, neither acknowledged, instead of waiting for ever.
 func TestCloseAfterFailureReleasesWaiters(t *testing.T) {
 	f := &walFaults{entered: make(chan struct{}), release: make(chan struct{})}
 	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), f), Durability: engine.Synced, Logger: quietLogger()})
@@ -317,30 +319,35 @@ func TestCloseAfterFailureReleasesWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := begin(t, e, req("a", "x")), begin(t, e, req("b", "x"))
+	if err := e.Sync(ctx); err != nil { // the leases are on disk
+		t.Fatal(err)
+	}
 	f.block.Store(true)
 	doneA, doneB := make(chan error, 1), make(chan error, 1)
 	go func() { doneA <- a.Claim.Complete(ctx, response("a")) }()
-	<-f.entered // A's group fsync hangs
+	<-f.entered // A's fsync hangs
 	go func() { doneB <- b.Claim.Complete(ctx, response("b")) }()
-	time.Sleep(100 * time.Millisecond) // B waits for the next group fsync
+	time.Sleep(100 * time.Millisecond) // B waits for the next fsync
 	f.fail.Store(true)
-	if _, err := e.Begin(ctx, req("c", "x")); !errors.Is(err, engine.ErrFailed) {
-		t.Fatalf("Begin with a failing log: %v; want ErrFailed", err)
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	time.Sleep(100 * time.Millisecond)
+	close(f.release) // the hung fsync returns, failing
+	for name, done := range map[string]chan error{"A": doneA, "B": doneB} {
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("%s: Complete acknowledged over a failed fsync", name)
+			}
+			t.Logf("%s: %v", name, err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never returned", name)
+		}
 	}
-	start := time.Now()
-	cerr := e.Close()
-	t.Logf("Close after %v: %v", time.Since(start).Round(time.Millisecond), cerr)
-	close(f.release) // the hung fsync returns
 	select {
-	case err := <-doneA:
-		t.Logf("A: %v", err)
-	case <-time.After(3 * time.Second):
-		t.Fatal("A never returned")
-	}
-	select {
-	case err := <-doneB:
-		t.Logf("B: %v", err)
-	case <-time.After(3 * time.Second):
-		t.Fatal("B (waiting for the next group fsync when Close gave up) never returns")
+	case err := <-closed:
+		t.Logf("Close: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close never returned")
 	}
 }

@@ -54,30 +54,30 @@
 //
 // # Durability modes
 //
-// Every write — leases, completions, releases — is committed to Pebble's
-// write-ahead log and written to the operating system (write(2)) before
-// the call returns, so a crash of the process loses nothing that was
-// acknowledged, in either mode. The modes differ in fsync, which is what a
-// crash of the machine (power loss, kernel panic) needs:
+// Every write is committed to Pebble's write-ahead log, and Pebble fsyncs
+// that log itself: a commit that waits for an fsync shares it with every
+// commit waiting at the same time (group commit in Pebble's log writer).
+// The modes differ in which writes wait:
 //
-//	mode     Complete returns after       process crash   machine crash
-//	Synced   fsync (shared by many)       loses nothing   loses nothing
-//	Relaxed  write(2); fsync every        loses nothing   loses at most the last
-//	         SyncInterval (100ms)                         SyncInterval of completions
+//	mode     Complete returns after        process or machine crash
+//	Synced   the fsync (shared by many)    loses no completion
+//	Relaxed  the commit; an fsync follows  loses at most the completions of
+//	         at once in the background     the last background fsync
 //
-// Leases (Begin's Proceed) never wait for an fsync in either mode. A
-// machine crash can therefore lose a lease; a retry then proceeds without
-// the Recovered flag.
+// Leases (Begin's Proceed), releases and sweeps never wait for an fsync in
+// either mode: each kicks the background fsync, so it is on disk within
+// about one fsync of the call. A crash inside that window loses the lease;
+// a retry then proceeds without the Recovered flag (nothing acknowledged
+// is lost: a lease acknowledges nothing). Engine.Sync waits for
+// everything acknowledged before it.
 //
-// The engine decides the fsyncs itself: it wraps Pebble's filesystem so that
-// a commit with pebble.Sync returns once the log is written, and fsyncs the
-// log once for all the commits that wait (group commit). A commit with
-// pebble.NoSync returns while its bytes are still in Pebble's own memory,
-// where a process crash loses them, so it is used only for a Synced mode
-// completion, which then waits for the group fsync: that first commits an
-// empty log entry with pebble.Sync, which has Pebble write everything
-// before it, so one hand-off to Pebble's log writer serves the whole
-// group. TestPowerLoss checks the result against a simulated power loss.
+// Why Pebble keeps the fsync: each log chunk records the offset up to
+// which the log was fsynced when the chunk was written, and at replay a
+// damaged chunk is taken for a torn tail (bytes a crash cut off, never
+// acknowledged) only if nothing later says it was synced. Those offsets
+// are true only if every sync Pebble sees is a real one. TestPowerLoss
+// checks the modes against a simulated power loss, TestCrashKill9 against
+// kill -9.
 //
 // # The hot path
 //
@@ -96,6 +96,14 @@
 //
 // # Caveats
 //
+//   - Damaged logs. Before Pebble replays the write-ahead logs, Open checks
+//     them against the sync proofs the engine writes after every fsync
+//     (see walcheck.go): damage to bytes a proof covers fails Open with
+//     ErrCorrupt naming the log and the offset, never a silent open with
+//     a completion missing. Two cases cannot be told from a torn tail: the
+//     bytes of the last fsync before a crash while their proof is not yet
+//     written (about one more fsync; Engine.Sync waits for it), and a log
+//     cut short together with its last proofs.
 //   - Storage failures. Every error caused by the disk matches ErrStorage
 //     and nothing is acknowledged that was not written. Failed table
 //     writes (a flush out of space) and failed reads are retried by Pebble

@@ -45,10 +45,12 @@ type Engine struct {
 	mask    uint64
 	filt    keyFilters
 
-	fsync groupSync
-	// logDB is db while Pebble is open: the group fsync (syncLog) writes
-	// through it in the Synced mode.
-	logDB atomic.Pointer[pebble.DB]
+	// syncKick wakes the log syncer (syncLoop) after a commit that did not
+	// wait for an fsync, and after every fsync of the log (for its proof);
+	// capacity 1, so kicks coalesce.
+	syncKick chan struct{}
+	unsynced atomic.Bool   // a commit has not been fsynced (set before the kick)
+	commits  atomic.Uint64 // commits applied; read by syncLoop for proofs
 
 	// lowGen is the lowest generation that may hold records (everything
 	// below has been dropped); maxGen the highest seen. Both are hints
@@ -91,24 +93,22 @@ func Open(dir string, o *Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
-	e := &Engine{
-		opts:    opts,
-		dir:     dir,
-		ttl:     opts.TTL,
-		clock:   opts.Clock,
-		log:     opts.Logger,
-		fs:      walfs.New(opts.FS),
-		stripes: make([]stripe, opts.Stripes),
-		mask:    uint64(opts.Stripes - 1),
-		stop:    make(chan struct{}),
+	if err := checkLogs(opts.FS, dir); err != nil {
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
-	e.fsync.start(e.syncLog)
-	opened := false
-	defer func() {
-		if !opened {
-			e.fsync.stop()
-		}
-	}()
+	e := &Engine{
+		opts:     opts,
+		dir:      dir,
+		ttl:      opts.TTL,
+		clock:    opts.Clock,
+		log:      opts.Logger,
+		fs:       walfs.New(opts.FS),
+		stripes:  make([]stripe, opts.Stripes),
+		mask:     uint64(opts.Stripes - 1),
+		stop:     make(chan struct{}),
+		syncKick: make(chan struct{}, 1),
+	}
+	e.fs.OnSync = e.kickSync
 	perStripe := 0
 	if opts.CacheSize > 0 {
 		perStripe = opts.CacheSize / opts.Stripes
@@ -191,12 +191,8 @@ func Open(dir string, o *Options) (*Engine, error) {
 		_, err := e.Sweep(context.Background())
 		return err
 	})
-	if opts.Durability == Relaxed {
-		// A failed fsync is sticky (see walfs), so stop retrying it.
-		e.bg.Add(1)
-		go e.every(opts.SyncInterval, "idemkv: background fsync failed", true, e.fsync.Sync)
-	}
-	opened = true
+	e.bg.Add(1)
+	go e.syncLoop()
 	return e, nil
 }
 
@@ -212,7 +208,6 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 	if e.db, err = pebble.Open(e.dir, po); err != nil {
 		return err
 	}
-	e.logDB.Store(e.db)
 	created, err := e.loadMeta()
 	if err != nil {
 		return err
@@ -235,32 +230,105 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 	return e.Err()
 }
 
-// syncLog is the group fsync (the function e.fsync runs): when it returns
-// nil, everything committed before it began is on stable storage.
+// syncLoop fsyncs the write-ahead log behind the commits that do not wait
+// for an fsync (leases, releases, sweeps, and every write in the Relaxed
+// mode): each of them kicks it, and it has Pebble sync the log (an empty
+// log entry committed with pebble.Sync), so their bytes reach the disk
+// within about one fsync of being acknowledged. Kicks that arrive while a
+// sync runs are served by the next one.
 //
-// In the Synced mode durable commits return before Pebble's log writer has
-// written them (see commit), so syncLog first commits an empty log entry
-// with pebble.Sync, which returns once the log writer has written
-// everything before it to the operating system (the log is written in
-// commit order, and a log that Pebble switches away from is written out
-// before the next one starts). Then it fsyncs the logs. A store that has
-// stopped is not written to: its error is returned instead.
-func (e *Engine) syncLog() (err error) {
-	if p := e.failure.Load(); p != nil {
-		return *p
-	}
-	if e.opts.Durability == Synced {
-		if db := e.logDB.Load(); db != nil {
-			err := func() (err error) {
-				defer e.guard(&err)
-				return db.LogData(nil, pebble.Sync)
-			}()
-			if err != nil {
-				return storageErr("write", err)
+// After every fsync it also writes the fsync's proof (see walcheck.go),
+// unless nothing but proofs was committed since the last one, and has it
+// synced in turn. A failure stops the engine (see commit); the loop ends
+// with Close.
+func (e *Engine) syncLoop() {
+	defer e.bg.Done()
+	var proven walfs.SyncPoint
+	var provenCommits uint64
+	var buf []byte
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-e.syncKick:
+		}
+		commits := e.commits.Load() // before the fsync that covers them
+		if e.unsynced.Swap(false) {
+			if err := e.syncNow(); err != nil {
+				if !e.closed.Load() && !errors.Is(err, ErrClosed) {
+					e.log.Error("idemkv: background fsync of the log failed", "err", err)
+				}
+				return
 			}
 		}
+		p := e.fs.Synced()
+		if commits == provenCommits || p == proven || (p.Name == proven.Name && p.Size <= proven.Size) {
+			continue
+		}
+		var ok bool
+		if buf, ok = appendProof(buf[:0], p); !ok || e.logData(buf) != nil {
+			continue // a failure stops the engine; the next fsync retries
+		}
+		proven, provenCommits = p, commits
+		e.unsynced.Store(true)
+		e.kickSync()
 	}
-	return e.fs.SyncWAL()
+}
+
+// logData commits b as a log entry that replay ignores, without waiting
+// for an fsync.
+func (e *Engine) logData(b []byte) (err error) {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.release()
+	defer e.guard(&err)
+	return e.db.LogData(b, pebble.NoSync)
+}
+
+// syncNow has Pebble write and fsync everything committed so far.
+func (e *Engine) syncNow() (err error) {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.release()
+	defer e.guard(&err)
+	if err := e.db.LogData(nil, pebble.Sync); err != nil {
+		if ferr := e.Err(); ferr != nil {
+			return ferr
+		}
+		return storageErr("write-ahead log fsync", err)
+	}
+	return e.Err()
+}
+
+// Sync returns once everything the engine acknowledged before the call is
+// on stable storage — in the Relaxed mode the completions not yet fsynced,
+// in either mode the leases of Begin (which never wait for an fsync) — and
+// the log proves it (see walcheck.go): damage to any of it is then refused
+// at Open, never taken for a torn tail. It shares its fsyncs with any
+// commit waiting for one.
+func (e *Engine) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := e.syncNow(); err != nil {
+		return err
+	}
+	if b, ok := appendProof(nil, e.fs.Synced()); ok {
+		if err := e.logData(b); err != nil {
+			return err
+		}
+	}
+	return e.syncNow()
+}
+
+// kickSync asks syncLoop for an fsync without waiting for it.
+func (e *Engine) kickSync() {
+	select {
+	case e.syncKick <- struct{}{}:
+	default: // a sync is pending already; it will cover this commit
+	}
 }
 
 // closeDB closes Pebble. After a storage failure Pebble may be wedged (a
@@ -268,11 +336,10 @@ func (e *Engine) syncLog() (err error) {
 // then it waits at most failedCloseWait and leaves the rest to the
 // process's exit.
 func (e *Engine) closeDB() error {
-	e.logDB.Store(nil)
 	if e.failure.Load() == nil {
 		err := e.db.Close()
-		if derr := e.fs.Drain(); err == nil {
-			err = derr
+		if ferr := e.fs.Err(); err == nil {
+			err = ferr
 		}
 		return err
 	}
@@ -345,7 +412,7 @@ func (e *Engine) loadMeta() (created bool, err error) {
 	if err := e.db.Set(metaKey, encodeMeta(width, e.incarnation), pebble.Sync); err != nil {
 		return false, err
 	}
-	return created, e.fsync.Sync()
+	return created, e.fs.Err()
 }
 
 // openErr marks damage that Pebble found while opening as ErrCorrupt.
@@ -423,17 +490,12 @@ func (e *Engine) Close() error {
 			e.stripes[i].closeAll()
 		}
 		if !e.lockForClose() {
-			e.fsync.stopWithin(failedCloseWait, e.Err())
 			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the failed store; the directory is released when the process exits)", e.Err())
 			return
 		}
 		defer e.closeMu.Unlock()
-		err := e.fsync.Sync()
-		if cerr := e.closeDB(); err == nil {
-			err = cerr
-		}
-		e.fsync.stop()
-		if err != nil {
+		// Pebble's Close writes and fsyncs the log.
+		if err := e.closeDB(); err != nil {
 			e.cerr = fmt.Errorf("engine: close: %w", err)
 		}
 	})

@@ -21,11 +21,13 @@ const (
 	// (group commit), so throughput grows with concurrency.
 	Synced Durability = iota
 
-	// Relaxed: Complete returns once the record is written to the
-	// operating system (write(2)), which survives a crash of the process,
-	// and the log is fsynced in the background every SyncInterval. A
-	// machine crash loses at most the completions of the last
-	// SyncInterval; after it, a retry of such a request runs again.
+	// Relaxed: Complete returns before the record is fsynced; a background
+	// fsync, started at once and shared by every write since the last one,
+	// follows within about one fsync's time. A crash of the process or of
+	// the machine loses at most the completions acknowledged since the
+	// last background fsync began (about a millisecond on an SSD; longer
+	// while the disk stalls); after it, a retry of such a request runs
+	// again. Engine.Sync waits for the fsync.
 	Relaxed
 )
 
@@ -86,10 +88,6 @@ type Options struct {
 
 	// Durability selects what a crash can lose. Default Synced.
 	Durability Durability
-
-	// SyncInterval is how often the Relaxed mode fsyncs in the background.
-	// Default 100ms.
-	SyncInterval time.Duration
 
 	// Wait is what Begin does when the key is in flight with the same
 	// fingerprint, unless the Request says otherwise. Default Wait.
@@ -166,9 +164,6 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.GenerationWidth == 0 {
 		c.GenerationWidth = expiry.DefaultWidth(c.TTL)
 	}
-	if c.SyncInterval == 0 {
-		c.SyncInterval = 100 * time.Millisecond
-	}
 	if c.Wait == DefaultWait {
 		c.Wait = Wait
 	}
@@ -207,7 +202,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: MaxBodySize %d out of range (0 to %d)", ErrInvalid, c.MaxBodySize, codec.MaxLen)
 	case c.Stripes < 1 || c.Stripes&(c.Stripes-1) != 0:
 		return c, fmt.Errorf("%w: Stripes %d is not a power of two", ErrInvalid, c.Stripes)
-	case c.SyncInterval < 0 || c.SweepInterval < 0:
+	case c.SweepInterval < 0:
 		return c, fmt.Errorf("%w: negative interval", ErrInvalid)
 	}
 	return c, nil

@@ -1,35 +1,28 @@
-// Package walfs wraps a Pebble filesystem so that the engine, not Pebble,
-// decides when the write-ahead log is fsynced.
+// Package walfs wraps a Pebble filesystem so that a failing disk cannot
+// wedge or crash Pebble, while Pebble keeps every fsync of its
+// write-ahead log.
 //
-// Pebble's commit with pebble.Sync waits for its WAL writer to write(2) the
-// batch and then fsync the file. Through this filesystem the fsync of WAL
-// files is a no-op, so such a commit returns as soon as the bytes are in
-// the operating system: they survive a crash of the process (the kernel
-// still holds them) but not of the machine. The engine then calls
-// [FS.SyncWAL] — once for many commits — when it needs the machine-crash
-// guarantee, or on a timer in the relaxed durability mode.
-//
-// Every other file (tables, manifest, options, directories) is synced by
-// Pebble exactly as usual. A WAL file is fsynced for real when Pebble
-// closes it (at rotation and at Close), so data never sits unsynced in a
-// file that SyncWAL no longer tracks. That fsync runs in the background:
-// Pebble closes the old log while it switches memtables, with every commit
-// waiting, and an fsync there (of up to a SyncInterval of writes in the
-// relaxed mode) showed up as the slowest requests. The file stays tracked
-// until its fsync is done, so a SyncWAL meanwhile covers it; [FS.Drain]
-// waits for all of them (the engine calls it after closing Pebble).
+// Pebble fsyncs its log itself (a commit with pebble.Sync waits for it, and
+// Pebble's log writer serves every waiting commit with one fsync). That
+// matters for recovery: each log chunk carries the offset up to which the
+// log was synced when the chunk was written, and on replay Pebble takes a
+// damaged chunk for a torn tail only if no later chunk says it was synced.
+// The offsets are true only if every sync Pebble sees is a real fsync, so
+// this filesystem never fakes one.
 //
 // # Failure
 //
-// Pebble cannot survive an error from its log: a failed write leaves its
-// commit pipeline wedged (the failed batch blocks every later commit) and
-// it calls Fatalf. So no error from a WAL file ever reaches Pebble. The
-// first one — a failed create, write, fsync or close — is recorded as the
-// filesystem's sticky error ([FS.Err]), and from then on every write to a
+// Pebble cannot survive an error from a log write: a failed write leaves
+// its commit pipeline wedged (the failed batch blocks every later commit)
+// and it calls Fatalf. So no write error reaches Pebble. The first failure
+// of a WAL file — a failed create, write, fsync or close — is recorded as
+// the filesystem's sticky error ([FS.Err]); from then on every write to a
 // WAL file is dropped while reporting success, so that the log on disk
-// never holds a record after a gap. The engine checks Err after every
-// commit and acknowledges nothing once it is set; the directory is
-// reopened to recover, and replay ends where the log's good bytes end.
+// never holds a record after a gap, and every fsync of a WAL file returns
+// the sticky error, so that no commit waiting for one is acknowledged. The
+// engine checks Err after every commit and acknowledges nothing once it is
+// set; the directory is reopened to recover, and replay ends where the
+// log's good bytes end.
 //
 // Blob files (Pebble's separated values) get the same treatment for another
 // reason: Pebble v2.1.7 dereferences nil when the last write, the fsync or
@@ -63,20 +56,39 @@ const (
 	manifestCategory vfs.DiskWriteCategory = "pebble-manifest"
 )
 
-// FS is a vfs.FS whose WAL files are fsynced only by SyncWAL and Close.
+// FS is a vfs.FS whose WAL, blob and MANIFEST files turn failures into
+// its sticky error (see Failure in the package doc).
 type FS struct {
 	vfs.FS
 
-	mu      sync.Mutex
-	open    map[*walFile]struct{} // guarded by mu
-	closing sync.WaitGroup        // logs being closed in the background
-	err     atomic.Pointer[error] // first WAL failure; set once under mu
-	syncs   atomic.Uint64
+	mu     sync.Mutex
+	err    atomic.Pointer[error] // first failure; set once under mu
+	syncs  atomic.Uint64
+	synced atomic.Pointer[SyncPoint] // the latest fsync of a WAL file
+
+	// OnSync, if set before the filesystem is used, is called after every
+	// successful fsync of a WAL file. It must not block.
+	OnSync func()
+}
+
+// A SyncPoint says that the first Size bytes of the WAL file Name are on
+// stable storage.
+type SyncPoint struct {
+	Name string // base name, such as 000012.log
+	Size int64
+}
+
+// Synced returns the latest fsync of a WAL file (zero if none yet).
+func (fs *FS) Synced() SyncPoint {
+	if p := fs.synced.Load(); p != nil {
+		return *p
+	}
+	return SyncPoint{}
 }
 
 // New wraps inner.
 func New(inner vfs.FS) *FS {
-	return &FS{FS: inner, open: make(map[*walFile]struct{})}
+	return &FS{FS: inner}
 }
 
 // Create implements vfs.FS.
@@ -108,33 +120,7 @@ func (fs *FS) wrap(f vfs.File, name string, category vfs.DiskWriteCategory, err 
 		fs.fail("write-ahead log "+op, err)
 		return nullFile{}, nil
 	}
-	w := &walFile{File: f, fs: fs}
-	fs.mu.Lock()
-	fs.open[w] = struct{}{}
-	fs.mu.Unlock()
-	return w, nil
-}
-
-// SyncWAL fsyncs every open WAL file written since its last fsync. When it
-// returns nil, every byte written to a WAL before the call began is on
-// stable storage. It is safe to call concurrently with writes, but callers
-// should not run two SyncWAL calls at once (the engine serialises them).
-func (fs *FS) SyncWAL() error {
-	if err := fs.Err(); err != nil {
-		return err
-	}
-	fs.mu.Lock()
-	files := make([]*walFile, 0, len(fs.open))
-	for f := range fs.open {
-		files = append(files, f)
-	}
-	fs.mu.Unlock()
-	for _, f := range files {
-		if err := f.syncIfDirty(); err != nil {
-			return err
-		}
-	}
-	return fs.Err()
+	return &walFile{File: f, fs: fs, name: fs.PathBase(name)}, nil
 }
 
 // Syncs returns the number of fsyncs of WAL files performed.
@@ -164,12 +150,9 @@ func (fs *FS) fail(op string, err error) error {
 
 type walFile struct {
 	vfs.File
-	fs *FS
-	// dirty is set after every write and cleared just before an fsync, so
-	// an fsync that observes it clear covers every write that set it.
-	dirty atomic.Bool
-	// syncMu serialises the real fsyncs of this file (SyncWAL and Close).
-	syncMu sync.Mutex
+	fs   *FS
+	name string
+	size atomic.Int64 // bytes written to the file in this incarnation
 }
 
 // Write writes p, or drops it once the filesystem has failed; it always
@@ -181,7 +164,7 @@ func (f *walFile) Write(p []byte) (int, error) {
 	if _, err := f.File.Write(p); err != nil {
 		f.fs.fail("write-ahead log write", err)
 	}
-	f.dirty.Store(true)
+	f.size.Add(int64(len(p)))
 	return len(p), nil
 }
 
@@ -193,7 +176,11 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	if _, err := f.File.WriteAt(p, off); err != nil {
 		f.fs.fail("write-ahead log write", err)
 	}
-	f.dirty.Store(true)
+	for end := off + int64(len(p)); ; {
+		if cur := f.size.Load(); cur >= end || f.size.CompareAndSwap(cur, end) {
+			break
+		}
+	}
 	return len(p), nil
 }
 
@@ -204,60 +191,41 @@ func (f *walFile) Preallocate(off, n int64) error {
 	return nil
 }
 
-// Sync is a no-op: the engine fsyncs WAL files through SyncWAL.
-func (f *walFile) Sync() error { return nil }
-
-// SyncData is a no-op: the engine fsyncs WAL files through SyncWAL.
-func (f *walFile) SyncData() error { return nil }
-
-// SyncTo promises nothing (fullSync is false), so no caller takes it as
-// durable.
-func (f *walFile) SyncTo(int64) (bool, error) { return false, nil }
-
-func (f *walFile) syncIfDirty() error {
-	f.syncMu.Lock()
-	defer f.syncMu.Unlock()
-	if !f.dirty.Swap(false) {
-		return nil
-	}
+// Sync fsyncs the file, or returns the sticky error: no sync may succeed
+// after a dropped write.
+func (f *walFile) Sync() error {
 	if err := f.fs.Err(); err != nil {
 		return err
 	}
 	f.fs.syncs.Add(1)
+	size := f.size.Load() // every byte written before the fsync began
 	if err := f.File.SyncData(); err != nil {
-		f.dirty.Store(true)
 		return f.fs.fail("write-ahead log fsync", err)
+	}
+	if err := f.fs.Err(); err != nil {
+		return err
+	}
+	f.fs.synced.Store(&SyncPoint{Name: f.name, Size: size})
+	if f.fs.OnSync != nil {
+		f.fs.OnSync()
 	}
 	return nil
 }
 
-// Close fsyncs the file for real before closing it, and only then stops
-// tracking it, so a concurrent SyncWAL never misses its data. A failure
-// becomes the sticky error rather than Pebble's.
-//
-// Pebble writes the log's last bytes (its EOF trailer) before it calls
-// Close, so what remains is the fsync and the close, which run in the
-// background (see the package doc) and report to the sticky error.
-func (f *walFile) Close() error {
-	f.fs.closing.Add(1)
-	go func() {
-		defer f.fs.closing.Done()
-		_ = f.syncIfDirty()
-		f.fs.mu.Lock()
-		delete(f.fs.open, f)
-		f.fs.mu.Unlock()
-		if err := f.File.Close(); err != nil {
-			f.fs.fail("write-ahead log close", err)
-		}
-	}()
-	return nil
-}
+// SyncData is Sync.
+func (f *walFile) SyncData() error { return f.Sync() }
 
-// Drain waits for the logs being closed in the background to be fsynced
-// and closed, and returns the sticky error, if any.
-func (fs *FS) Drain() error {
-	fs.closing.Wait()
-	return fs.Err()
+// SyncTo promises nothing (fullSync is false), so no caller takes it as a
+// sync; Pebble's log writer calls Sync.
+func (f *walFile) SyncTo(int64) (bool, error) { return false, nil }
+
+// Close closes the file; a failure becomes the sticky error rather than
+// Pebble's. (Pebble fsyncs a log before it closes it.)
+func (f *walFile) Close() error {
+	if err := f.File.Close(); err != nil {
+		f.fs.fail("write-ahead log close", err)
+	}
+	return nil
 }
 
 // blobFile reports success to Pebble whatever happens; a failure becomes

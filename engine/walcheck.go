@@ -1,0 +1,261 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/engine/internal/walfs"
+)
+
+// Sync proofs: how the engine tells damage in the write-ahead log from a
+// torn tail.
+//
+// After a crash, the newest log may end in bytes that were being written
+// (a torn tail); Pebble's replay stops at the first bad chunk and, for the
+// newest log, accepts the rest as lost. That is right only for bytes that
+// were never fsynced. Pebble decides it from the synced offsets its chunks
+// carry, but in Pebble v2.1.7 those count only the bytes of partly filled
+// blocks (a record spanning whole 32 KiB blocks leaves them far behind), so
+// damage before acknowledged records passed as a torn tail.
+//
+// So the engine records its own proof: after each fsync of the log (see
+// syncLoop), it writes a small log entry (pebble.DB.LogData, which replay
+// ignores) saying how many bytes of which log file that fsync covered, as
+// walfs saw it. Before Pebble opens the directory, checkLogs reads every
+// log: if a log stops at a bad chunk (or ends) at offset X while a proof,
+// anywhere in any log, says more than X bytes of that file were fsynced,
+// acknowledged bytes were damaged or cut, and Open fails with ErrCorrupt
+// naming the file and offset. A torn tail lies past every proof, so it
+// still recovers silently.
+//
+// What it cannot see: the bytes of the very last fsync before a crash, if
+// the crash comes before that fsync's proof reaches the log (within about
+// one more fsync), and damage that also destroys every proof after it.
+//
+// The proof's payload (inside a LogData entry). These constants are part of
+// the on-disk format.
+//
+//	+----------------+----------------------+--------------------+------------+
+//	| proofMagic (8) | file number (uvarint)| size (uvarint, B)  | crc32c (4) |
+//	+----------------+----------------------+--------------------+------------+
+var proofMagic = []byte("idkvSYN\x01")
+
+func appendProof(dst []byte, p walfs.SyncPoint) ([]byte, bool) {
+	num, ok := logNum(p.Name)
+	if !ok {
+		return dst, false
+	}
+	start := len(dst)
+	dst = append(dst, proofMagic...)
+	dst = binary.AppendUvarint(dst, num)
+	dst = binary.AppendUvarint(dst, uint64(p.Size))
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli)), true
+}
+
+// parseProof decodes a proof at the start of b.
+func parseProof(b []byte) (num uint64, size int64, ok bool) {
+	if !bytes.HasPrefix(b, proofMagic) {
+		return 0, 0, false
+	}
+	rest := b[len(proofMagic):]
+	num, n := binary.Uvarint(rest)
+	if n <= 0 {
+		return 0, 0, false
+	}
+	sz, m := binary.Uvarint(rest[n:])
+	if m <= 0 || len(rest) < n+m+4 || sz > 1<<50 {
+		return 0, 0, false
+	}
+	end := len(proofMagic) + n + m
+	if crc32.Checksum(b[:end], castagnoli) != binary.LittleEndian.Uint32(b[end:]) {
+		return 0, 0, false
+	}
+	return num, int64(sz), true
+}
+
+// logNum parses a log file name such as 000012.log.
+func logNum(name string) (uint64, bool) {
+	base, ok := strings.CutSuffix(name, ".log")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(base, 10, 64)
+	return n, err == nil
+}
+
+// Pebble's log chunk layout (its record package): 32 KiB blocks of chunks,
+// each with a header of checksum (4), length (2), type (1), and for the
+// recyclable and sync-offset formats the log number (4) and a synced
+// offset (8). The checksum covers the bytes from the type on.
+const (
+	logBlockSize    = 32 << 10
+	chunkFull       = 1
+	chunkLast       = 4
+	chunkRecyclable = 5 // 5-8: recyclable full, first, middle, last
+	chunkSync       = 9 // 9-12: the same with a synced offset
+)
+
+// chunkAt parses the chunk header at b[i:] of log num. It returns the
+// chunk's kind (0 full, 1 first, 2 middle, 3 last), the payload's bounds,
+// and ok=false for anything that is not an intact chunk of this log.
+func chunkAt(b []byte, i int, num uint64) (kind, start, end int, ok bool) {
+	if i+7 > len(b) {
+		return 0, 0, 0, false
+	}
+	length := int(binary.LittleEndian.Uint16(b[i+4:]))
+	typ := int(b[i+6])
+	hdr := 7
+	switch {
+	case typ >= chunkFull && typ <= chunkLast:
+		kind = typ - chunkFull
+	case typ >= chunkRecyclable && typ < chunkSync:
+		hdr, kind = 11, typ-chunkRecyclable
+	case typ >= chunkSync && typ < chunkSync+4:
+		hdr, kind = 19, typ-chunkSync
+	default:
+		return 0, 0, 0, false
+	}
+	start, end = i+hdr, i+hdr+length
+	if end > len(b) || i/logBlockSize != (end-1)/logBlockSize && length > 0 {
+		return 0, 0, 0, false
+	}
+	if hdr > 7 && uint64(binary.LittleEndian.Uint32(b[i+7:])) != num&0xffffffff {
+		return 0, 0, 0, false
+	}
+	c := crc32.Update(0, castagnoli, b[i+6:end])
+	if binary.LittleEndian.Uint32(b[i:]) != (c>>15|c<<17)+0xa282ead8 {
+		return 0, 0, 0, false
+	}
+	return kind, start, end, true
+}
+
+// goodPrefix returns the offset where the intact records of log b end:
+// the start of the first record that is damaged, cut or absent, or the end
+// of Pebble's end-of-log trailer.
+func goodPrefix(b []byte, num uint64) int {
+	good, i := 0, 0
+	inRecord := false
+	for i < len(b) {
+		if rest := logBlockSize - i%logBlockSize; rest < 19 && allZero(b[i:min(len(b), i+rest)]) {
+			i += rest // a block's padding: no chunk header fits
+			if !inRecord {
+				good = min(i, len(b))
+			}
+			continue
+		}
+		kind, _, end, ok := chunkAt(b, i, num)
+		if !ok {
+			if !inRecord && isTrailer(b, i, num) {
+				return i + 11
+			}
+			return good
+		}
+		if (kind == 0 || kind == 1) == inRecord {
+			return good
+		}
+		i = end
+		inRecord = kind == 1 || kind == 2
+		if !inRecord {
+			good = i
+		}
+	}
+	return good
+}
+
+// isTrailer reports whether b[i:] holds the trailer Pebble writes when it
+// closes log num: an empty recyclable chunk of log num+1.
+func isTrailer(b []byte, i int, num uint64) bool {
+	return i+11 <= len(b) && b[i+6] == chunkRecyclable && binary.LittleEndian.Uint16(b[i+4:]) == 0 &&
+		uint64(binary.LittleEndian.Uint32(b[i+7:])) == (num+1)&0xffffffff
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// proofsIn adds to proofs every intact proof found anywhere in log b of
+// number num: a byte-by-byte search, so that proofs after a damaged chunk
+// are found too. Only single-chunk entries are searched (proofs are small).
+func proofsIn(b []byte, num uint64, proofs map[uint64]int64) {
+	for off := 0; ; {
+		j := bytes.Index(b[off:], proofMagic)
+		if j < 0 {
+			return
+		}
+		at := off + j
+		off = at + 1
+		pn, size, ok := parseProof(b[at:])
+		if !ok || size <= proofs[pn] {
+			continue
+		}
+		// The proof must lie in an intact chunk of this log: search back
+		// for its header (a LogData entry puts the payload within 32
+		// bytes of the chunk's start).
+		for h := at - 1; h >= max(0, at-64); h-- {
+			if _, start, end, ok := chunkAt(b, h, num); ok && start <= at && end > at {
+				proofs[pn] = size
+				break
+			}
+		}
+	}
+}
+
+// checkLogs checks every write-ahead log in dir against the sync proofs
+// (see above) before Pebble replays them. It returns an ErrCorrupt error
+// naming the first log that lost fsynced bytes. A directory without logs
+// (a new one) passes.
+func checkLogs(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil // a directory that does not exist yet: Pebble creates it
+	}
+	type logFile struct {
+		num  uint64
+		name string
+		b    []byte
+	}
+	var logs []logFile
+	proofs := map[uint64]int64{}
+	for _, name := range names {
+		num, ok := logNum(name)
+		if !ok {
+			continue
+		}
+		path := fs.PathJoin(dir, name)
+		f, err := fs.Open(path)
+		if err != nil {
+			return fmt.Errorf("engine: check write-ahead log %s: %w", path, err)
+		}
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("engine: check write-ahead log %s: %w", path, err)
+		}
+		proofsIn(b, num, proofs)
+		logs = append(logs, logFile{num, path, b})
+	}
+	slices.SortFunc(logs, func(a, b logFile) int { return int(a.num - b.num) })
+	for _, l := range logs {
+		synced, ok := proofs[l.num]
+		if !ok {
+			continue
+		}
+		if good := goodPrefix(l.b, l.num); int64(good) < synced {
+			return fmt.Errorf("%w: write-ahead log %s is damaged at offset %d: its first %d bytes were fsynced and acknowledged (keep the directory and run idemkv repair)",
+				ErrCorrupt, l.name, good, synced)
+		}
+	}
+	return nil
+}
