@@ -254,7 +254,7 @@ func (e *Engine) syncLoop() {
 		}
 		commits := e.commits.Load() // before the fsync that covers them
 		if e.unsynced.Swap(false) {
-			if err := e.syncNow(); err != nil {
+			if err := e.withStore(func() error { return e.logEntry(nil, pebble.Sync) }); err != nil {
 				if !e.closed.Load() && !errors.Is(err, ErrClosed) {
 					e.log.Error("idemkv: background fsync of the log failed", "err", err)
 				}
@@ -266,7 +266,7 @@ func (e *Engine) syncLoop() {
 			continue
 		}
 		var ok bool
-		if buf, ok = appendProof(buf[:0], p); !ok || e.logData(buf) != nil {
+		if buf, ok = appendProof(buf[:0], p); !ok || e.withStore(func() error { return e.logEntry(buf, pebble.NoSync) }) != nil {
 			continue // a failure stops the engine; the next fsync retries
 		}
 		proven, provenCommits = p, commits
@@ -275,31 +275,39 @@ func (e *Engine) syncLoop() {
 	}
 }
 
-// logData commits b as a log entry that replay ignores, without waiting
-// for an fsync.
-func (e *Engine) logData(b []byte) (err error) {
-	if err := e.acquire(); err != nil {
-		return err
-	}
-	defer e.release()
+// logEntry commits b as a log entry that replay ignores; an empty one
+// with pebble.Sync has Pebble write and fsync everything committed before
+// it. The caller holds the store (acquire, or Close's lock).
+func (e *Engine) logEntry(b []byte, wo *pebble.WriteOptions) (err error) {
 	defer e.guard(&err)
-	return e.db.LogData(b, pebble.NoSync)
-}
-
-// syncNow has Pebble write and fsync everything committed so far.
-func (e *Engine) syncNow() (err error) {
-	if err := e.acquire(); err != nil {
-		return err
-	}
-	defer e.release()
-	defer e.guard(&err)
-	if err := e.db.LogData(nil, pebble.Sync); err != nil {
+	if err := e.db.LogData(b, wo); err != nil {
 		if ferr := e.Err(); ferr != nil {
 			return ferr
 		}
-		return storageErr("write-ahead log fsync", err)
+		return storageErr("write-ahead log", err)
 	}
 	return e.Err()
+}
+
+// syncAndProve fsyncs the log and then writes the proof of that fsync
+// (without waiting for the proof's own fsync). The caller holds the store.
+func (e *Engine) syncAndProve() error {
+	if err := e.logEntry(nil, pebble.Sync); err != nil {
+		return err
+	}
+	if b, ok := appendProof(nil, e.fs.Synced()); ok {
+		return e.logEntry(b, pebble.NoSync)
+	}
+	return nil
+}
+
+// withStore runs fn while holding the store (see acquire).
+func (e *Engine) withStore(fn func() error) error {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.release()
+	return fn()
 }
 
 // Sync returns once everything the engine acknowledged before the call is
@@ -312,15 +320,12 @@ func (e *Engine) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := e.syncNow(); err != nil {
-		return err
-	}
-	if b, ok := appendProof(nil, e.fs.Synced()); ok {
-		if err := e.logData(b); err != nil {
+	return e.withStore(func() error {
+		if err := e.syncAndProve(); err != nil {
 			return err
 		}
-	}
-	return e.syncNow()
+		return e.logEntry(nil, pebble.Sync)
+	})
 }
 
 // kickSync asks syncLoop for an fsync without waiting for it.
@@ -494,8 +499,16 @@ func (e *Engine) Close() error {
 			return
 		}
 		defer e.closeMu.Unlock()
-		// Pebble's Close writes and fsyncs the log.
-		if err := e.closeDB(); err != nil {
+		// The last fsync's proof may not be written yet (syncLoop has
+		// stopped): write one; Pebble's Close writes and fsyncs the log.
+		var err error
+		if e.failure.Load() == nil {
+			err = e.syncAndProve()
+		}
+		if cerr := e.closeDB(); err == nil {
+			err = cerr
+		}
+		if err != nil {
 			e.cerr = fmt.Errorf("engine: close: %w", err)
 		}
 	})
