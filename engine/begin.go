@@ -355,10 +355,10 @@ func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, 
 // buffer and memtable (pebble.NoSync), and kicks the background log syncer,
 // which has it on disk within about one fsync (see syncLoop).
 //
-// Pebble does every fsync of its log itself, so the synced offsets that its
-// log chunks carry are true, and its recovery can tell a torn tail (bytes
-// never synced) from damage before a synced point. See "Durability" in the
-// package doc.
+// Pebble does every fsync of its log itself; the engine's syncer proves
+// each one in the log (see walcheck.go), so that Open can tell a torn tail
+// from damage to acknowledged bytes. See "Durability modes" in the package
+// doc.
 //
 // A commit whose log write failed (see package walfs) is visible in
 // Pebble's memtable but not in its log; the engine stops (ErrFailed) at

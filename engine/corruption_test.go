@@ -335,18 +335,7 @@ func TestTruncatedWALTail(t *testing.T) {
 		srcDir, newest := write(src.reopened)
 		for _, tt := range tests {
 			t.Run(src.name+"/"+tt.name, func(t *testing.T) {
-				dir := filepath.Join(t.TempDir(), "data")
-				if err := copyDir(srcDir, dir); err != nil {
-					t.Fatal(err)
-				}
-				path := filepath.Join(dir, newest)
-				b, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(path, tt.fn(b), 0o644); err != nil {
-					t.Fatal(err)
-				}
+				dir := damagedCopy(t, srcDir, newest, tt.fn)
 				e, err := engine.Open(dir, &engine.Options{Clock: expiry.NewFakeClock(clock.Now()), SweepInterval: 24 * time.Hour})
 				if err != nil {
 					if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), newest) {
@@ -435,19 +424,7 @@ func TestCorruptTableFiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			if err := copyDir(src, dir); err != nil {
-				t.Fatal(err)
-			}
-			path := filepath.Join(dir, filepath.Base(tt.file))
-			b, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b[len(b)/3] ^= 0x01
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			dir := damagedCopy(t, src, filepath.Base(tt.file), func(b []byte) []byte { b[len(b)/3] ^= 0x01; return b })
 			e, err := engine.Open(dir, nil)
 			if err != nil {
 				if !errors.Is(err, engine.ErrCorrupt) {
@@ -477,4 +454,23 @@ func TestCorruptTableFiles(t *testing.T) {
 			}
 		})
 	}
+}
+
+// damagedCopy copies the data directory src to a fresh directory, replaces
+// its file name with what damage makes of it, and returns the copy.
+func damagedCopy(t *testing.T, src, name string, damage func([]byte) []byte) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := copyDir(src, dir); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, damage(b), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -71,13 +71,14 @@
 // is lost: a lease acknowledges nothing). Engine.Sync waits for
 // everything acknowledged before it.
 //
-// Why Pebble keeps the fsync: each log chunk records the offset up to
-// which the log was fsynced when the chunk was written, and at replay a
-// damaged chunk is taken for a torn tail (bytes a crash cut off, never
-// acknowledged) only if nothing later says it was synced. Those offsets
-// are true only if every sync Pebble sees is a real one. TestPowerLoss
-// checks the modes against a simulated power loss, TestCrashKill9 against
-// kill -9.
+// Why Pebble keeps the fsync: each log chunk records how far the log was
+// fsynced when the chunk was written, and that is true only if every sync
+// Pebble sees is a real one. Pebble's own use of it is not enough (in
+// v2.1.7 the offset leaves out whole blocks), so the engine proves every
+// fsync in the log itself and checks the logs at Open (see Caveats).
+// TestPowerLoss checks the modes against a simulated power loss,
+// TestCrashKill9 against kill -9, TestDamagedLogNeverLosesAcknowledged
+// against damaged logs.
 //
 // # The hot path
 //

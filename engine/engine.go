@@ -262,7 +262,7 @@ func (e *Engine) syncLoop() {
 			}
 		}
 		p := e.fs.Synced()
-		if commits == provenCommits || p == proven || (p.Name == proven.Name && p.Size <= proven.Size) {
+		if commits == provenCommits || (p.Name == proven.Name && p.Size <= proven.Size) {
 			continue
 		}
 		var ok bool

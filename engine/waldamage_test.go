@@ -88,45 +88,30 @@ func TestDamagedLogNeverLosesAcknowledged(t *testing.T) {
 // completion.
 func checkLogDamage(t *testing.T, crashed, name string, off int64, n int, keyOf func(int) string, bodies [][]byte) {
 	t.Helper()
-	newest := name
-	{
-		t.Run(fmt.Sprintf("%s at %d", name, off), func(t *testing.T) {
-			dir := filepath.Join(t.TempDir(), "data")
-			if err := copyDir(crashed, dir); err != nil {
-				t.Fatal(err)
+	t.Run(fmt.Sprintf("%s at %d", name, off), func(t *testing.T) {
+		dir := damagedCopy(t, crashed, name, func(b []byte) []byte { b[off] ^= 0x10; return b })
+		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+		if err != nil {
+			if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), name) {
+				t.Fatalf("Open: %v; want ErrCorrupt naming %s", err, name)
 			}
-			path := filepath.Join(dir, newest)
-			b, err := os.ReadFile(path)
+			return
+		}
+		defer e.Close()
+		var lost []string
+		for i := range n {
+			res, err := e.Begin(ctx, req(keyOf(i), "a"))
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v", keyOf(i), err)
 			}
-			b[off] ^= 0x10
-			if err := os.WriteFile(path, b, 0o644); err != nil {
-				t.Fatal(err)
+			if res.Outcome != engine.Replay {
+				lost = append(lost, keyOf(i))
+				continue
 			}
-			e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
-			if err != nil {
-				if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), newest) {
-					t.Fatalf("Open: %v; want ErrCorrupt naming %s", err, newest)
-				}
-				return
-			}
-			defer e.Close()
-			var lost []string
-			for i := range n {
-				res, err := e.Begin(ctx, req(keyOf(i), "a"))
-				if err != nil {
-					t.Fatalf("%s: %v", keyOf(i), err)
-				}
-				if res.Outcome != engine.Replay {
-					lost = append(lost, keyOf(i))
-					continue
-				}
-				assertReplay(t, res, engine.Response{Status: 201, Body: bodies[i]})
-			}
-			if len(lost) > 0 {
-				t.Fatalf("opened with %d acknowledged completions missing: %v", len(lost), lost)
-			}
-		})
-	}
+			assertReplay(t, res, engine.Response{Status: 201, Body: bodies[i]})
+		}
+		if len(lost) > 0 {
+			t.Fatalf("opened with %d acknowledged completions missing: %v", len(lost), lost)
+		}
+	})
 }
