@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -66,8 +67,16 @@ type Engine struct {
 	once    sync.Once
 	cerr    error
 
-	// failure is the engine's sticky ErrFailed error, set once by halt.
+	// failure is the engine's sticky ErrFailed error, set once by halt,
+	// which then closes failed.
 	failure atomic.Pointer[error]
+	failed  chan struct{}
+
+	// bgErrs passes Pebble's background errors (failed flushes and
+	// compactions, which Pebble retries) to Open while it waits for
+	// pebble.Open; bgLog limits how often they are logged.
+	bgErrs chan error
+	bgLog  rateLog
 
 	st stats
 }
@@ -107,6 +116,8 @@ func Open(dir string, o *Options) (*Engine, error) {
 		mask:     uint64(opts.Stripes - 1),
 		stop:     make(chan struct{}),
 		syncKick: make(chan struct{}, 1),
+		failed:   make(chan struct{}),
+		bgErrs:   make(chan error, 1),
 	}
 	e.fs.OnSync = e.kickSync
 	perStripe := 0
@@ -129,6 +140,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 			DataCorruption: func(info pebble.DataCorruptionInfo) {
 				opts.Logger.Error("idemkv: damaged data file", "info", info.String())
 			},
+			BackgroundError: e.backgroundError,
 		},
 	}
 	// Bodies under 16 KiB reach Pebble uncompressed (see bodyMethod) and
@@ -205,7 +217,7 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 		}
 	}()
 	defer e.guard(&err)
-	if e.db, err = pebble.Open(e.dir, po); err != nil {
+	if e.db, err = e.openPebble(po); err != nil {
 		return err
 	}
 	created, err := e.loadMeta()
@@ -228,6 +240,73 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 		return err
 	}
 	return e.Err()
+}
+
+// openPebble runs pebble.Open, which can wait for ever: it flushes the
+// log it replayed and waits for that flush, which Pebble retries for as
+// long as it fails (a full disk), and after a fatal error in Pebble it
+// waits for a flush that will never finish. So openPebble returns at once
+// after a fatal error, and after a failing flush it waits at most
+// Options.OpenFaultWait for the fault to clear. Either way the abandoned
+// pebble.Open keeps the directory's lock: after a fatal error until the
+// process exits, after a flush failure until it finishes (it then closes
+// the store).
+func (e *Engine) openPebble(po *pebble.Options) (*pebble.DB, error) {
+	type result struct {
+		db  *pebble.DB
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		defer e.guard(&r.err)
+		r.db, r.err = pebble.Open(e.dir, po)
+	}()
+	abandon := func() {
+		go func() {
+			if r := <-done; r.db != nil {
+				func() {
+					defer func() { _ = recover() }()
+					_ = r.db.Close()
+				}()
+			}
+		}()
+	}
+	var deadline <-chan time.Time
+	var lastErr error
+	for {
+		select {
+		case r := <-done:
+			return r.db, r.err
+		case <-e.failed:
+			abandon()
+			return nil, fmt.Errorf("%w (the store keeps the directory locked until the process exits: restart it once the fault is fixed)", e.Err())
+		case err := <-e.bgErrs:
+			lastErr = err
+			if deadline == nil {
+				e.log.Warn("idemkv: opening waits for the store to flush the write-ahead log it replayed, which fails; it retries until the fault clears",
+					"err", err.Error(), "give_up_after", e.opts.OpenFaultWait)
+				deadline = time.After(e.opts.OpenFaultWait)
+			}
+		case <-deadline:
+			abandon()
+			return nil, fmt.Errorf("%w: could not flush the replayed write-ahead log within %v (free space or fix the disk, then start again): %w",
+				ErrStorage, e.opts.OpenFaultWait, lastErr)
+		}
+	}
+}
+
+// backgroundError receives Pebble's background errors: failed flushes and
+// compactions, which Pebble retries (after a pause, see package walfs).
+func (e *Engine) backgroundError(err error) {
+	select {
+	case e.bgErrs <- err:
+	default:
+	}
+	if e.failure.Load() == nil {
+		e.bgLog.error(e.log, "idemkv: a flush or compaction failed; the store retries it", err)
+	}
 }
 
 // syncLoop fsyncs the write-ahead log behind the commits that do not wait
@@ -420,10 +499,17 @@ func (e *Engine) loadMeta() (created bool, err error) {
 	return created, e.fs.Err()
 }
 
-// openErr marks damage that Pebble found while opening as ErrCorrupt.
+// openErr marks damage that Pebble found while opening as ErrCorrupt, and
+// a failing disk (an errno from the system) as ErrStorage.
 func openErr(err error) error {
-	if pebble.IsCorruptionError(err) && !errors.Is(err, ErrCorrupt) {
+	var errno syscall.Errno
+	switch {
+	case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrStorage):
+		return err
+	case pebble.IsCorruptionError(err):
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	case errors.As(err, &errno) && errno != syscall.EAGAIN && errno != syscall.EACCES:
+		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	return err
 }
@@ -575,7 +661,9 @@ func (e *Engine) Err() error {
 func (e *Engine) halt(cause error) error {
 	err := error(&failedError{cause: cause})
 	if e.failure.CompareAndSwap(nil, &err) {
-		e.log.Error("idemkv: engine stopped after a storage failure; everything acknowledged is on disk, reopen once the fault is fixed", "err", cause)
+		e.fs.Fail(err)
+		close(e.failed)
+		e.log.Error("idemkv: engine stopped after a storage failure; it answers replays of what it stored, nothing else; everything acknowledged is on disk; restart the process once the fault is fixed", "err", cause)
 		return err
 	}
 	return *e.failure.Load()
@@ -649,22 +737,50 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 }
 
 // Fatalf is called by Pebble on an error it cannot continue from (a failed
-// MANIFEST write, a wedged commit pipeline); it must not return. The engine
-// stops first, so every caller gets ErrFailed. Called on a goroutine of
-// the engine (under guard), it panics and guard turns that into the
-// caller's error; on one of Pebble's background goroutines it ends that
-// goroutine rather than the process.
+// MANIFEST write, a wedged commit pipeline); Pebble expects it to end the
+// process. The engine stops instead, so every caller gets ErrFailed, and
+// its filesystem freezes the directory (see package walfs), so that nothing
+// Pebble does after the error changes what is on disk. Called on a
+// goroutine of the engine (under guard), Fatalf panics and guard turns
+// that into the caller's error. On one of Pebble's background goroutines it
+// returns: Pebble then takes the operation for failed and retries it, which
+// the frozen directory refuses. (Ending that goroutine instead, as earlier
+// versions did, left the flush it ran marked as running for ever, and
+// pebble.Open or a stalled write waited for it for ever.)
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	err := fmt.Errorf(format, args...)
-	p.l.Error("pebble (fatal): " + err.Error())
+	err := newFatalError(format, args)
 	if p.e != nil {
+		if p.e.failure.Load() == nil {
+			p.l.Error("pebble (fatal): " + err.Error())
+		}
 		p.e.halt(err)
+	} else {
+		p.l.Error("pebble (fatal): " + err.Error())
 	}
 	if underGuard() {
 		panic(err)
 	}
-	runtime.Goexit()
 }
+
+// fatalError is the error of a Fatalf call; it matches the errors among
+// the call's arguments (the ENOSPC of a failed MANIFEST write).
+type fatalError struct {
+	msg    string
+	causes []error
+}
+
+func newFatalError(format string, args []any) *fatalError {
+	e := &fatalError{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			e.causes = append(e.causes, err)
+		}
+	}
+	return e
+}
+
+func (e *fatalError) Error() string   { return e.msg }
+func (e *fatalError) Unwrap() []error { return e.causes }
 
 // underGuard reports whether the calling goroutine runs a function of this
 // package, and so has a guard deferred on its stack: Pebble's own
@@ -688,3 +804,28 @@ var thisPackage = func() string {
 	name := runtime.FuncForPC(reflect.ValueOf(Open).Pointer()).Name()
 	return strings.TrimSuffix(name, "Open")
 }()
+
+// rateLog logs an error at most once per rateLogEvery, counting the ones
+// it leaves out, so that a fault that repeats (a flush retried on a full
+// disk) is reported without flooding the log.
+type rateLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int
+}
+
+const rateLogEvery = 10 * time.Second
+
+func (r *rateLog) error(l *slog.Logger, msg string, err error) {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < rateLogEvery {
+		r.dropped++
+		r.mu.Unlock()
+		return
+	}
+	dropped := r.dropped
+	r.last, r.dropped = now, 0
+	r.mu.Unlock()
+	l.Error(msg, "err", err.Error(), "repeats_not_logged", dropped)
+}

@@ -56,11 +56,16 @@ var (
 	// ErrFailed is returned by every operation once the engine has
 	// stopped because of a storage failure it cannot undo in place: a
 	// failed write or fsync of the write-ahead log, or a fatal error in
-	// Pebble (a failed MANIFEST write). Nothing is acknowledged after it.
-	// Everything acknowledged before it is in the directory: Close the
-	// engine and Open it again once the fault is fixed. It also matches
-	// ErrStorage; Engine.Err reports it.
-	ErrFailed = errors.New("idemkv: engine stopped after a storage failure; reopen it once the fault is fixed")
+	// Pebble (a failed MANIFEST write). Nothing is acknowledged after it;
+	// replays of completed records that were acknowledged go on (Begin,
+	// Get and Scan read on), everything else is refused. Everything
+	// acknowledged before it is in the directory, which the engine leaves
+	// untouched from then on: Close the engine and restart the process
+	// once the fault is fixed (after a fatal error in Pebble the stopped
+	// store keeps the directory locked until the process exits; after a
+	// failed log write Close releases it and an Open in the same process
+	// works). It also matches ErrStorage; Engine.Err reports it.
+	ErrFailed = errors.New("idemkv: engine stopped after a storage failure (restart the process once the fault is fixed)")
 
 	// ErrVersion is returned when the data directory or a record was
 	// written by a newer, unknown format version. It also matches

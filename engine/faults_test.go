@@ -376,6 +376,103 @@ func fatalChild(t *testing.T, dir, kind string) {
 	fmt.Println("stopped:", e.Err())
 }
 
+// TestOpenOnFullDiskFailsInBoundedTime restarts on a full disk, the way an
+// operator does after freeing too little space: the log holds records that
+// Open must flush, and the flush cannot write its table (Pebble retries it
+// for ever) or its MANIFEST (Pebble calls Fatalf, which once parked the
+// flush and left pebble.Open waiting for it for ever). Open must return an
+// error matching ErrStorage and ENOSPC: at once after the fatal error,
+// within OpenFaultWait otherwise. The fatal case runs in a child process,
+// since the wedged store keeps the directory locked until the process
+// exits; afterwards, on a healed disk, every record is there.
+func TestOpenOnFullDiskFailsInBoundedTime(t *testing.T) {
+	for _, kind := range []string{"tables", "manifest"} {
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			fillLog(t, dir)
+			out := runFaultChild(t, "open-"+kind, dir, 0)
+			if !strings.Contains(out, "open failed: ") {
+				t.Fatalf("the child did not report a failed open:\n%s", out)
+			}
+			checkAfterFault(t, reopen(t, dir), fillLogKeys(), nil)
+		})
+	}
+}
+
+// TestOpenOnFullDiskSucceedsOnceSpaceIsBack frees space while Open waits
+// for its flush: Open must then succeed with every record.
+func TestOpenOnFullDiskSucceedsOnceSpaceIsBack(t *testing.T) {
+	dir := t.TempDir()
+	fillLog(t, dir)
+	f := &fault{match: func(op errorfs.Op) bool { return isWrite(op) && fileIs(op, ".sst") }, err: enospc}
+	f.on.Store(true)
+	opened := make(chan error, 1)
+	var e *engine.Engine
+	go func() {
+		var err error
+		e, err = engine.Open(dir, &engine.Options{FS: errorfs.Wrap(vfs.Default, f), Logger: quietLogger(), OpenFaultWait: time.Minute})
+		opened <- err
+	}()
+	for f.hits.Load() < 3 {
+		time.Sleep(time.Millisecond)
+	}
+	f.on.Store(false)
+	if err := <-opened; err != nil {
+		t.Fatalf("Open once the disk had room again: %v", err)
+	}
+	defer e.Close()
+	checkAfterFault(t, e, fillLogKeys(), nil)
+}
+
+// fillLog stores fillLogKeys in dir and closes it with the records only in
+// the write-ahead log, so that the next Open must flush them.
+func fillLog(t *testing.T, dir string) {
+	t.Helper()
+	e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range fillLogKeys() {
+		if err := complete(t, e, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fillLogKeys() []string {
+	var keys []string
+	for i := range 50 {
+		keys = append(keys, fmt.Sprint("w", i))
+	}
+	return keys
+}
+
+func openFullChild(t *testing.T, dir, kind string) {
+	f := &fault{match: func(op errorfs.Op) bool {
+		if kind == "open-manifest" {
+			return isWrite(op) && strings.Contains(op.Path, "MANIFEST")
+		}
+		return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
+	}, err: enospc}
+	f.on.Store(true)
+	start := time.Now()
+	e, err := engine.Open(dir, &engine.Options{FS: errorfs.Wrap(vfs.Default, f), Logger: quietLogger(), OpenFaultWait: time.Second})
+	if err == nil {
+		e.Close()
+		t.Fatal("Open on a full disk succeeded")
+	}
+	if !errors.Is(err, engine.ErrStorage) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Open on a full disk: %v; want an error matching ErrStorage and ENOSPC", err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("Open took %v to fail", d)
+	}
+	fmt.Println("open failed:", err)
+}
+
 // TestFaultCampaign runs rounds of concurrent requests while faults of a
 // random kind (log writes, table writes, table reads, every write: a full
 // disk) fire at random points. Each round runs in a child process, which
@@ -506,6 +603,8 @@ func TestFaultChild(t *testing.T) {
 		fatalChild(t, dir, os.Getenv("IDEMKV_FAULT_CHILD"))
 	case "campaign":
 		campaignChild(t, dir, round)
+	case "open-tables", "open-manifest":
+		openFullChild(t, dir, os.Getenv("IDEMKV_FAULT_CHILD"))
 	}
 }
 

@@ -120,6 +120,14 @@ type Options struct {
 	// a sixteenth of the generation width, at most a minute.
 	SweepInterval time.Duration
 
+	// OpenFaultWait bounds how long Open waits for a storage fault to
+	// clear. Opening flushes the write-ahead log it replayed, and Pebble
+	// retries a failed flush (a full disk) for as long as it fails: Open
+	// returns once it succeeds, or after OpenFaultWait with an error
+	// matching ErrStorage and the cause (syscall.ENOSPC for a full disk).
+	// The wait starts at the first failure. Default 30s.
+	OpenFaultWait time.Duration
+
 	// Clock tells the time. Default the system clock.
 	Clock expiry.Clock
 
@@ -191,6 +199,9 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.BlockCacheSize == 0 {
 		c.BlockCacheSize = 64 << 20
 	}
+	if c.OpenFaultWait == 0 {
+		c.OpenFaultWait = 30 * time.Second
+	}
 	switch {
 	case c.Durability > Relaxed:
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, c.Durability)
@@ -202,7 +213,7 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: MaxBodySize %d out of range (0 to %d)", ErrInvalid, c.MaxBodySize, codec.MaxLen)
 	case c.Stripes < 1 || c.Stripes&(c.Stripes-1) != 0:
 		return c, fmt.Errorf("%w: Stripes %d is not a power of two", ErrInvalid, c.Stripes)
-	case c.SweepInterval < 0:
+	case c.SweepInterval < 0 || c.OpenFaultWait < 0:
 		return c, fmt.Errorf("%w: negative interval", ErrInvalid)
 	}
 	return c, nil

@@ -37,15 +37,36 @@
 // The error is sticky for fsync in particular because once fsync has
 // failed the kernel may have dropped dirty pages, and no later fsync can
 // prove the earlier writes durable.
+//
+// # After a failure the directory is frozen
+//
+// Once the sticky error is set, nothing in the directory is removed,
+// renamed or linked any more, and no table or blob file is created: what
+// is on disk stays exactly as it was at the failure, which is what the next
+// Open recovers from. This is what makes it safe for Pebble to go on after
+// an error it calls fatal (see [FS.Fail]): a MANIFEST write that failed may
+// still have reached the disk, and Pebble, taking the flush for failed,
+// would otherwise delete the tables that the MANIFEST on disk names. Reads
+// keep working, so the engine can go on replaying what it stored.
+//
+// # Backoff
+//
+// Pebble retries a failed flush at once, and again, for as long as it
+// fails: on a full disk that was some 20,000 attempts (and as many log
+// lines) a second. A table or blob file is created only after a pause
+// once a write of one has failed (10 ms, doubling to a second, reset by a
+// success), and not at all once the filesystem has failed.
 package walfs
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -69,7 +90,21 @@ type FS struct {
 	// OnSync, if set before the filesystem is used, is called after every
 	// successful fsync of a WAL file. It must not block.
 	OnSync func()
+
+	// backoff is the pause before the next table or blob file is created
+	// (0 while their writes succeed); see Backoff in the package doc.
+	backoff atomic.Int64
 }
+
+// Backoff bounds.
+const (
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = time.Second
+)
+
+// ErrFrozen is returned for every removal, rename, link and creation of a
+// table that Pebble attempts after the filesystem has failed.
+var ErrFrozen = errors.New("walfs: the store stopped after a failure; the data directory is left as it was")
 
 // A SyncPoint says that the first Size bytes of the WAL file Name are on
 // stable storage.
@@ -93,12 +128,110 @@ func New(inner vfs.FS) *FS {
 
 // Create implements vfs.FS.
 func (fs *FS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if category != walCategory && !isManifest(fs, name, category) {
+		if err := fs.pause(name); err != nil {
+			return nil, err
+		}
+	}
 	f, err := fs.FS.Create(name, category)
 	return fs.wrap(f, name, category, err, "create")
 }
 
-// ReuseForWrite implements vfs.FS.
+// pause waits out the backoff before a table or blob file is created, and
+// refuses the creation once the filesystem has failed (after a pause, so
+// that Pebble's retries do not spin).
+func (fs *FS) pause(name string) error {
+	d := time.Duration(fs.backoff.Load())
+	if fs.Err() != nil {
+		d = maxBackoff
+	}
+	if d > 0 {
+		time.Sleep(d)
+	}
+	if err := fs.Err(); err != nil {
+		return &os.PathError{Op: "create", Path: name, Err: ErrFrozen}
+	}
+	return nil
+}
+
+// noteWrite adjusts the backoff after a write of a table or blob file.
+func (fs *FS) noteWrite(err error) {
+	if err == nil {
+		if fs.backoff.Load() != 0 {
+			fs.backoff.Store(0)
+		}
+		return
+	}
+	d := time.Duration(fs.backoff.Load())
+	fs.backoff.Store(int64(min(max(2*d, minBackoff), maxBackoff)))
+}
+
+// Remove implements vfs.FS; see the package doc for why it refuses once
+// the filesystem has failed.
+func (fs *FS) Remove(name string) error {
+	if err := fs.frozen("remove", name); err != nil {
+		return err
+	}
+	return fs.FS.Remove(name)
+}
+
+// RemoveAll implements vfs.FS.
+func (fs *FS) RemoveAll(name string) error {
+	if err := fs.frozen("remove", name); err != nil {
+		return err
+	}
+	return fs.FS.RemoveAll(name)
+}
+
+// Rename implements vfs.FS.
+func (fs *FS) Rename(oldname, newname string) error {
+	if err := fs.frozen("rename", oldname); err != nil {
+		return err
+	}
+	return fs.FS.Rename(oldname, newname)
+}
+
+// Link implements vfs.FS.
+func (fs *FS) Link(oldname, newname string) error {
+	if err := fs.frozen("link", oldname); err != nil {
+		return err
+	}
+	return fs.FS.Link(oldname, newname)
+}
+
+func (fs *FS) frozen(op, name string) error {
+	if fs.Err() != nil {
+		return &os.PathError{Op: op, Path: name, Err: ErrFrozen}
+	}
+	return nil
+}
+
+// Fail sets the sticky error (unless one is set) for a failure found
+// outside the filesystem — a fatal error in Pebble — and so freezes the
+// directory (see the package doc). It returns the sticky error.
+func (fs *FS) Fail(cause error) error {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if p := fs.err.Load(); p != nil {
+		return *p
+	}
+	fs.err.Store(&cause)
+	return cause
+}
+
+func isManifest(fs *FS, name string, category vfs.DiskWriteCategory) bool {
+	return category == manifestCategory || strings.HasPrefix(fs.PathBase(name), "MANIFEST-")
+}
+
+// ReuseForWrite implements vfs.FS. Once the filesystem has failed it
+// renames nothing (see the package doc).
 func (fs *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if err := fs.frozen("rename", oldname); err != nil {
+		if category == walCategory {
+			return nullFile{}, nil
+		}
+		return nil, err
+	}
 	f, err := fs.FS.ReuseForWrite(oldname, newname, category)
 	return fs.wrap(f, newname, category, err, "reuse")
 }
@@ -106,13 +239,16 @@ func (fs *FS) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCateg
 func (fs *FS) wrap(f vfs.File, name string, category vfs.DiskWriteCategory, err error, op string) (vfs.File, error) {
 	switch {
 	case err != nil && category != walCategory:
+		if !isManifest(fs, name, category) {
+			fs.noteWrite(err)
+		}
 		return f, err
-	case category == manifestCategory || strings.HasPrefix(fs.PathBase(name), "MANIFEST-"):
+	case isManifest(fs, name, category):
 		return &manifestFile{File: f, fs: fs}, nil
 	case strings.HasSuffix(name, ".blob"):
 		return &blobFile{File: f, fs: fs}, nil
 	case category != walCategory:
-		return f, err
+		return &tableFile{File: f, fs: fs}, nil
 	}
 	if err != nil {
 		// Pebble would wedge on this error; hand it a log that drops
@@ -237,6 +373,7 @@ type blobFile struct {
 
 func (f *blobFile) check(op string, err error) {
 	if err != nil {
+		f.fs.noteWrite(err)
 		f.fs.fail("blob file "+op, err)
 	}
 }
@@ -266,6 +403,35 @@ func (f *blobFile) SyncData() error {
 func (f *blobFile) Close() error {
 	f.check("close", f.File.Close())
 	return nil
+}
+
+// tableFile passes everything through, noting write failures for the
+// backoff.
+type tableFile struct {
+	vfs.File
+	fs *FS
+}
+
+func (f *tableFile) Write(p []byte) (int, error) {
+	n, err := f.File.Write(p)
+	if err != nil {
+		f.fs.noteWrite(err)
+	}
+	return n, err
+}
+
+func (f *tableFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.File.WriteAt(p, off)
+	if err != nil {
+		f.fs.noteWrite(err)
+	}
+	return n, err
+}
+
+func (f *tableFile) Sync() error {
+	err := f.File.Sync()
+	f.fs.noteWrite(err)
+	return err
 }
 
 // manifestFile refuses every write once the filesystem has failed, so that
