@@ -195,14 +195,20 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 
 // lead runs the storage lookup for a key on behalf of every request that
 // arrives meanwhile (they wait on lc), and answers for itself.
+//
+// A stopped engine (see ErrFailed) still answers Replay and Conflict from
+// what it stored, but nothing that needs a write.
 func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now time.Time) (res Result, err error) {
-	if err := e.acquire(); err != nil {
+	if err := e.acquireRead(); err != nil {
 		s.abandon(ek, lc)
 		return Result{}, err
 	}
 	defer e.release()
 	e.st.lookups.Add(1)
 	f, err := e.lookup(ek, h, now)
+	if err == nil && e.wasUnwritten(ek) {
+		err = e.Err()
+	}
 	if err != nil {
 		s.abandon(ek, lc)
 		e.st.errors.Add(1)
@@ -233,6 +239,11 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 				return Result{Outcome: Conflict, Record: prev, OriginalRequestID: prev.RequestID}, nil
 			}
 		}
+	}
+	if err := e.Err(); err != nil {
+		s.abandon(ek, lc)
+		e.st.errors.Add(1)
+		return Result{}, err
 	}
 	c, err := e.claim(ek, h, req, now, f, prev)
 	if err != nil {
@@ -362,10 +373,16 @@ func (e *Engine) writeRecord(ek string, h uint64, r *record.Record, gen uint32, 
 //
 // A commit whose log write failed (see package walfs) is visible in
 // Pebble's memtable but not in its log; the engine stops (ErrFailed) at
-// once so that nothing after it is acknowledged or read back. Begin and Get
-// do not read the record meanwhile: its key stays claimed until commit
-// returns (a Scan may list it).
+// once so that nothing after it is acknowledged. The stopped engine goes
+// on replaying what it stored, but never the keys of a failed commit
+// (markUnwritten, before commit returns; until then the key stays claimed,
+// so Begin and Get do not read it; a Scan may list it).
 func (e *Engine) commit(b *pebble.Batch, durable bool) (err error) {
+	defer func() {
+		if err != nil {
+			e.markUnwritten(b)
+		}
+	}()
 	defer e.guard(&err)
 	synced := durable && e.opts.Durability == Synced
 	wo := pebble.NoSync

@@ -71,6 +71,11 @@ type Engine struct {
 	// which then closes failed.
 	failure atomic.Pointer[error]
 	failed  chan struct{}
+	// unwritten holds the encoded keys (without generation) of the
+	// batches whose commit failed: Pebble may hold them in its memtable
+	// without their log bytes, so a stopped engine, which goes on
+	// replaying, never reads them back (see acquireRead).
+	unwritten sync.Map
 
 	// bgErrs passes Pebble's background errors (failed flushes and
 	// compactions, which Pebble retries) to Open while it waits for
@@ -571,7 +576,8 @@ func (e *Engine) initGenerations() error {
 // Close stops background work, wakes every waiter with ErrClosed, makes
 // every claim still in flight fail with ErrLeaseLost (their leases stay on
 // disk and are recovered by the next process), fsyncs and closes the
-// store. It is idempotent: later calls return the first call's result.
+// store. After a storage failure it returns the engine's ErrFailed error.
+// It is idempotent: later calls return the first call's result.
 func (e *Engine) Close() error {
 	e.once.Do(func() {
 		e.closed.Store(true)
@@ -593,6 +599,9 @@ func (e *Engine) Close() error {
 		}
 		if cerr := e.closeDB(); err == nil {
 			err = cerr
+		}
+		if ferr := e.Err(); ferr != nil {
+			err = ferr // the failure, rather than what it caused
 		}
 		if err != nil {
 			e.cerr = fmt.Errorf("engine: close: %w", err)
@@ -686,6 +695,44 @@ func (e *Engine) guard(err *error) {
 }
 
 func (e *Engine) release() { e.closeMu.RUnlock() }
+
+// acquireRead is acquire for an operation that only reads: it also
+// succeeds once the engine has stopped after a storage failure, so that
+// what the engine stored goes on being replayed (writes are refused, and
+// the directory is frozen, see package walfs). A reader of a stopped engine
+// must skip the keys of failed commits (wasUnwritten).
+func (e *Engine) acquireRead() error {
+	e.closeMu.RLock()
+	if e.closed.Load() {
+		e.closeMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// markUnwritten records the keys that b, whose commit failed, writes.
+func (e *Engine) markUnwritten(b *pebble.Batch) {
+	r := b.Reader()
+	for {
+		_, ukey, _, ok, err := r.Next()
+		if !ok || err != nil {
+			return
+		}
+		if _, suffix, ok := expiry.SplitKey(ukey); ok {
+			e.unwritten.Store(string(suffix), struct{}{})
+		}
+	}
+}
+
+// wasUnwritten reports whether a failed commit wrote ek, which a stopped
+// engine must then not read back. A working engine has none.
+func (e *Engine) wasUnwritten(ek string) bool {
+	if e.failure.Load() == nil {
+		return false
+	}
+	_, ok := e.unwritten.Load(ek)
+	return ok
+}
 
 func (e *Engine) stripeFor(ek string) *stripe {
 	return &e.stripes[xxhash.Sum64String(ek)&e.mask]

@@ -75,10 +75,25 @@ func bodyOf(k string) string { return "body of " + k + strings.Repeat(" padding"
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// faultyFS is a filesystem that f can fail.
+func faultyFS(f *fault) vfs.FS { return noReuse{errorfs.Wrap(vfs.Default, f)} }
+
+// noReuse creates a new file where Pebble would reuse an old log: errorfs
+// does not wrap the files that ReuseForWrite returns, so faults would
+// never reach a recycled log.
+type noReuse struct{ *errorfs.FS }
+
+func (fs noReuse) ReuseForWrite(oldname, newname string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if err := fs.Remove(oldname); err != nil {
+		return nil, err
+	}
+	return fs.Create(newname, category)
+}
+
 // openFaulty opens an engine on dir through a filesystem that f can fail.
 func openFaulty(t *testing.T, dir string, f *fault, o engine.Options) *engine.Engine {
 	t.Helper()
-	o.FS = errorfs.Wrap(vfs.Default, f)
+	o.FS = faultyFS(f)
 	o.Logger = quietLogger()
 	e, err := engine.Open(dir, &o)
 	if err != nil {
@@ -376,6 +391,59 @@ func fatalChild(t *testing.T, dir, kind string) {
 	fmt.Println("stopped:", e.Err())
 }
 
+// TestReplaysServedOnFullDisk fills the disk under a working engine. The
+// engine stops taking writes (a log write failed), but what it stored and
+// acknowledged — in tables and in the memtable, read from storage, not the
+// replay cache — is still replayed, conflicts are still answered, and the
+// completion that failed is never replayed: a restart may not have it.
+func TestReplaysServedOnFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	f := &fault{match: isWrite, err: enospc}
+	e := openFaulty(t, dir, f, engine.Options{CacheSize: -1})
+	var acked []string
+	for i := range 40 {
+		k := fmt.Sprint("s", i)
+		if err := complete(t, e, k); err != nil {
+			t.Fatal(err)
+		}
+		acked = append(acked, k)
+		if i == 19 {
+			if err := e.FlushForTest(); err != nil { // half in tables, half in the memtable
+				t.Fatal(err)
+			}
+		}
+	}
+	claimed := begin(t, e, req("during", "x"))
+	mustOutcome(t, claimed, engine.Proceed)
+	f.on.Store(true)
+	if err := claimed.Claim.Complete(ctx, response(bodyOf("during"))); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Complete on a full disk: %v; want ErrFailed (hits %d, err %v)", err, f.hits.Load(), e.Err())
+	}
+	for _, k := range acked {
+		res := begin(t, e, req(k, "x"))
+		assertReplay(t, res, response(bodyOf(k)))
+		res = begin(t, e, req(k, "another body"))
+		mustOutcome(t, res, engine.Conflict)
+		if _, err := e.Get(ctx, key(k)); err != nil {
+			t.Fatalf("Get(%s) on a full disk: %v", k, err)
+		}
+	}
+	for _, k := range []string{"during", "new"} {
+		if _, err := e.Begin(ctx, req(k, "x")); !errors.Is(err, engine.ErrFailed) {
+			t.Fatalf("Begin(%s) on a full disk: %v; want ErrFailed", k, err)
+		}
+	}
+	if _, err := e.Get(ctx, key("during")); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Get of the failed completion: %v; want ErrFailed", err)
+	}
+	if f.hits.Load() == 0 {
+		t.Fatal("the fault never fired")
+	}
+	_ = e.Close()
+	f.on.Store(false)
+	checkAfterFault(t, reopen(t, dir), acked, []string{"during"})
+}
+
 // TestOpenOnFullDiskFailsInBoundedTime restarts on a full disk, the way an
 // operator does after freeing too little space: the log holds records that
 // Open must flush, and the flush cannot write its table (Pebble retries it
@@ -410,7 +478,7 @@ func TestOpenOnFullDiskSucceedsOnceSpaceIsBack(t *testing.T) {
 	var e *engine.Engine
 	go func() {
 		var err error
-		e, err = engine.Open(dir, &engine.Options{FS: errorfs.Wrap(vfs.Default, f), Logger: quietLogger(), OpenFaultWait: time.Minute})
+		e, err = engine.Open(dir, &engine.Options{FS: faultyFS(f), Logger: quietLogger(), OpenFaultWait: time.Minute})
 		opened <- err
 	}()
 	for f.hits.Load() < 3 {
@@ -459,7 +527,7 @@ func openFullChild(t *testing.T, dir, kind string) {
 	}, err: enospc}
 	f.on.Store(true)
 	start := time.Now()
-	e, err := engine.Open(dir, &engine.Options{FS: errorfs.Wrap(vfs.Default, f), Logger: quietLogger(), OpenFaultWait: time.Second})
+	e, err := engine.Open(dir, &engine.Options{FS: faultyFS(f), Logger: quietLogger(), OpenFaultWait: time.Second})
 	if err == nil {
 		e.Close()
 		t.Fatal("Open on a full disk succeeded")
@@ -626,10 +694,12 @@ func runFaultChild(t *testing.T, kind, dir string, round int) string {
 }
 
 // TestFaultMiddleware checks what a client sees through idemhttp when the
-// disk fails: the request whose response could not be recorded still gets
-// its response (the handler ran), every later request gets 503
+// disk fills: the request whose response could not be recorded still gets
+// its response (the handler ran); retries of acknowledged requests are
+// replayed while the disk is full; every other request gets 503
 // idempotency_store_unavailable with Retry-After and the handler does not
-// run, and after a reopen a retry is either replayed whole or runs anew.
+// run; and after a restart on a healed disk a retry of the unrecorded one
+// is either replayed whole or runs anew.
 func TestFaultMiddleware(t *testing.T) {
 	dir := t.TempDir()
 	f := &fault{match: isWrite, err: enospc}
@@ -678,11 +748,14 @@ func TestFaultMiddleware(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated || runs.Load() != 2 {
 		t.Fatalf("the request whose record failed: %d %s (runs %d); want the handler's 201", resp.StatusCode, body, runs.Load())
 	}
-	f.on.Store(false) // healed, but the engine has stopped
+	e.EvictCacheForTest() // the replay below must come from storage
 	for _, k := range []string{"during", "before", "after"} {
 		resp, body := post(srv, k)
-		if k == "before" && resp.StatusCode == http.StatusCreated && resp.Header.Get("Idempotency-Replay") == "true" {
-			continue // served from the replay cache: acknowledged, so safe
+		if k == "before" {
+			if resp.StatusCode != http.StatusCreated || resp.Header.Get("Idempotency-Replay") != "true" || body != `{"id":1}` {
+				t.Fatalf("replay of an acknowledged record on a full disk: %d %q replay=%q", resp.StatusCode, body, resp.Header.Get("Idempotency-Replay"))
+			}
+			continue
 		}
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
 			!strings.Contains(body, "idempotency_store_unavailable") {
@@ -694,6 +767,7 @@ func TestFaultMiddleware(t *testing.T) {
 	}
 	srv.Close()
 	_ = e.Close()
+	f.on.Store(false)
 	srv = serve(reopen(t, dir))
 	resp, body = post(srv, "before")
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Idempotency-Replay") != "true" || body != `{"id":1}` {

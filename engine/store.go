@@ -122,12 +122,15 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 			return nil, ctx.Err()
 		}
 	}
-	if err := e.acquire(); err != nil {
+	if err := e.acquireRead(); err != nil {
 		return nil, err
 	}
 	defer e.release()
 	now := e.clock.Now()
 	f, err := e.lookup(ek, h, now)
+	if err == nil && e.wasUnwritten(ek) {
+		err = e.Err()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +261,7 @@ type Entry struct {
 // ending the scan. It is meant for operators and tools: it reads a
 // consistent snapshot, and Close waits for it to finish.
 func (e *Engine) Scan(ctx context.Context, opts ScanOptions, fn func(Entry) error) (err error) {
-	if err := e.acquire(); err != nil {
+	if err := e.acquireRead(); err != nil {
 		return err
 	}
 	defer e.release()

@@ -178,6 +178,11 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	if adminSrv != nil {
 		adminSrv.Shutdown(sctx)
 	}
+	if err := storeErr(s.store); err != nil {
+		// Exit with an error, so that a supervisor sees the failure.
+		s.store.Close()
+		return fmt.Errorf("the store had stopped: %w", err)
+	}
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("closing the engine: %w", err)
 	}
