@@ -240,7 +240,7 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 			}
 		}
 	}
-	if err := e.Err(); err != nil {
+	if err := e.writable(); err != nil {
 		s.abandon(ek, lc)
 		e.st.errors.Add(1)
 		return Result{}, err

@@ -8,8 +8,10 @@ import (
 	"hash/crc32"
 	"log/slog"
 	"math"
+	"os"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +21,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine/internal/walfs"
 	"github.com/idemkv/idemkv/expiry"
 )
@@ -27,14 +30,18 @@ import (
 // concurrent use by many goroutines. Only one Engine (one process) may have
 // a data directory open at a time; Open fails if another holds it.
 type Engine struct {
-	opts  Options
-	dir   string
-	db    *pebble.DB
-	fs    *walfs.FS
-	gens  expiry.Generations
-	ttl   time.Duration
-	clock expiry.Clock
-	log   *slog.Logger
+	opts     Options
+	dir      string // the directory Pebble has open
+	snapshot string // a snapshot directory to remove at Close, or ""
+	live     bool   // read-only: another process or engine had the directory open
+
+	registered string // the directory as register recorded it, or ""
+	db         *pebble.DB
+	fs         *walfs.FS
+	gens       expiry.Generations
+	ttl        time.Duration
+	clock      expiry.Clock
+	log        *slog.Logger
 
 	// incarnation numbers the processes that opened this directory; leases
 	// record it, so a lease with another incarnation is an orphan of a
@@ -107,12 +114,72 @@ func Open(dir string, o *Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
-	if err := checkLogs(opts.FS, dir); err != nil {
+	openDir, snapshot, live, err := openReadOnly(dir, &opts)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
+	e, err := open(dir, openDir, opts)
+	if err != nil {
+		if snapshot != "" {
+			os.RemoveAll(snapshot)
+		}
+		return nil, err
+	}
+	e.snapshot, e.live = snapshot, live
+	if !opts.ReadOnly {
+		e.registered = register(dir)
+	}
+	return e, nil
+}
+
+// openReadOnly prepares a read-only Open (see Options.ReadOnly): it checks
+// that dir holds idemkv data and takes a snapshot of it, whose directory
+// it returns; live reports whether a process had dir open. Pebble touches
+// the lock file of a directory it opens even read-only, and its replay of
+// a log may not see the tail that a live owner is writing, so a read-only
+// Open never opens dir itself. For a writable Open it returns dir.
+func openReadOnly(dir string, opts *Options) (openDir, snapshot string, live bool, err error) {
+	if !opts.ReadOnly {
+		return dir, "", false, nil
+	}
+	if opts.FS != vfs.Default {
+		return "", "", false, fmt.Errorf("%w: ReadOnly needs the real filesystem", ErrInvalid)
+	}
+	names, err := opts.FS.List(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", "", false, fmt.Errorf("%w: %w", ErrNoData, err)
+		}
+		return "", "", false, err
+	}
+	if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "MANIFEST-") }) {
+		return "", "", false, fmt.Errorf("%w (no MANIFEST)", ErrNoData)
+	}
+	live = openHere(dir) || lockedElsewhere(dir)
+	snapshot, err = snapshotDir(dir)
+	if err != nil {
+		return "", "", false, err
+	}
+	return snapshot, snapshot, live, nil
+}
+
+// lockErr marks an error that says the directory is locked as ErrLocked.
+func lockErr(err error) error {
+	if isLockHeld(err) && !errors.Is(err, ErrLocked) {
+		return fmt.Errorf("%w: %w", ErrLocked, err)
+	}
+	return err
+}
+
+// open opens the store in openDir (dir, or a snapshot of it) and starts
+// the engine.
+func open(dir, openDir string, opts Options) (*Engine, error) {
+	if err := checkLogs(opts.FS, openDir); err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
 	e := &Engine{
 		opts:     opts,
-		dir:      dir,
+		dir:      openDir,
 		ttl:      opts.TTL,
 		clock:    opts.Clock,
 		log:      opts.Logger,
@@ -134,6 +201,7 @@ func Open(dir string, o *Options) (*Engine, error) {
 	}
 
 	po := &pebble.Options{
+		ReadOnly:           opts.ReadOnly,
 		FS:                 e.fs,
 		FormatMajorVersion: pebble.FormatNewest,
 		MemTableSize:       opts.MemTableSize,
@@ -199,6 +267,9 @@ func Open(dir string, o *Options) (*Engine, error) {
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
+	if opts.ReadOnly {
+		return e, nil
+	}
 	sweepEvery := opts.SweepInterval
 	if sweepEvery == 0 {
 		sweepEvery = min(time.Minute, max(time.Second, e.gens.Width/16))
@@ -481,6 +552,8 @@ func (e *Engine) loadMeta() (created bool, err error) {
 	var inc uint64
 	v, closer, err := e.db.Get(metaKey)
 	switch {
+	case errors.Is(err, pebble.ErrNotFound) && e.opts.ReadOnly:
+		return false, fmt.Errorf("%w (a Pebble store without idemkv metadata)", ErrNoData)
 	case errors.Is(err, pebble.ErrNotFound):
 		if err := (expiry.Policy{TTL: e.opts.TTL, Lease: e.opts.Lease}).Validate(width); err != nil {
 			return false, err
@@ -497,6 +570,10 @@ func (e *Engine) loadMeta() (created bool, err error) {
 		width, inc = w, i
 	}
 	e.gens = expiry.Generations{Width: width}
+	if e.opts.ReadOnly {
+		e.incarnation = inc // the last process's
+		return false, nil
+	}
 	e.incarnation = inc + 1
 	if err := e.db.Set(metaKey, encodeMeta(width, e.incarnation), pebble.Sync); err != nil {
 		return false, err
@@ -509,8 +586,12 @@ func (e *Engine) loadMeta() (created bool, err error) {
 func openErr(err error) error {
 	var errno syscall.Errno
 	switch {
-	case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrStorage):
+	case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrStorage) || errors.Is(err, ErrNoData):
 		return err
+	case isLockHeld(err):
+		return lockErr(err)
+	case errors.Is(err, pebble.ErrDBDoesNotExist):
+		return fmt.Errorf("%w: %w", ErrNoData, err)
 	case pebble.IsCorruptionError(err):
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	case errors.As(err, &errno) && errno != syscall.EAGAIN && errno != syscall.EACCES:
@@ -594,8 +675,14 @@ func (e *Engine) Close() error {
 		// The last fsync's proof may not be written yet (syncLoop has
 		// stopped): write one; Pebble's Close writes and fsyncs the log.
 		var err error
-		if e.failure.Load() == nil {
+		if e.failure.Load() == nil && !e.opts.ReadOnly {
 			err = e.syncAndProve()
+		}
+		if e.snapshot != "" {
+			defer os.RemoveAll(e.snapshot)
+		}
+		if e.registered != "" {
+			defer unregister(e.registered)
 		}
 		if cerr := e.closeDB(); err == nil {
 			err = cerr
@@ -644,6 +731,10 @@ func (e *Engine) acquire() error {
 	if e.closed.Load() {
 		e.closeMu.RUnlock()
 		return ErrClosed
+	}
+	if e.opts.ReadOnly {
+		e.closeMu.RUnlock()
+		return ErrReadOnly
 	}
 	if err := e.Err(); err != nil {
 		e.closeMu.RUnlock()
@@ -708,6 +799,15 @@ func (e *Engine) acquireRead() error {
 		return ErrClosed
 	}
 	return nil
+}
+
+// writable returns the error that refuses a write: the engine's failure,
+// or ErrReadOnly.
+func (e *Engine) writable() error {
+	if e.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	return e.Err()
 }
 
 // markUnwritten records the keys that b, whose commit failed, writes.

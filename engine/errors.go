@@ -67,6 +67,19 @@ var (
 	// works). It also matches ErrStorage; Engine.Err reports it.
 	ErrFailed = errors.New("idemkv: engine stopped after a storage failure (restart the process once the fault is fixed)")
 
+	// ErrReadOnly is returned for every write to an engine opened with
+	// Options.ReadOnly.
+	ErrReadOnly = errors.New("idemkv: engine opened read-only")
+
+	// ErrNoData is returned by a read-only Open of a directory that does
+	// not exist or holds no idemkv data (a Pebble store of another program
+	// included).
+	ErrNoData = errors.New("idemkv: no idemkv data in the directory")
+
+	// ErrLocked is returned by Open when another process (or another
+	// Engine in this one) has the directory open.
+	ErrLocked = errors.New("idemkv: data directory in use by another process")
+
 	// ErrVersion is returned when the data directory or a record was
 	// written by a newer, unknown format version. It also matches
 	// ErrCorrupt.

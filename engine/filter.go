@@ -246,7 +246,7 @@ func (s *bloomSeg) mayContain(h uint64) bool {
 // filters stay unready and every lookup reads storage, as before the scan.
 func (e *Engine) loadFilters() {
 	defer e.bg.Done()
-	if err := e.acquire(); err != nil {
+	if err := e.acquireRead(); err != nil {
 		return
 	}
 	defer e.release()

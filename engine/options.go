@@ -120,6 +120,18 @@ type Options struct {
 	// a sixteenth of the generation width, at most a minute.
 	SweepInterval time.Duration
 
+	// ReadOnly opens the directory without writing anything to it: not a
+	// byte, a file name or a modification time changes. The engine opens
+	// a snapshot of it (tables and blob files hard-linked where the
+	// filesystem allows, the rest copied, into a temporary directory beside
+	// it, or in os.TempDir if that one cannot be written; Close removes
+	// it), so it works on the directory of a running server too
+	// (Stats.Live says whether one had it open). Begin answers Replay and
+	// Conflict and refuses anything that needs a write with ErrReadOnly,
+	// as do Complete, Delete, Sweep and Sync. The directory must exist and
+	// hold idemkv data (else ErrNoData). Only on the real filesystem.
+	ReadOnly bool
+
 	// OpenFaultWait bounds how long Open waits for a storage fault to
 	// clear. Opening flushes the write-ahead log it replayed, and Pebble
 	// retries a failed flush (a full disk) for as long as it fails: Open

@@ -389,12 +389,18 @@ type Stats struct {
 	GenerationsDropped uint64
 	Fsyncs             uint64 // fsyncs of the write-ahead log
 
-	Incarnation     uint64        // this process's incarnation number
+	Incarnation     uint64        // this process's incarnation number (read-only: the last process's)
 	GenerationWidth time.Duration // of this data directory
 	LowGeneration   uint32        // lowest generation that may hold records
 	HighGeneration  uint32        // highest generation written
 
 	DiskBytes uint64 // bytes of the files in the data directory
+
+	// ReadOnly is set for an engine opened with Options.ReadOnly; Live
+	// then says whether another process (or engine) had the directory
+	// open when the snapshot was taken, so that its claims (those of
+	// incarnation Incarnation) were in flight there.
+	ReadOnly, Live bool
 
 	// KeyFilterBytes is the memory held by the per-generation key filters
 	// that let a lookup skip generations (about 1.25 bytes per record).
@@ -426,6 +432,7 @@ func (e *Engine) Stats() Stats {
 		Incarnation: e.incarnation, GenerationWidth: e.gens.Width,
 		LowGeneration: e.lowGen.Load(), HighGeneration: e.maxGen.Load(),
 		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),
+		ReadOnly: e.opts.ReadOnly, Live: e.live,
 	}
 	for i := range e.stripes {
 		st := &e.stripes[i]
@@ -437,7 +444,7 @@ func (e *Engine) Stats() Stats {
 		s.Replays += n.replays
 		s.Conflicts += n.conflicts
 	}
-	if e.acquire() == nil {
+	if e.acquireRead() == nil {
 		s.DiskBytes = e.diskBytes()
 		e.release()
 	}

@@ -13,10 +13,8 @@ import (
 	"math"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
@@ -36,46 +34,37 @@ func (f *dataFlags) register(fs *flag.FlagSet) {
 // noSweep is the sweep interval of the tools: in effect, never.
 const noSweep = time.Duration(math.MaxInt64)
 
-// openDataDir opens the existing data directory f.dir. It refuses a
-// missing directory or one that holds no idemkv data rather than create
-// one, and says so plainly when a running server holds the directory.
-// Opening takes a new incarnation number, so even the tools that only
-// look write that much to the directory. The caller must close the
-// engine.
-func openDataDir(f *dataFlags) (*engine.Engine, error) {
+// openDataDir opens the existing data directory f.dir, read-only unless
+// write is set (idemkv sweep). It never creates a directory. A read-only
+// open writes nothing and works while a server has the directory open
+// (the engine then reads a snapshot of it); a writable one needs the
+// directory to itself. The caller must close the engine.
+func openDataDir(f *dataFlags, write bool) (*engine.Engine, error) {
 	if err := checkDataDir(f.dir); err != nil {
 		return nil, err
 	}
 	eng, err := engine.Open(f.dir, &engine.Options{
-		TTL: f.ttl,
+		TTL:      f.ttl,
+		ReadOnly: !write,
 		// The tools sweep only when told to (idemkv sweep): looking must
 		// not change what there is to see.
 		SweepInterval: noSweep,
-		// Backstop for checkDataDir: never create a store.
-		ConfigurePebble: func(po *pebble.Options) { po.ErrorIfNotExists = true },
 	})
 	switch {
 	case err == nil:
-	case isLockHeld(err):
+		return eng, nil
+	case errors.Is(err, engine.ErrLocked):
 		return nil, fmt.Errorf("data directory %s is in use by another process (stop the server that uses it first)", f.dir)
-	case errors.Is(err, pebble.ErrDBDoesNotExist):
-		return nil, fmt.Errorf("%s holds no idemkv data", f.dir)
+	case errors.Is(err, engine.ErrNoData):
+		return nil, fmt.Errorf("%s holds no idemkv data: %w", f.dir, err)
 	case errors.Is(err, expiry.ErrPolicy):
 		return nil, fmt.Errorf("%w (set -ttl to the TTL the server uses)", err)
-	default:
-		return nil, err
 	}
-	if eng.Stats().Incarnation == 1 {
-		// The engine found no metadata of its own: a Pebble store of
-		// another program.
-		eng.Close()
-		return nil, fmt.Errorf("%s holds no idemkv data (it is a Pebble store without idemkv metadata)", f.dir)
-	}
-	return eng, nil
+	return nil, err
 }
 
 // checkDataDir reports an error unless dir is a directory that holds a
-// Pebble store (a MANIFEST file).
+// Pebble store (a MANIFEST file), so that an open never creates one.
 func checkDataDir(dir string) error {
 	fi, err := os.Stat(dir)
 	switch {
@@ -96,17 +85,6 @@ func checkDataDir(dir string) error {
 		}
 	}
 	return fmt.Errorf("%s holds no idemkv data", dir)
-}
-
-// isLockHeld reports whether err says that another process (or another
-// engine in this one) holds the directory's lock.
-func isLockHeld(err error) bool {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return false // the lock file could not be opened at all
-	}
-	return errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
-		strings.Contains(err.Error(), "lock held by current process")
 }
 
 // scopeFlags are -scope and -scope-hex, of which at most one may be set.
@@ -238,14 +216,12 @@ func jsonTime(t time.Time) *time.Time {
 
 // stateOf names the state of a record for the tools: completed, expired
 // (completed, but no longer replayed; its generation is not dropped yet),
-// in-flight (a claim of this process, which the tools never hold) or
+// in-flight (a claim held by the server that has the directory open) or
 // interrupted (a claim whose process stopped without completing or
-// releasing it; the next request with the key recovers it). A tool opens
-// only a directory no server holds, so every claim it finds is
-// interrupted.
-func stateOf(r *record.Record, incarnation uint64, now time.Time) string {
+// releasing it; the next request with the key recovers it).
+func stateOf(r *record.Record, st engine.Stats, now time.Time) string {
 	switch {
-	case r.State == record.InFlight && r.Lease.Owner == incarnation:
+	case r.State == record.InFlight && st.Live && r.Lease.Owner == st.Incarnation:
 		return "in-flight"
 	case r.State == record.InFlight:
 		return "interrupted"

@@ -437,6 +437,9 @@ func TestDataDirRefused(t *testing.T) {
 	}
 }
 
+// TestDataDirInUse checks the tools against a directory that a process has
+// open: inspect, get and stats read a snapshot of it (and show the claims
+// of that process as in flight), sweep, which writes, is refused.
 func TestDataDirInUse(t *testing.T) {
 	t.Run("engine in this process", func(t *testing.T) {
 		dir := newDataDir(t)
@@ -445,11 +448,28 @@ func TestDataDirInUse(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer eng.Close()
-		for _, cmd := range []string{"inspect", "stats", "sweep"} {
-			code, _, errOut := runCmd(t, cmd, "-data", dir)
-			if code != 1 || !strings.Contains(errOut, "data directory "+dir+" is in use by another process") {
-				t.Errorf("%s: exit %d; stderr:\n%s", cmd, code, errOut)
-			}
+		res, err := eng.Begin(context.Background(), engine.Request{
+			Key:         record.Key{Scope: "s", Endpoint: "e", Key: "running"},
+			Fingerprint: record.Fingerprint{Version: 1, Sum: 7}, RequestID: "req-running",
+		})
+		if err != nil || res.Outcome != engine.Proceed {
+			t.Fatalf("Begin: %v %v", res.Outcome, err)
+		}
+		defer res.Claim.Release(context.Background())
+		if err := eng.Sync(context.Background()); err != nil { // the lease on disk
+			t.Fatal(err)
+		}
+		code, out, errOut := runCmd(t, "inspect", "-data", dir, "-scope", "s")
+		if code != 0 || !strings.Contains(out, "running") || !strings.Contains(out, "in-flight") {
+			t.Errorf("inspect: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		// The directory holds a damaged record on purpose: stats exits 1.
+		if code, out, errOut := runCmd(t, "stats", "-data", dir); !strings.Contains(out, "1 in-flight") || strings.TrimSpace(errOut) != "idemkv: 1 damaged record" {
+			t.Errorf("stats: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		code, _, errOut = runCmd(t, "sweep", "-data", dir)
+		if code != 1 || !strings.Contains(errOut, "data directory "+dir+" is in use by another process") {
+			t.Errorf("sweep: exit %d; stderr:\n%s", code, errOut)
 		}
 	})
 
@@ -460,15 +480,15 @@ func TestDataDirInUse(t *testing.T) {
 		if code, _, _ := send(t, "POST", p.addr+"/v1/calls", "key-1", `{"to":"+15550100"}`); code != 201 {
 			t.Fatalf("POST: %d", code)
 		}
-		code, _, errOut := runCmd(t, "inspect", "-data", dir)
-		if code != 1 || !strings.Contains(errOut, "is in use by another process") {
-			t.Errorf("while serving: exit %d; stderr:\n%s", code, errOut)
+		code, out, errOut := runCmd(t, "inspect", "-data", dir)
+		if code != 0 || !strings.Contains(out, "key-1") || !strings.Contains(out, "completed") {
+			t.Errorf("inspect while serving: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
 		if err := p.stop(t); err != nil {
 			t.Fatal(err)
 		}
 		scope := "0x" + hex.EncodeToString([]byte(idemhttp.CredentialScope("Bearer sk_test")))
-		code, out, errOut := runCmd(t, "inspect", "-data", dir, "-scope-hex", scope)
+		code, out, errOut = runCmd(t, "inspect", "-data", dir, "-scope-hex", scope)
 		if code != 0 || !strings.Contains(out, scope) || !strings.Contains(out, "key-1") || !strings.Contains(out, "1 record,") {
 			t.Fatalf("after serving: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
@@ -477,4 +497,51 @@ func TestDataDirInUse(t *testing.T) {
 			t.Errorf("get: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
 	})
+}
+
+// TestReadOnlyToolsWriteNothing runs inspect, get and stats on a stopped
+// server's directory, whose log still holds records: not a byte, name or
+// modification time in it may change (no replay flushed, no incarnation).
+func TestReadOnlyToolsWriteNothing(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", dir)
+	for _, k := range []string{"k1", "k2"} {
+		if code, _, _ := send(t, "POST", p.addr+"/v1/calls", k, `{"to":"+15550100"}`); code != 201 {
+			t.Fatalf("POST: %d", code)
+		}
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	before := dirState(t, dir)
+	for _, args := range [][]string{
+		{"inspect", "-data", dir},
+		{"stats", "-data", dir},
+		{"get", "-data", dir, "-credential", "Bearer sk_test", "-endpoint", "POST /v1/calls", "-key", "k1"},
+	} {
+		if code, out, errOut := runCmd(t, args...); code != 0 {
+			t.Fatalf("%s: exit %d; stdout:\n%s\nstderr:\n%s", args[0], code, out, errOut)
+		}
+		if after := dirState(t, dir); after != before {
+			t.Fatalf("%s changed the directory:\nbefore %s\nafter  %s", args[0], before, after)
+		}
+	}
+}
+
+// dirState describes every file of dir: name, size, modification time.
+func dirState(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, ent := range ents {
+		fi, err := ent.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s:%d:%d ", ent.Name(), fi.Size(), fi.ModTime().UnixNano())
+	}
+	return b.String()
 }

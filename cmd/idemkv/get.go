@@ -47,7 +47,7 @@ func runGet(args []string) (err error) {
 		return usageError(fs, err.Error())
 	}
 
-	eng, err := openDataDir(&df)
+	eng, err := openDataDir(&df, false)
 	if err != nil {
 		return err
 	}
@@ -61,7 +61,7 @@ func runGet(args []string) (err error) {
 	case err != nil:
 		return err
 	}
-	state := stateOf(r, eng.Stats().Incarnation, time.Now())
+	state := stateOf(r, eng.Stats(), time.Now())
 	switch {
 	case *bodyOnly:
 		if r.State != record.Completed {

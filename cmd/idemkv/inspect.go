@@ -51,7 +51,7 @@ func runInspect(args []string) (err error) {
 		opts.Prefix = record.ScopePrefix(sf.scope)
 	}
 
-	eng, err := openDataDir(&df)
+	eng, err := openDataDir(&df, false)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func runInspect(args []string) (err error) {
 	defer stop()
 
 	out := bufio.NewWriter(os.Stdout)
-	l := newLister(out, *asJSON, eng.Stats().Incarnation, time.Now())
+	l := newLister(out, *asJSON, eng.Stats(), time.Now())
 	errLimit := errors.New("limit reached")
 	hidden := 0 // expired records not listed
 	err = eng.Scan(ctx, opts, func(ent engine.Entry) error {
@@ -97,19 +97,19 @@ func runInspect(args []string) (err error) {
 
 // lister prints Scan's entries as a table or as JSON lines.
 type lister struct {
-	out         *bufio.Writer
-	tw          *tabwriter.Writer // nil for JSON
-	enc         *json.Encoder     // nil for a table
-	incarnation uint64
-	now         time.Time
+	out *bufio.Writer
+	tw  *tabwriter.Writer // nil for JSON
+	enc *json.Encoder     // nil for a table
+	st  engine.Stats
+	now time.Time
 
 	records, damaged int
 	bytes            int64
 	pending          int // table rows not flushed yet
 }
 
-func newLister(out *bufio.Writer, asJSON bool, incarnation uint64, now time.Time) *lister {
-	l := &lister{out: out, incarnation: incarnation, now: now}
+func newLister(out *bufio.Writer, asJSON bool, st engine.Stats, now time.Time) *lister {
+	l := &lister{out: out, st: st, now: now}
 	if asJSON {
 		l.enc = json.NewEncoder(out)
 	} else {
@@ -147,7 +147,7 @@ func (l *lister) add(ent engine.Entry) error {
 		j.Error = ent.Err.Error()
 	} else {
 		r := ent.Record
-		j.State = stateOf(r, l.incarnation, l.now)
+		j.State = stateOf(r, l.st, l.now)
 		j.Status, j.RequestID, j.Attempt = r.Status, r.RequestID, r.Attempt
 		j.Created, j.Completed, j.Expires = jsonTime(r.CreatedAt), jsonTime(r.CompletedAt), jsonTime(r.ExpiresAt)
 	}

@@ -32,7 +32,7 @@ func runStats(args []string) (err error) {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	eng, err := openDataDir(&df)
+	eng, err := openDataDir(&df, false)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,7 @@ func runStats(args []string) (err error) {
 			s.States["damaged"]++
 			return nil
 		}
-		s.States[stateOf(ent.Record, st.Incarnation, now)]++
+		s.States[stateOf(ent.Record, st, now)]++
 		if e := ent.Record.ExpiresAt; !e.IsZero() {
 			if oldest.IsZero() || e.Before(oldest) {
 				oldest = e
@@ -152,7 +152,7 @@ func (s *dirStats) write() error {
 	field("disk bytes", "%d", s.DiskBytes)
 	field("generation width", "%s", s.GenerationWidth)
 	field("generations", "%d to %d", s.LowGeneration, s.HighGeneration)
-	field("opened", "%d times (this time included)", s.Opens)
+	field("opened", "%d times by a server or sweep", s.Opens)
 	byState := ""
 	for _, name := range stateNames {
 		if n := s.States[name]; n > 0 {

@@ -19,7 +19,7 @@ func runSweep(args []string) (err error) {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	eng, err := openDataDir(&df)
+	eng, err := openDataDir(&df, true)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,24 @@
+//go:build unix
+
+package engine
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// lockedElsewhere reports whether another process holds the lock of the
+// data directory dir, without taking it or changing the lock file.
+func lockedElsewhere(dir string) bool {
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	lk := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0, Start: 0, Len: 0}
+	if err := syscall.FcntlFlock(f.Fd(), syscall.F_GETLK, &lk); err != nil {
+		return false
+	}
+	return lk.Type != syscall.F_UNLCK
+}
