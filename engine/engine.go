@@ -263,7 +263,15 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		po.Cache = cache
 	}
 	if err := e.openStore(po); err != nil {
-		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err))
+		if pebble.IsCorruptionError(err) && strings.Contains(err.Error(), "replaying WAL") {
+			where := whereDamaged(opts.FS, openDir)
+			if where == "" {
+				where = "(the file is not known)"
+			}
+			err = damaged("write-ahead log "+where+" (keep a copy of the directory; see \"When the engine refuses to open\" in the README)", err)
+		}
+		err = openErr(err)
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
@@ -593,7 +601,7 @@ func openErr(err error) error {
 	case errors.Is(err, pebble.ErrDBDoesNotExist):
 		return fmt.Errorf("%w: %w", ErrNoData, err)
 	case pebble.IsCorruptionError(err):
-		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+		return damaged("store", err)
 	case errors.As(err, &errno) && errno != syscall.EAGAIN && errno != syscall.EACCES:
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
@@ -609,22 +617,22 @@ func encodeMeta(width time.Duration, inc uint64) []byte {
 
 func decodeMeta(b []byte) (time.Duration, uint64, error) {
 	if len(b) < 2+4 || b[0] != metaMagic {
-		return 0, 0, fmt.Errorf("%w: bad metadata record", ErrCorrupt)
+		return 0, 0, damaged("bad metadata record", nil)
 	}
 	if b[1] != metaVersion {
 		return 0, 0, fmt.Errorf("%w: data directory format version %d (this build reads %d)", ErrVersion, b[1], metaVersion)
 	}
 	body := b[:len(b)-4]
 	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
-		return 0, 0, fmt.Errorf("%w: metadata checksum mismatch", ErrCorrupt)
+		return 0, 0, damaged("metadata checksum mismatch", nil)
 	}
 	secs, n := binary.Uvarint(body[2:])
 	if n <= 0 || secs == 0 || secs > uint64(100*365*24*time.Hour/time.Second) {
-		return 0, 0, fmt.Errorf("%w: bad generation width", ErrCorrupt)
+		return 0, 0, damaged("bad generation width", nil)
 	}
 	inc, m := binary.Uvarint(body[2+n:])
 	if m <= 0 || 2+n+m != len(body) {
-		return 0, 0, fmt.Errorf("%w: bad metadata record", ErrCorrupt)
+		return 0, 0, damaged("bad metadata record", nil)
 	}
 	return time.Duration(secs) * time.Second, inc, nil
 }

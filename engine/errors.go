@@ -94,7 +94,7 @@ func storageErr(op string, err error) error {
 		return err
 	}
 	if pebble.IsCorruptionError(err) {
-		return fmt.Errorf("idemkv: %s: %w: %w", op, ErrCorrupt, err)
+		return damaged(op, err)
 	}
 	return fmt.Errorf("idemkv: %s: %w: %w", op, ErrStorage, err)
 }
@@ -106,4 +106,32 @@ type failedError struct{ cause error }
 func (e *failedError) Error() string { return ErrFailed.Error() + ": " + e.cause.Error() }
 func (e *failedError) Unwrap() []error {
 	return []error{ErrFailed, ErrStorage, e.cause}
+}
+
+// damageError reports damaged bytes found below the record layer (in the
+// log, a table, a blob file, the metadata). It matches ErrCorrupt (and
+// its cause) but names its own layer rather than the record codec's.
+type damageError struct {
+	what  string
+	cause error
+}
+
+// damaged returns a damageError for what ("write-ahead log 000012.log",
+// "read") caused by cause (nil if none).
+func damaged(what string, cause error) error {
+	return &damageError{what: what, cause: cause}
+}
+
+func (e *damageError) Error() string {
+	if e.cause == nil {
+		return "idemkv: damaged data: " + e.what
+	}
+	return "idemkv: damaged data: " + e.what + ": " + e.cause.Error()
+}
+
+func (e *damageError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{ErrCorrupt}
+	}
+	return []error{ErrCorrupt, e.cause}
 }

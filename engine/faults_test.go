@@ -778,3 +778,47 @@ func TestFaultMiddleware(t *testing.T) {
 		t.Fatalf("retry of the unrecorded request after the reopen: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestReadOnlyOpenBesideAWritingEngine opens a directory read-only while
+// an engine writes to it: the snapshot replays what was acknowledged
+// before it, refuses writes with ErrReadOnly, reports the writer as live,
+// and leaves the writer working.
+func TestReadOnlyOpenBesideAWritingEngine(t *testing.T) {
+	dir := t.TempDir()
+	w, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 30 {
+		if err := complete(t, w, fmt.Sprint("ro", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Stats(); !st.ReadOnly || !st.Live {
+		t.Fatalf("Stats: ReadOnly %v Live %v; want both", st.ReadOnly, st.Live)
+	}
+	for i := range 30 {
+		k := fmt.Sprint("ro", i)
+		assertReplay(t, begin(t, r, req(k, "x")), response(bodyOf(k)))
+	}
+	if _, err := r.Begin(ctx, req("new", "x")); !errors.Is(err, engine.ErrReadOnly) {
+		t.Fatalf("Begin of a new key read-only: %v; want ErrReadOnly", err)
+	}
+	if _, err := r.Sweep(ctx); !errors.Is(err, engine.ErrReadOnly) {
+		t.Fatalf("Sweep read-only: %v; want ErrReadOnly", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := complete(t, w, "after"); err != nil {
+		t.Fatalf("the writer after a read-only open beside it: %v", err)
+	}
+	if _, err := engine.Open(t.TempDir(), &engine.Options{ReadOnly: true}); !errors.Is(err, engine.ErrNoData) {
+		t.Fatalf("read-only Open of an empty directory: %v; want ErrNoData", err)
+	}
+}

@@ -253,9 +253,43 @@ func checkLogs(fs vfs.FS, dir string) error {
 			continue
 		}
 		if good := goodPrefix(l.b, l.num); int64(good) < synced {
-			return fmt.Errorf("%w: write-ahead log %s is damaged at offset %d: its first %d bytes were fsynced and acknowledged (keep the directory and run idemkv repair)",
-				ErrCorrupt, l.name, good, synced)
+			return damaged(fmt.Sprintf("write-ahead log %s is damaged at offset %d: its first %d bytes were fsynced and acknowledged (keep a copy of the directory; see \"When the engine refuses to open\" in the README)",
+				l.name, good, synced), nil)
 		}
 	}
 	return nil
+}
+
+// whereDamaged names, for an error of Pebble's replay that does not, the
+// write-ahead log in dir that most likely holds the damage: the oldest one
+// whose chunks stop parsing before its end, with the offset. It returns
+// "" if it finds none.
+func whereDamaged(fs vfs.FS, dir string) string {
+	names, err := fs.List(dir)
+	if err != nil {
+		return ""
+	}
+	best, bestNum, bestOff := "", uint64(0), 0
+	for _, name := range names {
+		num, ok := logNum(name)
+		if !ok || (best != "" && num > bestNum) {
+			continue
+		}
+		f, err := fs.Open(fs.PathJoin(dir, name))
+		if err != nil {
+			continue
+		}
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		if good := goodPrefix(b, num); good < len(b) {
+			best, bestNum, bestOff = name, num, good
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s at offset %d", fs.PathJoin(dir, best), bestOff)
 }

@@ -92,8 +92,8 @@ func checkLogDamage(t *testing.T, crashed, name string, off int64, n int, keyOf 
 		dir := damagedCopy(t, crashed, name, func(b []byte) []byte { b[off] ^= 0x10; return b })
 		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
 		if err != nil {
-			if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), name) {
-				t.Fatalf("Open: %v; want ErrCorrupt naming %s", err, name)
+			if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "write-ahead log") || strings.Contains(err.Error(), "codec") {
+				t.Fatalf("Open: %v; want ErrCorrupt naming the write-ahead log %s (and not the record codec)", err, name)
 			}
 			return
 		}
