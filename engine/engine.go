@@ -289,6 +289,12 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 	})
 	e.bg.Add(1)
 	go e.syncLoop()
+	if opts.FS == vfs.Default {
+		if fi, err := os.Stat(openDir); err == nil {
+			e.bg.Add(1)
+			go e.every(dirCheckInterval, "idemkv: data directory check", true, func() error { return e.checkDir(fi) })
+		}
+	}
 	return e, nil
 }
 
@@ -324,6 +330,32 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 		return err
 	}
 	return e.Err()
+}
+
+// dirCheckInterval is how often the engine checks that its data directory
+// is still there.
+const dirCheckInterval = time.Second
+
+// checkDir stops the engine if its data directory was removed or replaced
+// (renamed away, another put in its place) since Open, whose os.Stat of it
+// was orig. Pebble keeps writing to the files it has open, which then live
+// only as long as the process: nothing written since is where the next
+// process will look, so the engine must stop acknowledging.
+func (e *Engine) checkDir(orig os.FileInfo) error {
+	fi, err := os.Stat(e.dir)
+	var what string
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		what = "removed"
+	case err != nil:
+		return nil // cannot tell; the next check tries again
+	case !os.SameFile(orig, fi):
+		what = "replaced by another directory"
+	default:
+		return nil
+	}
+	cause := fmt.Errorf("data directory %s was %s while open: what the engine writes from now on is lost when the process exits, and completions acknowledged in the last second may be gone with it; the next process starts from whatever is at that path", e.dir, what)
+	return e.halt(cause)
 }
 
 // openPebble runs pebble.Open, which can wait for ever: it flushes the
@@ -771,7 +803,7 @@ func (e *Engine) halt(cause error) error {
 	if e.failure.CompareAndSwap(nil, &err) {
 		e.fs.Fail(err)
 		close(e.failed)
-		e.log.Error("idemkv: engine stopped after a storage failure; it answers replays of what it stored, nothing else; everything acknowledged is on disk; restart the process once the fault is fixed", "err", cause)
+		e.log.Error("idemkv: engine stopped after a storage failure; it answers replays of what it stored and refuses every write; restart the process once the fault is fixed", "err", cause.Error())
 		return err
 	}
 	return *e.failure.Load()

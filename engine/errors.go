@@ -64,7 +64,9 @@ var (
 	// once the fault is fixed (after a fatal error in Pebble the stopped
 	// store keeps the directory locked until the process exits; after a
 	// failed log write Close releases it and an Open in the same process
-	// works). It also matches ErrStorage; Engine.Err reports it.
+	// works). (A data directory removed or replaced while open also stops the
+	// engine; then the directory at that path does not have what was
+	// written.) It also matches ErrStorage; Engine.Err reports it.
 	ErrFailed = errors.New("idemkv: engine stopped after a storage failure (restart the process once the fault is fixed)")
 
 	// ErrReadOnly is returned for every write to an engine opened with

@@ -19,6 +19,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -820,5 +821,43 @@ func TestReadOnlyOpenBesideAWritingEngine(t *testing.T) {
 	}
 	if _, err := engine.Open(t.TempDir(), &engine.Options{ReadOnly: true}); !errors.Is(err, engine.ErrNoData) {
 		t.Fatalf("read-only Open of an empty directory: %v; want ErrNoData", err)
+	}
+}
+
+// TestRemovedDataDirStopsTheEngine removes, or replaces, the data directory
+// under a working engine: the engine must notice, stop acknowledging
+// (ErrFailed, saying what happened) rather than go on writing to files
+// that no longer have a name.
+func TestRemovedDataDirStopsTheEngine(t *testing.T) {
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			if err := complete(t, e, "before"); err != nil {
+				t.Fatal(err)
+			}
+			if how == "removed" {
+				err = os.RemoveAll(dir)
+			} else if err = os.Rename(dir, dir+".old"); err == nil {
+				err = os.Mkdir(dir, 0o755)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for e.Err() == nil && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := e.Err(); !errors.Is(err, engine.ErrFailed) || !strings.Contains(err.Error(), how) {
+				t.Fatalf("Err() after the directory was %s: %v; want ErrFailed saying so", how, err)
+			}
+			if _, err := e.Begin(ctx, req("after", "x")); !errors.Is(err, engine.ErrFailed) {
+				t.Fatalf("Begin after the directory was %s: %v; want ErrFailed", how, err)
+			}
+		})
 	}
 }

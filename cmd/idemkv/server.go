@@ -37,7 +37,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.data, "data", "./idemkv-data", "data `directory` (created if missing)")
 	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
 	fs.DurationVar(&f.ttl, "ttl", 24*time.Hour, "how long a completed response is replayed, from its completion")
-	fs.Func("durability", "`mode`: synced (fsync before a response is sent) or relaxed (fsync every 100ms) (default synced)",
+	fs.Func("durability", "`mode`: synced (fsync before a response is sent) or relaxed (respond first, fsync in the background at once) (default synced)",
 		func(s string) (err error) {
 			f.durability, err = engine.ParseDurability(s)
 			return err
@@ -72,6 +72,11 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 			return nil, "", err
 		}
 		return st, redactURL(f.redisURL), nil
+	}
+	if _, err := os.Stat(f.data); errors.Is(err, os.ErrNotExist) {
+		// Not silent: after a lost or removed directory this is where the
+		// operator learns that the records are gone.
+		logger.Warn("the data directory does not exist: creating a new, empty one (if it held records before, they are not here)", "dir", f.data)
 	}
 	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger})
 	if err != nil {
