@@ -57,6 +57,7 @@ type Engine struct {
 	// wait for an fsync, and after every fsync of the log (for its proof);
 	// capacity 1, so kicks coalesce.
 	syncKick chan struct{}
+	mark     syncMark // written by syncLoop and Close (see walcheck.go)
 	unsynced atomic.Bool   // a commit has not been fsynced (set before the kick)
 	commits  atomic.Uint64 // commits applied; read by syncLoop for proofs
 
@@ -192,6 +193,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		bgErrs:   make(chan error, 1),
 	}
 	e.fs.OnSync = e.kickSync
+	e.mark = syncMark{fs: opts.FS, path: opts.FS.PathJoin(openDir, syncMarkName)}
 	perStripe := 0
 	if opts.CacheSize > 0 {
 		perStripe = opts.CacheSize / opts.Stripes
@@ -263,7 +265,9 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		po.Cache = cache
 	}
 	if err := e.openStore(po); err != nil {
-		if pebble.IsCorruptionError(err) && strings.Contains(err.Error(), "replaying WAL") {
+		if isMissingOrCut(err) {
+			err = damaged("a file the MANIFEST names is missing or cut short (keep a copy of the directory; see \"When the engine refuses to open\" in the README)", err)
+		} else if pebble.IsCorruptionError(err) && strings.Contains(err.Error(), "replaying WAL") {
 			where := whereDamaged(opts.FS, openDir)
 			if where == "" {
 				where = "(the file is not known)"
@@ -441,6 +445,7 @@ func (e *Engine) syncLoop() {
 	var proven walfs.SyncPoint
 	var provenCommits uint64
 	var buf []byte
+	var markPending atomic.Bool
 	for {
 		select {
 		case <-e.stop:
@@ -457,6 +462,20 @@ func (e *Engine) syncLoop() {
 			}
 		}
 		p := e.fs.Synced()
+		if e.failure.Load() == nil && !e.opts.ReadOnly {
+			wrote, err := e.mark.write(p, false)
+			if err != nil {
+				e.bgLog.error(e.log, "idemkv: writing the sync mark failed (it only adds protection)", err)
+			} else if !wrote && !markPending.Swap(true) {
+				// Too soon: catch up once the interval has passed, so that
+				// the mark trails the last fsync by at most syncMarkEvery.
+				// (A kick after Close is harmless: nobody reads it.)
+				time.AfterFunc(syncMarkEvery, func() {
+					markPending.Store(false)
+					e.kickSync()
+				})
+			}
+		}
 		if commits == provenCommits || (p.Name == proven.Name && p.Size <= proven.Size) {
 			continue
 		}
@@ -621,6 +640,16 @@ func (e *Engine) loadMeta() (created bool, err error) {
 	return created, e.fs.Err()
 }
 
+// isMissingOrCut reports whether err, from pebble.Open, says that a table
+// or blob file the MANIFEST names is missing or has another size: damage
+// (or a MANIFEST whose damaged tail Pebble dropped, so that it names files
+// that were deleted since). Pebble gives these no type of their own, so
+// its messages are matched; TestCorruptionCampaign catches a change.
+func isMissingOrCut(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "object size mismatch") || strings.Contains(msg, "unknown to the objstorage provider")
+}
+
 // openErr marks damage that Pebble found while opening as ErrCorrupt, and
 // a failing disk (an errno from the system) as ErrStorage.
 func openErr(err error) error {
@@ -727,6 +756,13 @@ func (e *Engine) Close() error {
 		if cerr := e.closeDB(); err == nil {
 			err = cerr
 		}
+		if err == nil && e.failure.Load() == nil && !e.opts.ReadOnly {
+			// Pebble's Close fsynced the log: mark all of it.
+			if _, merr := e.mark.write(e.fs.Synced(), true); merr != nil {
+				e.log.Error("idemkv: writing the sync mark failed (it only adds protection)", "err", merr.Error())
+			}
+		}
+		e.mark.close()
 		if ferr := e.Err(); ferr != nil {
 			err = ferr // the failure, rather than what it caused
 		}

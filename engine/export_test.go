@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -53,3 +54,9 @@ type Bloom struct{ f genFilter }
 func (b *Bloom) Add(h uint64)             { b.f.add(h) }
 func (b *Bloom) MayContain(h uint64) bool { return b.f.mayContain(h) }
 func (b *Bloom) Memory() int              { return b.f.memory() }
+
+// SyncMarkForTest reads the sync mark of dir (see walcheck.go): the log
+// number and size it proves.
+func SyncMarkForTest(dir string) (num uint64, size int64, ok bool) {
+	return readSyncMark(vfs.Default, dir)
+}

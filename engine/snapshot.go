@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,6 +69,11 @@ func copyStore(dir, tmp string) (ok bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// The sync mark first: it must not claim more of a log than the copy
+	// of that log holds (the logs grow while they are copied).
+	slices.SortStableFunc(ents, func(a, b os.DirEntry) int {
+		return cmp.Compare(boolInt(b.Name() == syncMarkName), boolInt(a.Name() == syncMarkName))
+	})
 	for _, ent := range ents {
 		name := ent.Name()
 		if !ent.Type().IsRegular() || name == "LOCK" {
@@ -172,4 +179,11 @@ func canonical(dir string) string {
 		dir = real
 	}
 	return dir
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine/internal/walfs"
@@ -246,6 +247,9 @@ func checkLogs(fs vfs.FS, dir string) error {
 		proofsIn(b, num, proofs)
 		logs = append(logs, logFile{num, path, b})
 	}
+	if num, size, ok := readSyncMark(fs, dir); ok && size > proofs[num] {
+		proofs[num] = size
+	}
 	slices.SortFunc(logs, func(a, b logFile) int { return int(a.num - b.num) })
 	for _, l := range logs {
 		synced, ok := proofs[l.num]
@@ -292,4 +296,96 @@ func whereDamaged(fs vfs.FS, dir string) string {
 		return ""
 	}
 	return fmt.Sprintf("%s at offset %d", fs.PathJoin(dir, best), bestOff)
+}
+
+// # The sync mark
+//
+// Proofs live in the log they prove, so a log cut short loses its last
+// proofs with the bytes they would have protected: a cut looks like a
+// torn tail. The sync mark closes that gap from outside the log. The file
+// syncMarkName holds one proof payload (as above), overwritten in place
+// and fsynced at most every syncMarkEvery after an fsync of the log, and
+// at Close: the newest log position known to be on stable storage. (A
+// write that comes too soon is made when the interval has passed, so the
+// mark trails the last fsync by at most syncMarkEvery.) It is
+// written only after the fsync it names, so after a crash the log always
+// holds at least that much; checkLogs takes it as one more proof. A log
+// cut below the mark is refused; only a cut within the last syncMarkEvery
+// before a crash can pass for a torn tail. A damaged or missing mark just
+// proves nothing (a log it names that no longer exists was flushed and
+// removed, or recycled under another number).
+
+const (
+	syncMarkName  = "IDEMKV-SYNCED"
+	syncMarkEvery = 100 * time.Millisecond
+)
+
+// syncMark writes the sync mark.
+type syncMark struct {
+	fs   vfs.FS
+	path string
+	f      vfs.File
+	last   time.Time
+	marked walfs.SyncPoint // the point on disk
+	buf    []byte
+}
+
+// write records p unless it is recorded already; it waits for
+// syncMarkEvery to pass since the last write (wrote is then false and p is
+// not recorded) unless force. Errors are returned for the caller to log:
+// the mark only adds protection.
+func (m *syncMark) write(p walfs.SyncPoint, force bool) (wrote bool, err error) {
+	if p == m.marked {
+		return true, nil
+	}
+	if !force && time.Since(m.last) < syncMarkEvery {
+		return false, nil
+	}
+	var ok bool
+	if m.buf, ok = appendProof(m.buf[:0], p); !ok {
+		return true, nil
+	}
+	if m.f == nil {
+		f, err := m.fs.OpenReadWrite(m.path, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return false, err
+		}
+		m.f = f
+	}
+	m.last = time.Now()
+	// A fixed length, so that an older, longer mark leaves no tail.
+	buf := append(m.buf, make([]byte, syncMarkLen-len(m.buf))...)
+	if _, err := m.f.WriteAt(buf, 0); err != nil {
+		return false, err
+	}
+	if err := m.f.Sync(); err != nil {
+		return false, err
+	}
+	m.marked = p
+	return true, nil
+}
+
+func (m *syncMark) close() {
+	if m.f != nil {
+		_ = m.f.Close()
+		m.f = nil
+	}
+}
+
+// syncMarkLen is the size of the mark file: a proof payload at most
+// (8-byte magic, two uvarints, 4-byte checksum), zero-padded.
+const syncMarkLen = 8 + 2*binary.MaxVarintLen64 + 4
+
+// readSyncMark reads the sync mark of dir.
+func readSyncMark(fs vfs.FS, dir string) (num uint64, size int64, ok bool) {
+	f, err := fs.Open(fs.PathJoin(dir, syncMarkName))
+	if err != nil {
+		return 0, 0, false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, syncMarkLen))
+	if err != nil {
+		return 0, 0, false
+	}
+	return parseProof(b)
 }
