@@ -111,7 +111,7 @@ func TestCorruptionCampaign(t *testing.T) {
 
 type campaignCounts struct {
 	cases, files, refusedOpen, clean, partial, refusedKeys, beyondMark int
-	seen                                                   map[string]bool
+	seen                                                               map[string]bool
 }
 
 // fileKind names the kind of a data file the campaign damages, or "".

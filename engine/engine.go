@@ -57,7 +57,7 @@ type Engine struct {
 	// wait for an fsync, and after every fsync of the log (for its proof);
 	// capacity 1, so kicks coalesce.
 	syncKick chan struct{}
-	mark     syncMark // written by syncLoop and Close (see walcheck.go)
+	mark     syncMark      // written by syncLoop and Close (see walcheck.go)
 	unsynced atomic.Bool   // a commit has not been fsynced (set before the kick)
 	commits  atomic.Uint64 // commits applied; read by syncLoop for proofs
 

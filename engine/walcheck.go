@@ -322,8 +322,8 @@ const (
 
 // syncMark writes the sync mark.
 type syncMark struct {
-	fs   vfs.FS
-	path string
+	fs     vfs.FS
+	path   string
 	f      vfs.File
 	last   time.Time
 	marked walfs.SyncPoint // the point on disk
