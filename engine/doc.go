@@ -98,26 +98,32 @@
 // # Caveats
 //
 //   - Damaged logs. Before Pebble replays the write-ahead logs, Open checks
-//     them against the sync proofs the engine writes after every fsync
-//     (see walcheck.go): damage to bytes a proof covers fails Open with
-//     ErrCorrupt naming the log and the offset, never a silent open with
-//     a completion missing. Two cases cannot be told from a torn tail: the
-//     bytes of the last fsync before a crash while their proof is not yet
-//     written (about one more fsync; Engine.Sync waits for it), and a log
-//     cut short together with its last proofs.
+//     them against the sync proofs the engine writes after every fsync, and
+//     against the sync mark it keeps beside them (see walcheck.go): damage
+//     to bytes a proof covers fails Open with ErrCorrupt naming the log and
+//     the offset, never a silent open with a completion missing. Two cases
+//     cannot be told from a torn tail: the bytes of the last fsync before a
+//     crash while their proof is not yet written (about one more fsync;
+//     Engine.Sync waits for it), and a cut of the newest log within the
+//     last 100 ms of writes before a crash.
 //   - Storage failures. Every error caused by the disk matches ErrStorage
 //     and nothing is acknowledged that was not written. Failed table
 //     writes (a flush out of space) and failed reads are retried by Pebble
 //     and heal without a restart. A failed write or fsync of the log, a
-//     failed write of a blob file or of Pebble's MANIFEST cannot be undone
-//     in place (Pebble cannot continue, and after a failed fsync no later
-//     fsync proves earlier writes durable): the engine stops, every call
-//     returns ErrFailed (Engine.Err reports it), and Close then Open, once
-//     the disk is fixed, recovers everything acknowledged. If Pebble itself
-//     is left wedged, its directory lock is released only when the process
-//     exits, so a supervisor restart is the simple recovery. A request
-//     caught inside Pebble at that moment may not return.
+//     failed write of a blob file or of Pebble's MANIFEST (a fatal error in
+//     Pebble) cannot be undone in place: the engine stops taking writes
+//     (ErrFailed; Engine.Err reports it), freezes the directory as it was,
+//     and goes on replaying what it stored. Restart once the disk is fixed;
+//     the restart recovers everything acknowledged. Open never waits for
+//     ever on a full disk (Options.OpenFaultWait). A write already waiting
+//     inside Pebble behind a flush that keeps failing waits until the disk
+//     has room.
+//   - A data directory removed or replaced while open stops the engine
+//     within a second (ErrFailed saying so).
+//   - Tools: Options.ReadOnly opens a snapshot and writes nothing, so it
+//     works beside a running server.
 //   - A data directory's generation width is fixed when it is created; the
 //     TTL may later change within 63 widths (see Options.TTL).
-//   - One process at a time: Pebble locks the directory.
+//   - One writable engine at a time: Pebble locks the directory
+//     (ErrLocked).
 package engine
