@@ -867,3 +867,36 @@ func TestRemovedDataDirStopsTheEngine(t *testing.T) {
 		})
 	}
 }
+
+// TestReadOnlyOpenRemovesSnapshotsOfDeadProcesses leaves a snapshot of a
+// process that died before Close (its hard links would pin deleted tables
+// on the disk) beside a data directory: the next read-only Open removes
+// it, and its own snapshot is gone after Close.
+func TestReadOnlyOpenRemovesSnapshotsOfDeadProcesses(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "data")
+	fillLog(t, dir)
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Skip("no true(1) to get the id of a dead process")
+	}
+	stale := filepath.Join(root, fmt.Sprintf(".idemkv-snapshot-%d-1234", dead.Process.Pid))
+	if err := os.Mkdir(stale, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the dead process's snapshot is still there: %v", err)
+	}
+	checkAfterFault(t, r, fillLogKeys(), nil)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(root)
+	if len(ents) != 1 {
+		t.Fatalf("after Close the parent holds %d entries; want only the data directory", len(ents))
+	}
+}

@@ -3,6 +3,7 @@
 package engine
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -21,4 +22,10 @@ func lockedElsewhere(dir string) bool {
 		return false
 	}
 	return lk.Type != syscall.F_UNLCK
+}
+
+// processAlive reports whether a process with id pid exists.
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,12 +35,20 @@ const snapshotTries = 20
 
 // snapshotDir copies dir into a new temporary directory beside it (so
 // that tables can be hard-linked), or in os.TempDir, and returns it.
+//
+// A snapshot's name carries the process id, so that the snapshots of a
+// process that died before Close (whose hard links would keep deleted
+// tables on the disk) are removed by the next read-only Open.
 func snapshotDir(dir string) (string, error) {
+	parent := filepath.Dir(filepath.Clean(dir))
+	removeStaleSnapshots(parent)
+	removeStaleSnapshots(os.TempDir())
+	prefix := fmt.Sprintf("%s%d-", snapshotPrefix, os.Getpid())
 	var lastErr error
 	for range snapshotTries {
-		tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dir)), ".idemkv-snapshot-")
+		tmp, err := os.MkdirTemp(parent, prefix)
 		if err != nil {
-			tmp, err = os.MkdirTemp("", "idemkv-snapshot-")
+			tmp, err = os.MkdirTemp("", prefix)
 		}
 		if err != nil {
 			return "", err
@@ -55,6 +64,31 @@ func snapshotDir(dir string) (string, error) {
 		lastErr = err
 	}
 	return "", fmt.Errorf("%w: the directory changed during each of %d attempts to copy it (last: %v)", ErrLocked, snapshotTries, lastErr)
+}
+
+// snapshotPrefix begins the names of snapshot directories, followed by
+// the process id and a dash.
+const snapshotPrefix = ".idemkv-snapshot-"
+
+// removeStaleSnapshots removes the snapshot directories in dir whose
+// process is gone.
+func removeStaleSnapshots(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, ent := range ents {
+		rest, ok := strings.CutPrefix(ent.Name(), snapshotPrefix)
+		if !ok || !ent.IsDir() {
+			continue
+		}
+		pidText, _, _ := strings.Cut(rest, "-")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || processAlive(pid) {
+			continue
+		}
+		os.RemoveAll(filepath.Join(dir, ent.Name()))
+	}
 }
 
 // copyStore copies the store in dir into tmp; ok is false if its MANIFEST
