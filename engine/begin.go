@@ -206,9 +206,6 @@ func (e *Engine) lead(s *stripe, lc *call, ek string, h uint64, req Request, now
 	defer e.release()
 	e.st.lookups.Add(1)
 	f, err := e.lookup(ek, h, now)
-	if err == nil && e.wasUnwritten(ek) {
-		err = e.Err()
-	}
 	if err != nil {
 		s.abandon(ek, lc)
 		e.st.errors.Add(1)

@@ -164,14 +164,6 @@ func openReadOnly(dir string, opts *Options) (openDir, snapshot string, live boo
 	return snapshot, snapshot, live, nil
 }
 
-// lockErr marks an error that says the directory is locked as ErrLocked.
-func lockErr(err error) error {
-	if isLockHeld(err) && !errors.Is(err, ErrLocked) {
-		return fmt.Errorf("%w: %w", ErrLocked, err)
-	}
-	return err
-}
-
 // open opens the store in openDir (dir, or a snapshot of it) and starts
 // the engine.
 func open(dir, openDir string, opts Options) (*Engine, error) {
@@ -265,17 +257,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		po.Cache = cache
 	}
 	if err := e.openStore(po); err != nil {
-		if isMissingOrCut(err) {
-			err = damaged("a file the MANIFEST names is missing or cut short (keep a copy of the directory; see \"When the engine refuses to open\" in the README)", err)
-		} else if pebble.IsCorruptionError(err) && strings.Contains(err.Error(), "replaying WAL") {
-			where := whereDamaged(opts.FS, openDir)
-			if where == "" {
-				where = "(the file is not known)"
-			}
-			err = damaged("write-ahead log "+where+" (keep a copy of the directory; see \"When the engine refuses to open\" in the README)", err)
-		}
-		err = openErr(err)
-		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err, opts.FS, openDir))
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
@@ -650,19 +632,30 @@ func isMissingOrCut(err error) bool {
 	return strings.Contains(msg, "object size mismatch") || strings.Contains(msg, "unknown to the objstorage provider")
 }
 
-// openErr marks damage that Pebble found while opening as ErrCorrupt, and
-// a failing disk (an errno from the system) as ErrStorage.
-func openErr(err error) error {
+// openErr classifies an error of opening the store in dir: damage that
+// Pebble found (naming the damaged log, which Pebble's replay does not)
+// matches ErrCorrupt, a held lock ErrLocked, a missing store ErrNoData,
+// a failing disk (an errno from the system) ErrStorage.
+func openErr(err error, fs vfs.FS, dir string) error {
+	const advice = " (keep a copy of the directory; see \"When the engine refuses to open\" in the README)"
 	var errno syscall.Errno
 	switch {
 	case errors.Is(err, ErrCorrupt) || errors.Is(err, ErrStorage) || errors.Is(err, ErrNoData):
 		return err
-	case isLockHeld(err):
-		return lockErr(err)
-	case errors.Is(err, pebble.ErrDBDoesNotExist):
-		return fmt.Errorf("%w: %w", ErrNoData, err)
+	case isMissingOrCut(err):
+		return damaged("a file the MANIFEST names is missing or cut short"+advice, err)
+	case pebble.IsCorruptionError(err) && strings.Contains(err.Error(), "replaying WAL"):
+		where := whereDamaged(fs, dir)
+		if where == "" {
+			where = "(the file is not known)"
+		}
+		return damaged("write-ahead log "+where+advice, err)
 	case pebble.IsCorruptionError(err):
 		return damaged("store", err)
+	case isLockHeld(err):
+		return fmt.Errorf("%w: %w", ErrLocked, err)
+	case errors.Is(err, pebble.ErrDBDoesNotExist):
+		return fmt.Errorf("%w: %w", ErrNoData, err)
 	case errors.As(err, &errno) && errno != syscall.EAGAIN && errno != syscall.EACCES:
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}

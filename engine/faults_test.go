@@ -131,6 +131,20 @@ func complete(t *testing.T, e *engine.Engine, k string) error {
 	return res.Claim.Complete(ctx, response(bodyOf(k)))
 }
 
+// completeAll runs complete for n keys prefix0..prefix(n-1), failing the
+// test on any error, and returns the keys.
+func completeAll(t *testing.T, e *engine.Engine, prefix string, n int) []string {
+	t.Helper()
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = fmt.Sprint(prefix, i)
+		if err := complete(t, e, keys[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
+}
+
 // checkAfterFault checks, on a reopened engine, that every acknowledged key
 // replays exactly and that an unacknowledged one is either replayed whole,
 // recovered as an interrupted claim, or absent — never anything else.
@@ -227,14 +241,7 @@ func TestFaultTables(t *testing.T) {
 		return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
 	}, err: enospc}
 	e := openFaulty(t, dir, f, engine.Options{})
-	var acked []string
-	for i := range 20 {
-		k := fmt.Sprint("a", i)
-		if err := complete(t, e, k); err != nil {
-			t.Fatal(err)
-		}
-		acked = append(acked, k)
-	}
+	acked := completeAll(t, e, "a", 20)
 	f.on.Store(true)
 	// Pebble retries a failed flush in the background until it succeeds,
 	// so Flush returns only once the disk has room again.
@@ -281,14 +288,7 @@ func TestFaultTables(t *testing.T) {
 func TestFaultReads(t *testing.T) {
 	dir := t.TempDir()
 	e := openFaulty(t, dir, &fault{match: func(errorfs.Op) bool { return false }}, engine.Options{})
-	var keys []string
-	for i := range 50 {
-		k := fmt.Sprint("k", i)
-		if err := complete(t, e, k); err != nil {
-			t.Fatal(err)
-		}
-		keys = append(keys, k)
-	}
+	keys := completeAll(t, e, "k", 50)
 	if err := e.FlushForTest(); err != nil {
 		t.Fatal(err)
 	}
@@ -401,19 +401,11 @@ func TestReplaysServedOnFullDisk(t *testing.T) {
 	dir := t.TempDir()
 	f := &fault{match: isWrite, err: enospc}
 	e := openFaulty(t, dir, f, engine.Options{CacheSize: -1})
-	var acked []string
-	for i := range 40 {
-		k := fmt.Sprint("s", i)
-		if err := complete(t, e, k); err != nil {
-			t.Fatal(err)
-		}
-		acked = append(acked, k)
-		if i == 19 {
-			if err := e.FlushForTest(); err != nil { // half in tables, half in the memtable
-				t.Fatal(err)
-			}
-		}
+	acked := completeAll(t, e, "s", 20)
+	if err := e.FlushForTest(); err != nil { // half in tables, half in the memtable
+		t.Fatal(err)
 	}
+	acked = append(acked, completeAll(t, e, "t", 20)...)
 	claimed := begin(t, e, req("during", "x"))
 	mustOutcome(t, claimed, engine.Proceed)
 	f.on.Store(true)
@@ -501,11 +493,7 @@ func fillLog(t *testing.T, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range fillLogKeys() {
-		if err := complete(t, e, k); err != nil {
-			t.Fatal(err)
-		}
-	}
+	completeAll(t, e, "w", len(fillLogKeys()))
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -791,11 +779,7 @@ func TestReadOnlyOpenBesideAWritingEngine(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	for i := range 30 {
-		if err := complete(t, w, fmt.Sprint("ro", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	acked := completeAll(t, w, "ro", 30)
 	r, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -803,8 +787,7 @@ func TestReadOnlyOpenBesideAWritingEngine(t *testing.T) {
 	if st := r.Stats(); !st.ReadOnly || !st.Live {
 		t.Fatalf("Stats: ReadOnly %v Live %v; want both", st.ReadOnly, st.Live)
 	}
-	for i := range 30 {
-		k := fmt.Sprint("ro", i)
+	for _, k := range acked {
 		assertReplay(t, begin(t, r, req(k, "x")), response(bodyOf(k)))
 	}
 	if _, err := r.Begin(ctx, req("new", "x")); !errors.Is(err, engine.ErrReadOnly) {

@@ -38,9 +38,14 @@ func (e *Engine) probeWindow(now time.Time) (first, last uint32) {
 // whose key filter may hold it, and decodes it: a completed record with its
 // body, an in-flight one without (see record.DecodeMeta). Nothing is copied
 // out of Pebble but the decoded record, which aliases nothing of Pebble's.
-// The caller must hold acquire.
+// The caller must hold acquire (or acquireRead). On a stopped engine the
+// key of a failed commit is refused with the engine's error: Pebble may
+// hold it without its log bytes (see markUnwritten).
 func (e *Engine) lookup(ek string, h uint64, now time.Time) (_ found, err error) {
 	defer e.guard(&err)
+	if e.wasUnwritten(ek) {
+		return found{}, e.Err()
+	}
 	first, last := e.probeWindow(now)
 	kb := getBuf()
 	defer putBuf(kb)
@@ -128,9 +133,6 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 	defer e.release()
 	now := e.clock.Now()
 	f, err := e.lookup(ek, h, now)
-	if err == nil && e.wasUnwritten(ek) {
-		err = e.Err()
-	}
 	if err != nil {
 		return nil, err
 	}
