@@ -121,7 +121,8 @@
 //   - A data directory removed or replaced while open stops the engine
 //     within a second (ErrFailed saying so).
 //   - Tools: Options.ReadOnly opens a snapshot and writes nothing, so it
-//     works beside a running server.
+//     works beside a running server. Repair salvages a damaged directory
+//     into a new one, explicitly (the engine never repairs by itself).
 //   - A data directory's generation width is fixed when it is created; the
 //     TTL may later change within 63 widths (see Options.TTL).
 //   - One writable engine at a time: Pebble locks the directory

@@ -545,3 +545,41 @@ func dirState(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestRepair salvages a directory with a damaged record: the new directory
+// holds every intact, unexpired record and not the damaged one, the report
+// names the lost key and the exit status says something was lost, and the
+// damaged directory is left as it was.
+func TestRepair(t *testing.T) {
+	dir := newDataDir(t)
+	out := filepath.Join(t.TempDir(), "new")
+	before := dirState(t, dir)
+	code, stdout, stderr := runCmd(t, "repair", "-data", dir, "-out", out)
+	if code != 3 {
+		t.Fatalf("exit %d, want 3 (records lost); stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"5 completed records, 1 interrupted claims; left behind 2 expired",
+		"lost: 1 records named below",
+		"lost " + damagedKey.String(),
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("report lacks %q:\n%s", want, stdout)
+		}
+	}
+	if after := dirState(t, dir); after != before {
+		t.Errorf("repair changed the damaged directory:\nbefore %s\nafter  %s", before, after)
+	}
+	checkOutput(t, []string{"inspect", "-data", out}, 0,
+		[]string{"k1", "k2", "a1", "anon", "k3"}, []string{"POST /v1/refunds", "corrupt", "old-1"})
+
+	// Repairing the repaired directory finds nothing to lose.
+	again := filepath.Join(t.TempDir(), "again")
+	if code, stdout, stderr := runCmd(t, "repair", "-data", out, "-out", again); code != 0 || !strings.Contains(stdout, "nothing was lost") {
+		t.Errorf("repair of a sound directory: exit %d; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	// A destination that holds anything is refused.
+	if code, _, stderr := runCmd(t, "repair", "-data", out, "-out", again); code != 1 || !strings.Contains(stderr, "is not empty") {
+		t.Errorf("repair into a full directory: exit %d; stderr:\n%s", code, stderr)
+	}
+}

@@ -13,6 +13,7 @@
 //	get      show one record of a data directory, decoded
 //	stats    print counts and sizes of a data directory
 //	sweep    drop the expired generations of a data directory now
+//	repair   salvage a damaged data directory into a new one
 //	help     print this text, or a command's flags (idemkv help bench)
 //
 // Each command lives in its own file (bench.go) and has an entry in
@@ -47,6 +48,7 @@ var commands = map[string]command{
 	"get":     {"show one record of a data directory, decoded", runGet},
 	"stats":   {"print counts and sizes of a data directory", runStats},
 	"sweep":   {"drop the expired generations of a data directory now", runSweep},
+	"repair":  {"salvage a damaged data directory into a new one", runRepair},
 }
 
 func main() {
@@ -54,7 +56,7 @@ func main() {
 }
 
 // run dispatches args to a command and returns the exit code: 0, 1 when
-// the command failed, 2 for a usage error.
+// the command failed, 2 for a usage error, 3 when repair lost records.
 func run(args []string) int {
 	if len(args) == 0 {
 		usage(os.Stderr)
@@ -84,6 +86,9 @@ func run(args []string) int {
 		return 0
 	case errors.Is(err, errUsage):
 		return 2
+	case errors.Is(err, errLost):
+		fmt.Fprintf(os.Stderr, "idemkv: %v\n", err)
+		return 3
 	default:
 		fmt.Fprintf(os.Stderr, "idemkv: %v\n", err)
 		return 1

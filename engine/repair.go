@@ -1,0 +1,590 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	pebblerecord "github.com/cockroachdb/pebble/v2/record"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/expiry"
+	"github.com/idemkv/idemkv/record"
+)
+
+// Repair: salvaging a damaged data directory, explicitly.
+//
+// An engine refuses to open a directory whose acknowledged bytes are
+// damaged (ErrCorrupt), and refuses single damaged records as it reads
+// them; it never repairs anything by itself, because what repair drops is
+// lost for good. Repair is the operator's step after that: it reads the
+// damaged directory (which it never changes) and writes every intact,
+// unexpired record into a new directory, reporting what it could not
+// carry over.
+//
+// How it reads:
+//
+//  1. Write-ahead logs: every intact record (a Pebble batch, checked by
+//     its chunk checksums) is kept, including those after a damaged
+//     stretch; the damaged stretch is reported with its offset and
+//     length. The records of a log are written into a fresh log of the
+//     same number in a working copy of the directory.
+//  2. Tables and blob files: Pebble opens the working copy read-only,
+//     with the MANIFEST, and replays the rewritten logs, which gives the
+//     state the directory held less what the damaged log bytes held.
+//     Every key is then read: a record whose value cannot be read or
+//     fails its checksum is lost (its key is reported), and a table block
+//     that cannot be read is stepped over (from the next table boundary,
+//     and backwards from it), reported as a span of unreadable keys.
+//  3. If Pebble cannot open the working copy at all (a damaged MANIFEST, a
+//     table it names missing), the logs alone are applied, in order, to
+//     an empty store: what was flushed to tables before is lost, and the
+//     report says so.
+//
+// Every record written to the new directory passed its checksums; expired
+// records are left behind (they would never be replayed). The new
+// directory keeps the generation width and the incarnation of the old.
+
+// RepairReport says what Repair carried over and what it could not.
+type RepairReport struct {
+	// Completed and InFlight count the records written to the new
+	// directory: completed responses, and leases of claims that were
+	// interrupted (a retry with the same fingerprint recovers them).
+	Completed, InFlight int
+	// Expired counts records left behind because they had expired.
+	Expired int
+	// Lost lists the records whose key could be read but whose record
+	// could not (a damaged value or blob); they are not in the new
+	// directory, and a retry of one runs its handler again.
+	Lost []record.Key
+	// LostUnknown counts stored entries lost whose key could not be read
+	// either (a damaged key).
+	LostUnknown int
+	// Damage describes every damaged place found: log stretches whose
+	// records could not be read (their keys cannot be known), table
+	// blocks stepped over, and the failure to open the tables at all.
+	Damage []string
+	// Interrupted lists the keys copied as in-flight leases. If any
+	// write-ahead log was damaged, the completion of one of these may
+	// have been in the damaged bytes.
+	Interrupted []record.Key
+	// Verdict is what Open says of the damaged directory (nil if it
+	// would open).
+	Verdict error
+}
+
+// Clean reports whether nothing was lost: no damage was found and every
+// stored record was carried over.
+func (r *RepairReport) Clean() bool {
+	return len(r.Lost) == 0 && r.LostUnknown == 0 && len(r.Damage) == 0 && r.Verdict == nil
+}
+
+// Repair salvages the data directory dir into the new directory dst (see
+// above), which must not exist or be empty, and reports what it carried
+// over and what was lost. It never changes dir. It refuses a directory
+// that a process has open (ErrLocked); stop the server first. o
+// configures the engine that writes dst (nil means the defaults; its
+// GenerationWidth is dir's); FS must be the real filesystem.
+//
+// Once the report is read: keep dir, put dst in its place, start the
+// server.
+func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
+	opts, err := o.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("engine: repair %q: %w", dir, err)
+	}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("engine: repair %q: %w", dir, err)
+		}
+	}()
+	defer recoverRepair(&err)
+	if opts.FS != vfs.Default || opts.ReadOnly {
+		return nil, fmt.Errorf("%w: Repair needs the real filesystem and a writable destination", ErrInvalid)
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %w", ErrNoData, err)
+		}
+		return nil, err
+	}
+	if !slices.ContainsFunc(names, func(n os.DirEntry) bool {
+		return strings.HasPrefix(n.Name(), "MANIFEST-") || strings.HasSuffix(n.Name(), ".log")
+	}) {
+		return nil, fmt.Errorf("%w (no MANIFEST and no write-ahead log)", ErrNoData)
+	}
+	if openHere(dir) || lockedElsewhere(dir) {
+		return nil, fmt.Errorf("%w: a process has the directory open; stop it before repairing", ErrLocked)
+	}
+	if ents, err := os.ReadDir(dst); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("%w: destination %q is not empty", ErrInvalid, dst)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".idemkv-repair-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+
+	rep := &RepairReport{}
+	if err := checkLogs(vfs.Default, dir); err != nil {
+		// A log cut short (or damaged at its end) below what was fsynced:
+		// the acknowledged records in the missing bytes are lost.
+		rep.Verdict = err
+		rep.Damage = append(rep.Damage, err.Error())
+	} else {
+		rep.Verdict = verdict(dir)
+	}
+	logs, err := copyForRepair(dir, work, rep)
+	if err != nil {
+		return rep, err
+	}
+	db, err := pebble.Open(work, repairPebbleOptions(true))
+	if err != nil {
+		rep.Damage = append(rep.Damage, fmt.Sprintf("the tables could not be opened, so only the write-ahead logs were salvaged and every record flushed to tables before them is lost (%v)", err))
+		if db, err = logsOnly(filepath.Join(work, "logs-only"), logs); err != nil {
+			return rep, err
+		}
+	}
+	defer db.Close()
+	width, inc, err := readMeta(db)
+	if err != nil {
+		return rep, err
+	}
+	opts.GenerationWidth = width
+	if (expiry.Policy{TTL: opts.TTL, Lease: opts.Lease}).Validate(width) != nil {
+		opts.TTL = 8 * width
+	}
+	out, err := open(dst, dst, opts)
+	if err != nil {
+		return rep, err
+	}
+	err = salvage(db, out, opts.Clock.Now(), rep)
+	if err == nil {
+		err = out.db.Set(metaKey, encodeMeta(width, max(inc, out.incarnation)), pebble.Sync)
+	}
+	return rep, errors.Join(err, out.Close())
+}
+
+// verdict is what a read-only Open says of dir.
+func verdict(dir string) error {
+	e, err := Open(dir, &Options{ReadOnly: true, Logger: discardLogger})
+	if err != nil {
+		return err
+	}
+	return e.Close()
+}
+
+// repairPebbleOptions are the options of the Pebble stores Repair reads.
+func repairPebbleOptions(readOnly bool) *pebble.Options {
+	return &pebble.Options{
+		ReadOnly:           readOnly,
+		FS:                 vfs.Default,
+		FormatMajorVersion: pebble.FormatNewest,
+		Logger:             pebbleLogger{l: discardLogger},
+		EventListener:      &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}},
+	}
+}
+
+// copyForRepair copies dir into work for Pebble to open (tables and blob
+// files hard-linked where possible), with every write-ahead log rewritten
+// from its intact records (see salvageLog). It returns the logs' records
+// in order.
+func copyForRepair(dir, work string, rep *RepairReport) ([][]byte, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	type logFile struct {
+		num  uint64
+		name string
+	}
+	var logs []logFile
+	for _, ent := range ents {
+		name := ent.Name()
+		if !ent.Type().IsRegular() || name == "LOCK" || name == syncMarkName {
+			continue
+		}
+		if num, ok := logNum(name); ok {
+			logs = append(logs, logFile{num, name})
+			continue
+		}
+		src, dst := filepath.Join(dir, name), filepath.Join(work, name)
+		if strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob") {
+			if os.Link(src, dst) == nil {
+				continue
+			}
+		}
+		if err := copyFile(src, dst); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(logs, func(a, b logFile) int { return int(a.num - b.num) })
+	var all [][]byte
+	for _, l := range logs {
+		b, err := os.ReadFile(filepath.Join(dir, l.name))
+		if err != nil {
+			return nil, err
+		}
+		recs, skipped := salvageLog(b, l.num)
+		for _, s := range skipped {
+			rep.Damage = append(rep.Damage, fmt.Sprintf("write-ahead log %s: %d bytes from offset %d could not be read; the records written there are lost and their keys cannot be known",
+				l.name, s[1]-s[0], s[0]))
+		}
+		if err := writeLog(filepath.Join(work, l.name), recs); err != nil {
+			return nil, err
+		}
+		all = append(all, recs...)
+	}
+	return all, nil
+}
+
+// salvageLog returns the intact records of log b (number num) in order,
+// and the byte ranges [from, to) of damage between them: stretches whose
+// chunks do not parse, followed by an intact record. Whatever follows the
+// last intact record (a torn tail, Pebble's end-of-log trailer, the old
+// contents of a recycled file) is not damage.
+func salvageLog(b []byte, num uint64) (recs [][]byte, skipped [][2]int) {
+	var cur []byte
+	inRecord := false
+	recStart, badFrom := 0, -1
+	bad := func(at int) {
+		if badFrom < 0 {
+			badFrom = at
+		}
+		inRecord, cur = false, nil
+	}
+	done := func(rec []byte) {
+		recs = append(recs, rec)
+		if badFrom >= 0 {
+			skipped = append(skipped, [2]int{badFrom, recStart})
+			badFrom = -1
+		}
+	}
+	for i := 0; i < len(b); {
+		if rest := logBlockSize - i%logBlockSize; rest < 19 && allZero(b[i:min(len(b), i+rest)]) {
+			i += rest
+			continue
+		}
+		kind, start, end, ok := chunkAt(b, i, num)
+		if !ok {
+			if !inRecord && badFrom < 0 && isTrailer(b, i, num) {
+				break
+			}
+			if inRecord {
+				bad(recStart)
+			} else {
+				bad(i)
+			}
+			i = (i/logBlockSize + 1) * logBlockSize // resynchronise at the next block
+			continue
+		}
+		switch kind {
+		case 0, 1: // full, first
+			if inRecord {
+				bad(recStart)
+			}
+			recStart = i
+			cur = append([]byte(nil), b[start:end]...)
+			inRecord = kind == 1
+			if kind == 0 {
+				done(cur)
+			}
+		default: // middle, last
+			if !inRecord {
+				bad(i) // a fragment of a record whose start was lost
+				break
+			}
+			cur = append(cur, b[start:end]...)
+			if kind == 3 {
+				inRecord = false
+				done(cur)
+			}
+		}
+		i = end
+	}
+	return recs, skipped
+}
+
+// writeLog writes recs as a write-ahead log at path.
+func writeLog(path string, recs [][]byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := pebblerecord.NewWriter(f)
+	for _, r := range recs {
+		if _, err := w.WriteRecord(r); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	return errors.Join(w.Close(), f.Close())
+}
+
+// logsOnly applies the log records recs, in order, to a new store in dir.
+func logsOnly(dir string, recs [][]byte) (*pebble.DB, error) {
+	db, err := pebble.Open(dir, repairPebbleOptions(false))
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		b := db.NewBatch()
+		if err := b.SetRepr(append([]byte(nil), r...)); err != nil {
+			b.Close()
+			continue
+		}
+		err := db.Apply(b, pebble.NoSync)
+		b.Close()
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return db, nil
+}
+
+// readMeta reads the directory metadata from db.
+func readMeta(db *pebble.DB) (time.Duration, uint64, error) {
+	v, closer, err := db.Get(metaKey)
+	if err != nil {
+		if errors.Is(err, pebble.ErrNotFound) {
+			return 0, 0, fmt.Errorf("%w: the directory metadata is lost (its generation width cannot be known)", ErrNoData)
+		}
+		return 0, 0, damaged("the directory metadata cannot be read", err)
+	}
+	defer closer.Close()
+	return decodeMeta(v)
+}
+
+// salvage copies every intact, unexpired record of db into out.
+func salvage(db *pebble.DB, out *Engine, now time.Time, rep *RepairReport) error {
+	lower, upper := expiry.AppendPrefix(nil, 0), []byte{expiry.KeyPrefix + 1}
+	// Restart points past a damaged table block: every table's bounds.
+	var restarts [][]byte
+	if levels, err := db.SSTables(); err == nil {
+		for _, level := range levels {
+			for _, t := range level {
+				restarts = append(restarts, t.Smallest.UserKey, t.Largest.UserKey)
+			}
+		}
+	}
+	restarts = append(restarts, upper)
+	slices.SortFunc(restarts, bytes.Compare)
+	restarts = slices.CompactFunc(restarts, bytes.Equal)
+
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return damaged("the tables cannot be read", err)
+	}
+	defer func() { it.Close() }()
+	w := &repairWriter{e: out}
+	var last []byte // the last key read
+	for valid := it.First(); ; {
+		if !valid {
+			if it.Error() == nil {
+				break
+			}
+			from, cause := describeKey(last), it.Error()
+			// Step over the damage: read backwards from the next restart
+			// point, then on from it.
+			next := upper
+			if i, _ := slices.BinarySearchFunc(restarts, last, bytes.Compare); i < len(restarts) {
+				next = restarts[i]
+				if last != nil && bytes.Equal(next, last) && i+1 < len(restarts) {
+					next = restarts[i+1]
+				}
+			}
+			var back []kv
+			for ok := it.SeekLT(next); ok && (last == nil || bytes.Compare(it.Key(), last) > 0); {
+				k := slices.Clone(it.Key())
+				v, err := valueOf(it)
+				if err != nil {
+					rep.lose(k)
+					if it, err = renew(db, it, lower, upper); err != nil {
+						return err
+					}
+					ok = it.SeekLT(k)
+					continue
+				}
+				back = append(back, kv{k, slices.Clone(v)})
+				ok = it.Prev()
+			}
+			to := describeKey(next)
+			if len(back) > 0 {
+				to = describeKey(back[len(back)-1].k)
+			}
+			rep.Damage = append(rep.Damage, fmt.Sprintf("table data between keys %s and %s could not be read: %v", from, to, cause))
+			for i := len(back) - 1; i >= 0; i-- {
+				if err := w.add(back[i].k, back[i].v, now, rep); err != nil {
+					return err
+				}
+			}
+			if bytes.Equal(next, upper) {
+				break
+			}
+			last = next
+			valid = it.SeekGE(next)
+			continue
+		}
+		k := it.Key()
+		last = append(last[:0], k...)
+		v, err := valueOf(it)
+		if err != nil {
+			// A failed value read leaves the iterator unusable: go on
+			// with a new one.
+			rep.lose(k)
+			if it, err = renew(db, it, lower, upper); err != nil {
+				return err
+			}
+			valid = it.SeekGE(append(slices.Clone(last), 0))
+			continue
+		}
+		if err := w.add(k, v, now, rep); err != nil {
+			return err
+		}
+		valid = it.Next()
+	}
+	return w.flush()
+}
+
+type kv struct{ k, v []byte }
+
+// valueOf reads the value at it's position; Pebble panics on some damage
+// (a blob file's damaged footer), which is returned as an error.
+func valueOf(it *pebble.Iterator) (v []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = damaged(fmt.Sprintf("value read failed: %v", r), nil)
+		}
+	}()
+	return it.ValueAndErr()
+}
+
+// renew closes it and returns a new iterator over [lower, upper).
+func renew(db *pebble.DB, it *pebble.Iterator, lower, upper []byte) (*pebble.Iterator, error) {
+	func() {
+		defer func() { _ = recover() }()
+		_ = it.Close()
+	}()
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, damaged("the tables cannot be read", err)
+	}
+	return it, nil
+}
+
+// lose reports the stored entry under Pebble key k as lost.
+func (r *RepairReport) lose(k []byte) {
+	if key, ok := decodeStoredKey(k); ok {
+		r.Lost = append(r.Lost, key)
+		return
+	}
+	r.LostUnknown++
+}
+
+func decodeStoredKey(k []byte) (record.Key, bool) {
+	_, ek, ok := expiry.SplitKey(k)
+	if !ok {
+		return record.Key{}, false
+	}
+	key, err := record.DecodeKey(ek)
+	return key, err == nil
+}
+
+// describeKey names Pebble key k for a report.
+func describeKey(k []byte) string {
+	if k == nil {
+		return "(the first)"
+	}
+	if key, ok := decodeStoredKey(k); ok {
+		return key.String()
+	}
+	return fmt.Sprintf("%q", k)
+}
+
+// repairWriter writes salvaged records into an engine's store in batches.
+type repairWriter struct {
+	e *Engine
+	b *pebble.Batch
+}
+
+// add checks the stored record v under Pebble key k and writes it if it
+// is intact and unexpired.
+func (w *repairWriter) add(k, v []byte, now time.Time, rep *RepairReport) error {
+	key, ok := decodeStoredKey(k)
+	if !ok {
+		rep.LostUnknown++
+		return nil
+	}
+	m, err := record.Peek(v)
+	if err == nil {
+		if m.State == record.Completed {
+			_, err = record.Decode(v)
+		} else {
+			_, err = record.DecodeMeta(v)
+		}
+	}
+	switch {
+	case err != nil:
+		rep.Lost = append(rep.Lost, key)
+		return nil
+	case m.Expired(now):
+		rep.Expired++
+		return nil
+	case m.State == record.Completed:
+		rep.Completed++
+	default:
+		rep.InFlight++
+		rep.Interrupted = append(rep.Interrupted, key)
+	}
+	if w.b == nil {
+		w.b = w.e.db.NewBatch()
+	}
+	_ = w.b.Set(k, v, nil)
+	if w.b.Len() >= 4<<20 {
+		return w.flush()
+	}
+	return nil
+}
+
+func (w *repairWriter) flush() error {
+	if w.b == nil {
+		return nil
+	}
+	err := w.b.Commit(pebble.Sync)
+	w.b.Close()
+	w.b = nil
+	if err != nil {
+		return storageErr("repair: write", err)
+	}
+	return nil
+}
+
+// discardLogger drops everything: Repair reports what matters.
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// recoverRepair turns a panic of Pebble's while it reads damaged data (a
+// Fatalf, or an invariant that damaged bytes break) into Repair's error.
+func recoverRepair(err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	if fe, ok := r.(*fatalError); ok {
+		*err = fmt.Errorf("%w: %w", ErrStorage, fe)
+		return
+	}
+	*err = damaged(fmt.Sprintf("the store failed while reading damaged data: %v", r), nil)
+}
