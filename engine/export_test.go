@@ -60,3 +60,6 @@ func (b *Bloom) Memory() int              { return b.f.memory() }
 func SyncMarkForTest(dir string) (num uint64, size int64, ok bool) {
 	return readSyncMark(vfs.Default, dir)
 }
+
+// SalvageLogForTest is salvageLog.
+var SalvageLogForTest = salvageLog
