@@ -123,12 +123,15 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	if openHere(dir) || lockedElsewhere(dir) {
 		return nil, fmt.Errorf("%w: a process has the directory open; stop it before repairing", ErrLocked)
 	}
+	if within(dst, dir) || within(dir, dst) {
+		return nil, fmt.Errorf("%w: destination %q and the damaged directory must not contain each other (Repair never writes into the damaged directory)", ErrInvalid, dst)
+	}
 	if ents, err := os.ReadDir(dst); err == nil && len(ents) > 0 {
 		return nil, fmt.Errorf("%w: destination %q is not empty", ErrInvalid, dst)
 	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if err := os.MkdirAll(dst, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dst)), 0o755); err != nil {
 		return nil, err
 	}
 	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".idemkv-repair-")
@@ -166,7 +169,11 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	if (expiry.Policy{TTL: opts.TTL, Lease: opts.Lease}).Validate(width) != nil {
 		opts.TTL = 8 * width
 	}
-	out, err := open(dst, dst, opts)
+	// The new directory is built inside the working directory and renamed
+	// to dst once complete: a repair that is interrupted leaves no
+	// half-written directory that could be taken for a repaired one.
+	building := filepath.Join(work, "new")
+	out, err := open(dst, building, opts)
 	if err != nil {
 		return rep, err
 	}
@@ -174,7 +181,37 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	if err == nil {
 		err = out.db.Set(metaKey, encodeMeta(width, max(inc, out.incarnation)), pebble.Sync)
 	}
-	return rep, errors.Join(err, out.Close())
+	if err = errors.Join(err, out.Close()); err != nil {
+		return rep, err
+	}
+	// An empty dst (checked above) gives way; os.Remove removes nothing else.
+	if err := os.Remove(dst); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return rep, err
+	}
+	if err := os.Rename(building, dst); err != nil {
+		return rep, err
+	}
+	return rep, syncDir(filepath.Dir(filepath.Clean(dst)))
+}
+
+// syncDir fsyncs directory dir, so that a rename in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// within reports whether path is dir or inside it.
+func within(path, dir string) bool {
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 // verdict is what a read-only Open says of dir.

@@ -41,10 +41,40 @@ func TestRepairRefusesWhatItMustNotTouch(t *testing.T) {
 	if _, err := engine.Repair(dir, full, nil); !errors.Is(err, engine.ErrInvalid) {
 		t.Fatalf("Repair into a directory with files: %v, want ErrInvalid", err)
 	}
+	for _, inside := range []string{dir, filepath.Join(dir, "new"), filepath.Dir(dir)} {
+		if _, err := engine.Repair(dir, inside, nil); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("Repair into %s (of %s): %v, want ErrInvalid", inside, dir, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); !os.IsNotExist(err) {
+		t.Fatalf("Repair wrote into the damaged directory: %v", err)
+	}
+	for range 2 { // incarnations 2 and 3
+		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Close()
+	}
+	if err := os.Mkdir(out, 0o755); err != nil { // an empty destination is fine
+		t.Fatal(err)
+	}
 	rep, err := engine.Repair(dir, out, &engine.Options{Logger: quietLogger()})
 	if err != nil || !rep.Clean() || rep.Completed != 2 {
 		t.Fatalf("Repair of a sound directory: %+v, %v", rep, err)
 	}
+	ents, err := os.ReadDir(filepath.Dir(out))
+	if err != nil || len(ents) != 1 {
+		t.Fatalf("Repair left files beside its destination: %v %v", ents, err)
+	}
+	e, err = engine.Open(out, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Stats().Incarnation; got != 4 {
+		t.Errorf("repaired directory opens as incarnation %d; want 4, after the old directory's 3 (a lease it copied must not look like the new process's own)", got)
+	}
+	e.Close()
 }
 
 // FuzzSalvageLog feeds Repair's log reader any bytes: it must not panic,
