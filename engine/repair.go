@@ -269,7 +269,7 @@ func copyForRepair(dir, work string, rep *RepairReport) ([][]byte, error) {
 	}
 	slices.SortFunc(logs, func(a, b logFile) int { return int(a.num - b.num) })
 	var all [][]byte
-	for _, l := range logs {
+	for i, l := range logs {
 		b, err := os.ReadFile(filepath.Join(dir, l.name))
 		if err != nil {
 			return nil, err
@@ -278,6 +278,15 @@ func copyForRepair(dir, work string, rep *RepairReport) ([][]byte, error) {
 		for _, s := range skipped {
 			rep.Damage = append(rep.Damage, fmt.Sprintf("write-ahead log %s: %d bytes from offset %d could not be read; the records written there are lost and their keys cannot be known",
 				l.name, s[1]-s[0], s[0]))
+		}
+		// A log that is not the newest was closed, with Pebble's end
+		// trailer, before the next began: one that ends without it was
+		// cut or damaged at its end (or the process died while switching
+		// logs), and what followed is lost. Its torn-looking end is no
+		// torn tail.
+		if good := goodPrefix(b, l.num); i < len(logs)-1 && !(good >= 11 && isTrailer(b, good-11, l.num)) {
+			rep.Damage = append(rep.Damage, fmt.Sprintf("write-ahead log %s ends at offset %d without the end marker written when the next log began: it was cut or damaged there (or the process died while switching logs); the records after that offset are lost and their keys cannot be known",
+				l.name, good))
 		}
 		if err := writeLog(filepath.Join(work, l.name), recs); err != nil {
 			return nil, err
