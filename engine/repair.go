@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -234,11 +235,16 @@ func repairPebbleOptions(readOnly bool) *pebble.Options {
 	}
 }
 
-// copyForRepair copies dir into work for Pebble to open (tables and blob
-// files hard-linked where possible), with every write-ahead log rewritten
-// from its intact records (see salvageLog). It returns the logs' records
-// in order.
+// copyForRepair copies dir into work for Pebble to open (as a snapshot is
+// copied: tables and blob files hard-linked where possible), with every
+// write-ahead log rewritten from its intact records (see salvageLog). It
+// returns the logs' records in order.
 func copyForRepair(dir, work string, rep *RepairReport) ([][]byte, error) {
+	// The directory is not in use (Repair checked), so one copy is
+	// consistent; its logs are then rewritten in place.
+	if _, err := copyStore(dir, work); err != nil {
+		return nil, err
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -249,25 +255,11 @@ func copyForRepair(dir, work string, rep *RepairReport) ([][]byte, error) {
 	}
 	var logs []logFile
 	for _, ent := range ents {
-		name := ent.Name()
-		if !ent.Type().IsRegular() || name == "LOCK" || name == syncMarkName {
-			continue
-		}
-		if num, ok := logNum(name); ok {
-			logs = append(logs, logFile{num, name})
-			continue
-		}
-		src, dst := filepath.Join(dir, name), filepath.Join(work, name)
-		if strings.HasSuffix(name, ".sst") || strings.HasSuffix(name, ".blob") {
-			if os.Link(src, dst) == nil {
-				continue
-			}
-		}
-		if err := copyFile(src, dst); err != nil {
-			return nil, err
+		if num, ok := logNum(ent.Name()); ok && ent.Type().IsRegular() {
+			logs = append(logs, logFile{num, ent.Name()})
 		}
 	}
-	slices.SortFunc(logs, func(a, b logFile) int { return int(a.num - b.num) })
+	slices.SortFunc(logs, func(a, b logFile) int { return cmp.Compare(a.num, b.num) })
 	var all [][]byte
 	for i, l := range logs {
 		b, err := os.ReadFile(filepath.Join(dir, l.name))

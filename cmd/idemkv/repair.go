@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/record"
 )
 
 // errLost is repair's result when it salvaged the directory but could not
@@ -62,24 +63,23 @@ func printRepair(w io.Writer, dir, out string, rep *engine.RepairReport) {
 		fmt.Fprintf(w, "damage: %s\n", d)
 	}
 	fmt.Fprintf(w, "lost: %d records named below, %d whose key could not be read\n", len(rep.Lost), rep.LostUnknown)
-	for i, k := range rep.Lost {
-		if i == maxListed {
-			fmt.Fprintf(w, "  ... and %d more\n", len(rep.Lost)-maxListed)
-			break
-		}
-		fmt.Fprintf(w, "  lost %s\n", k)
-	}
+	listKeys(w, "lost ", rep.Lost)
 	if len(rep.Damage) > 0 && len(rep.Interrupted) > 0 {
 		fmt.Fprintf(w, "interrupted claims (a retry recovers them; the completion of any of these may have been in the damaged bytes):\n")
-		for i, k := range rep.Interrupted {
-			if i == maxListed {
-				fmt.Fprintf(w, "  ... and %d more\n", len(rep.Interrupted)-maxListed)
-				break
-			}
-			fmt.Fprintf(w, "  %s\n", k)
-		}
+		listKeys(w, "", rep.Interrupted)
 	}
 	if rep.Clean() {
 		fmt.Fprintln(w, "nothing was lost")
+	}
+}
+
+// listKeys prints keys, one a line after prefix, at most maxListed.
+func listKeys(w io.Writer, prefix string, keys []record.Key) {
+	for i, k := range keys {
+		if i == maxListed {
+			fmt.Fprintf(w, "  ... and %d more\n", len(keys)-maxListed)
+			return
+		}
+		fmt.Fprintf(w, "  %s%s\n", prefix, k)
 	}
 }
