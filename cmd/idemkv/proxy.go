@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
-	"github.com/idemkv/idemkv/engine/idemhttp/idemproxy"
+	"github.com/idemkv/idemkv/engine/idemproxy"
 )
 
 // runProxy is 'idemkv proxy': the idempotency contract in front of any

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
-	"github.com/idemkv/idemkv/engine/idemhttp/idemclient"
+	"github.com/idemkv/idemkv/engine/idemclient"
 )
 
 // TestClientTransportAgainstDroppedConnections is the case idempotency

@@ -26,7 +26,7 @@ import (
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
-	"github.com/idemkv/idemkv/engine/idemhttp/idemproxy"
+	"github.com/idemkv/idemkv/engine/idemproxy"
 )
 
 // waitFor polls cond for up to 5s.

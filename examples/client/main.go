@@ -20,7 +20,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/idemkv/idemkv/engine/idemhttp/idemclient"
+	"github.com/idemkv/idemkv/engine/idemclient"
 )
 
 func main() {

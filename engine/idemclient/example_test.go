@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idemkv/idemkv/engine/idemhttp/idemclient"
+	"github.com/idemkv/idemkv/engine/idemclient"
 )
 
 // A server that is busy on the first try: the client retries with the

@@ -15,7 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
-	"github.com/idemkv/idemkv/engine/idemhttp/idemproxy"
+	"github.com/idemkv/idemkv/engine/idemproxy"
 )
 
 // upstream is a real HTTP server in another "language": it counts the
