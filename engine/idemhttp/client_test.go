@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/idemclient"
+	"github.com/idemkv/idemkv/engine/idemhttp"
 )
 
 // TestClientTransportAgainstDroppedConnections is the case idempotency
