@@ -51,10 +51,10 @@ type Result struct {
 
 // Outcomes counts idemkv's answers to Begin.
 type Outcomes struct {
-	Proceed  int `json:"proceed"`
-	Replay   int `json:"replay"`
-	Conflict int `json:"conflict"`
-	InFlight int `json:"in_flight"`
+	Proceed    int `json:"proceed"`
+	Replay     int `json:"replay"`
+	Conflict   int `json:"conflict"`
+	InProgress int `json:"in_progress"`
 }
 
 func (o *Outcomes) count(x engine.Outcome) {
@@ -65,8 +65,8 @@ func (o *Outcomes) count(x engine.Outcome) {
 		o.Replay++
 	case engine.Conflict:
 		o.Conflict++
-	case engine.InFlight:
-		o.InFlight++
+	case engine.InProgress:
+		o.InProgress++
 	}
 }
 
@@ -74,7 +74,7 @@ func (o *Outcomes) add(p Outcomes) {
 	o.Proceed += p.Proceed
 	o.Replay += p.Replay
 	o.Conflict += p.Conflict
-	o.InFlight += p.InFlight
+	o.InProgress += p.InProgress
 }
 
 // Of returns the count of answer x.
@@ -86,14 +86,14 @@ func (o Outcomes) Of(x engine.Outcome) int {
 		return o.Replay
 	case engine.Conflict:
 		return o.Conflict
-	case engine.InFlight:
-		return o.InFlight
+	case engine.InProgress:
+		return o.InProgress
 	}
 	return 0
 }
 
 // Total returns the number of answers counted.
-func (o Outcomes) Total() int { return o.Proceed + o.Replay + o.Conflict + o.InFlight }
+func (o Outcomes) Total() int { return o.Proceed + o.Replay + o.Conflict + o.InProgress }
 
 // Report is the outcome of Run.
 type Report struct {

@@ -29,9 +29,9 @@ const (
 	// Conflict: the key is taken (completed or in flight) by a request
 	// with a different fingerprint; Result.OriginalRequestID names it.
 	Conflict
-	// InFlight: a request with the same fingerprint holds the claim and
+	// InProgress: a request with the same fingerprint holds the claim and
 	// the caller asked not to wait; Result.OriginalRequestID names it.
-	InFlight
+	InProgress
 )
 
 func (o Outcome) String() string {
@@ -42,8 +42,8 @@ func (o Outcome) String() string {
 		return "replay"
 	case Conflict:
 		return "conflict"
-	case InFlight:
-		return "in-flight"
+	case InProgress:
+		return "in-progress"
 	}
 	return fmt.Sprintf("Outcome(%d)", uint8(o))
 }
@@ -58,8 +58,8 @@ type Request struct {
 	// RequestID identifies this request; it is stored with the claim and
 	// reported to conflicting requests (up to record.MaxRequestIDLen bytes).
 	RequestID string
-	// Wait overrides Options.Wait for this call.
-	Wait WaitPolicy
+	// WhenInProgress overrides Options.WhenInProgress for this call.
+	WhenInProgress WaitPolicy
 }
 
 // Result is Begin's answer.
@@ -82,7 +82,7 @@ type Result struct {
 	// retry costs no decoding or copying. Use Record.Clone to modify one.
 	Record *record.Record
 	// OriginalRequestID is the request id of the original request
-	// (Conflict) or of the running one (InFlight).
+	// (Conflict) or of the running one (InProgress).
 	OriginalRequestID string
 }
 
@@ -105,9 +105,9 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	if e.closed.Load() {
 		return Result{}, ErrClosed
 	}
-	wait := req.Wait
+	wait := req.WhenInProgress
 	if wait == DefaultWait {
-		wait = e.opts.Wait
+		wait = e.opts.WhenInProgress
 	}
 	kb := getBuf()
 	defer putBuf(kb)
@@ -165,7 +165,7 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 				if wait == NoWait {
 					s.mu.Unlock()
 					e.st.inflight.Add(1)
-					return Result{Outcome: InFlight, OriginalRequestID: c.requestID}, nil
+					return Result{Outcome: InProgress, OriginalRequestID: c.requestID}, nil
 				}
 				e.st.waits.Add(1)
 			}
@@ -311,7 +311,7 @@ func (e *Engine) claim(ek string, h uint64, req Request, now time.Time, f found,
 		cl.checkpoint = prev.Checkpoint
 	}
 	lease := &record.Record{
-		State: record.InFlight, RequestID: req.RequestID, Fingerprint: req.Fingerprint,
+		State: record.Claimed, RequestID: req.RequestID, Fingerprint: req.Fingerprint,
 		Attempt: cl.attempt, CreatedAt: cl.createdAt, ExpiresAt: now.Add(e.ttl),
 		Lease:      record.Lease{Owner: e.incarnation, Token: token, ExpiresAt: now.Add(e.opts.Lease)},
 		Checkpoint: cl.checkpoint,
@@ -655,7 +655,7 @@ func (c *Claim) Checkpoint(ctx context.Context, phase string, data []byte) error
 	c.c.saving = true
 	s.mu.Unlock()
 	lease := &record.Record{
-		State: record.InFlight, RequestID: c.requestID, Fingerprint: c.fp,
+		State: record.Claimed, RequestID: c.requestID, Fingerprint: c.fp,
 		Attempt: c.attempt, CreatedAt: c.createdAt, ExpiresAt: now.Add(e.ttl),
 		Lease:      record.Lease{Owner: e.incarnation, Token: c.token, ExpiresAt: now.Add(e.opts.Lease)},
 		Checkpoint: cp,

@@ -212,7 +212,7 @@ func (c *campaignCounts) checkRepair(t *testing.T, dir, kind, what string, acks 
 	replayed, unnamed := 0, 0
 	for _, k := range acks {
 		body := bodyFor(k)
-		res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(body), Wait: engine.NoWait})
+		res, err := e.Begin(context.Background(), engine.Request{Key: crashKey(k), Fingerprint: record.Sum(body), WhenInProgress: engine.NoWait})
 		switch {
 		case err != nil:
 			t.Fatalf("%s %s: repaired directory: Begin(%s): %v", kind, what, k, err)

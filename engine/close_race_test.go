@@ -175,7 +175,7 @@ func TestWaitersWakeUnderChurn(t *testing.T) {
 						err = fmt.Errorf("replay of %s: body %q", k, res.Record.Body)
 					} else if i%5 == 0 {
 						err = e.Delete(ctx, key(k))
-						if errors.Is(err, engine.ErrInFlight) || errors.Is(err, engine.ErrNotFound) {
+						if errors.Is(err, engine.ErrInProgress) || errors.Is(err, engine.ErrNotFound) {
 							err = nil
 						}
 					}

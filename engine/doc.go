@@ -12,7 +12,7 @@
 //     stored response is returned byte for byte.
 //   - [Conflict]: the key is taken by a request with a different
 //     fingerprint; the original request id is returned.
-//   - [InFlight]: a request with the same fingerprint is running and the
+//   - [InProgress]: a request with the same fingerprint is running and the
 //     caller chose not to wait. With [Wait] (the default), Begin waits for
 //     it instead, bounded by its context, and answers Replay (or Proceed if
 //     the running request released its claim).

@@ -135,9 +135,9 @@ func TestAnswers(t *testing.T) {
 		{"no-wait duplicate gets in-flight", func(t *testing.T, e *engine.Engine) {
 			mustOutcome(t, begin(t, e, req("k", "a")), engine.Proceed)
 			r := req("k", "a")
-			r.Wait = engine.NoWait
+			r.WhenInProgress = engine.NoWait
 			got := begin(t, e, r)
-			mustOutcome(t, got, engine.InFlight)
+			mustOutcome(t, got, engine.InProgress)
 			if got.OriginalRequestID != "req-k-a" {
 				t.Fatalf("OriginalRequestID = %q", got.OriginalRequestID)
 			}
@@ -318,8 +318,8 @@ func TestLeaseExpiryWithinProcess(t *testing.T) {
 	first := begin(t, e, req("k", "a"))
 	clock.Advance(59 * time.Second)
 	r := req("k", "a")
-	r.Wait = engine.NoWait
-	mustOutcome(t, begin(t, e, r), engine.InFlight)
+	r.WhenInProgress = engine.NoWait
+	mustOutcome(t, begin(t, e, r), engine.InProgress)
 	clock.Advance(time.Second)
 	second := begin(t, e, req("k", "a"))
 	mustOutcome(t, second, engine.Proceed)
@@ -506,11 +506,11 @@ func TestGetDeleteScan(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", r, err)
 	}
 	r, err = e.Get(ctx, mk("a", "POST /x", "3"))
-	if err != nil || r.State != record.InFlight {
+	if err != nil || r.State != record.Claimed {
 		t.Fatalf("Get of an in-flight key = %+v, %v", r, err)
 	}
-	if err := e.Delete(ctx, mk("a", "POST /x", "3")); !errors.Is(err, engine.ErrInFlight) {
-		t.Fatalf("Delete of an in-flight key: %v; want ErrInFlight", err)
+	if err := e.Delete(ctx, mk("a", "POST /x", "3")); !errors.Is(err, engine.ErrInProgress) {
+		t.Fatalf("Delete of an in-flight key: %v; want ErrInProgress", err)
 	}
 	_ = inflight.Claim.Release(ctx)
 	if err := e.Delete(ctx, keys[0]); err != nil {

@@ -26,9 +26,9 @@ var (
 	// claim that was already completed or released.
 	ErrClaimDone = errors.New("idemkv: claim already completed or released")
 
-	// ErrInFlight is returned by Delete when a request holds a claim on
+	// ErrInProgress is returned by Delete when a request holds a claim on
 	// the key.
-	ErrInFlight = errors.New("idemkv: request in flight")
+	ErrInProgress = errors.New("idemkv: request in flight")
 
 	// ErrTooLarge is returned when a response exceeds Options.MaxBodySize
 	// or the record limits of package record.

@@ -119,7 +119,7 @@ func (e *Engine) bareWrites(key string, body []byte, withLease bool) error {
 	h := xxhash.Sum64String(ek)
 	now := e.clock.Now()
 	lease := &record.Record{
-		State: record.InFlight, RequestID: "req-" + key, Fingerprint: record.Fingerprint{Version: 1, Sum: 42},
+		State: record.Claimed, RequestID: "req-" + key, Fingerprint: record.Fingerprint{Version: 1, Sum: 42},
 		Attempt: 1, CreatedAt: now, ExpiresAt: now.Add(e.ttl),
 		Lease: record.Lease{Owner: e.incarnation, Token: 1, ExpiresAt: now.Add(e.opts.Lease)},
 	}

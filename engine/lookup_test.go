@@ -92,7 +92,7 @@ func TestLookupResultsOwnTheirMemory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if g.State != record.InFlight || g.Checkpoint == nil || string(g.Checkpoint.Data) != "cp-lease" {
+		if g.State != record.Claimed || g.Checkpoint == nil || string(g.Checkpoint.Data) != "cp-lease" {
 			t.Fatalf("Get of an interrupted claim: %+v", g)
 		}
 		all = append(all, held{round + " conflict lease", c.Record, c.Record.Clone()}, held{round + " get lease", g, g.Clone()})

@@ -57,12 +57,12 @@ func ParseDurability(s string) (Durability, error) {
 type WaitPolicy uint8
 
 const (
-	// DefaultWait uses Options.Wait (in a Request).
+	// DefaultWait uses Options.WhenInProgress (in a Request).
 	DefaultWait WaitPolicy = iota
 	// Wait blocks until the running request completes (then Replay) or
 	// releases its claim (then Proceed), bounded by the context.
 	Wait
-	// NoWait returns InFlight at once.
+	// NoWait returns InProgress at once.
 	NoWait
 )
 
@@ -89,9 +89,9 @@ type Options struct {
 	// Durability selects what a crash can lose. Default Synced.
 	Durability Durability
 
-	// Wait is what Begin does when the key is in flight with the same
-	// fingerprint, unless the Request says otherwise. Default Wait.
-	Wait WaitPolicy
+	// WhenInProgress is what Begin does when the key is in flight with the same
+	// fingerprint, unless the Request says otherwise. Default WhenInProgress.
+	WhenInProgress WaitPolicy
 
 	// Compression selects how bodies are stored. Default codec.Auto:
 	// bodies under 16 KiB are stored as they are and Pebble compresses
@@ -184,8 +184,8 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.GenerationWidth == 0 {
 		c.GenerationWidth = expiry.DefaultWidth(c.TTL)
 	}
-	if c.Wait == DefaultWait {
-		c.Wait = Wait
+	if c.WhenInProgress == DefaultWait {
+		c.WhenInProgress = Wait
 	}
 	if c.MaxBodySize == 0 {
 		c.MaxBodySize = 16 << 20
@@ -217,8 +217,8 @@ func (o *Options) withDefaults() (Options, error) {
 	switch {
 	case c.Durability > Relaxed:
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, c.Durability)
-	case c.Wait > NoWait:
-		return c, fmt.Errorf("%w: unknown wait policy %d", ErrInvalid, c.Wait)
+	case c.WhenInProgress > NoWait:
+		return c, fmt.Errorf("%w: unknown wait policy %d", ErrInvalid, c.WhenInProgress)
 	case c.Compression > codec.Zstd:
 		return c, fmt.Errorf("%w: unknown compression %d", ErrInvalid, c.Compression)
 	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:

@@ -54,10 +54,10 @@ import (
 
 // RepairReport says what Repair carried over and what it could not.
 type RepairReport struct {
-	// Completed and InFlight count the records written to the new
+	// Completed and Claimed count the records written to the new
 	// directory: completed responses, and leases of claims that were
 	// interrupted (a retry with the same fingerprint recovers them).
-	Completed, InFlight int
+	Completed, Claimed int
 	// Expired counts records left behind because they had expired.
 	Expired int
 	// Lost lists the records whose key could be read but whose record
@@ -584,7 +584,7 @@ func (w *repairWriter) add(k, v []byte, now time.Time, rep *RepairReport) error 
 	case m.State == record.Completed:
 		rep.Completed++
 	default:
-		rep.InFlight++
+		rep.Claimed++
 		rep.Interrupted = append(rep.Interrupted, key)
 	}
 	if w.b == nil {

@@ -143,7 +143,7 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 }
 
 // Delete removes every stored copy of key, so that the next request with
-// it runs as new. It refuses with ErrInFlight while a request of this
+// it runs as new. It refuses with ErrInProgress while a request of this
 // process holds the key's claim within its lease; a claim past its lease,
 // or an interrupted one (left by a crash), is deleted, and its holder's
 // Complete then fails with ErrLeaseLost. It returns ErrNotFound if no live
@@ -168,7 +168,7 @@ func (e *Engine) Delete(ctx context.Context, key record.Key) (err error) {
 			}
 			s.mu.Unlock()
 			if c.kind == claimCall {
-				return ErrInFlight
+				return ErrInProgress
 			}
 			select {
 			case <-c.wait():
@@ -375,7 +375,7 @@ type Stats struct {
 	Recovered     uint64 // Proceed answers that recovered an interrupted claim
 	Replays       uint64 // Replay answers (after a wait included)
 	Conflicts     uint64 // Conflict answers
-	InFlight      uint64 // InFlight answers
+	InProgress    uint64 // InProgress answers
 	Waits         uint64 // Begins that waited for a running request
 	Completes     uint64 // successful Complete calls
 	Releases      uint64 // successful Release calls
@@ -426,7 +426,7 @@ func (e *Engine) Stats() Stats {
 	s := Stats{
 		Begins: e.st.begins.Load(), Lookups: e.st.lookups.Load(), Probes: e.st.probes.Load(), CacheHits: e.st.cacheHits.Load(),
 		Proceeds: e.st.proceeds.Load(), Recovered: e.st.recovered.Load(), Replays: e.st.replays.Load(),
-		Conflicts: e.st.conflicts.Load(), InFlight: e.st.inflight.Load(), Waits: e.st.waits.Load(),
+		Conflicts: e.st.conflicts.Load(), InProgress: e.st.inflight.Load(), Waits: e.st.waits.Load(),
 		Completes: e.st.completes.Load(), Releases: e.st.releases.Load(), Deletes: e.st.deletes.Load(),
 		LeasesExpired: e.st.leasesExpired.Load(), LeasesLost: e.st.leasesLost.Load(),
 		Corrupt: e.st.corrupt.Load(), Errors: e.st.errors.Load(), Claims: e.st.claims.Load(),

@@ -322,7 +322,7 @@ func TestUpgradeGoldenDataDir(t *testing.T) {
 				if !res.Recovered || res.Claim.Attempt() != 2 || prev == nil {
 					t.Fatalf("recovered=%v attempt=%d record=%+v; want a recovered second attempt", res.Recovered, res.Claim.Attempt(), prev)
 				}
-				if prev.State != record.InFlight || prev.RequestID != "req-"+s.key || prev.Attempt != 1 ||
+				if prev.State != record.Claimed || prev.RequestID != "req-"+s.key || prev.Attempt != 1 ||
 					prev.Fingerprint != goldenReq(s.key).Fingerprint || !prev.CreatedAt.Equal(at) ||
 					prev.Lease.Owner != 2 || !prev.Lease.ExpiresAt.Equal(at.Add(5*time.Minute)) {
 					t.Fatalf("interrupted claim %+v", prev)
@@ -532,7 +532,7 @@ func assertRefused(t *testing.T, e *engine.Engine, r engine.Request, want error)
 	other := r
 	other.Fingerprint = record.Sum([]byte("another body"))
 	noWait := r
-	noWait.Wait = engine.NoWait
+	noWait.WhenInProgress = engine.NoWait
 	for _, q := range []engine.Request{r, other, noWait} {
 		res, err := e.Begin(ctx, q)
 		if !errors.Is(err, want) || !errors.Is(err, engine.ErrCorrupt) {

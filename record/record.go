@@ -35,15 +35,15 @@ const (
 type State uint8
 
 const (
-	// InFlight records are claims (leases) held by a running request.
-	InFlight State = 1
+	// Claimed records are claims (leases) held by a running request.
+	Claimed State = 1
 	// Completed records hold a response to replay.
 	Completed State = 2
 )
 
 func (s State) String() string {
 	switch s {
-	case InFlight:
+	case Claimed:
 		return "in-flight"
 	case Completed:
 		return "completed"
@@ -182,7 +182,7 @@ func Append(dst []byte, r *Record, m codec.Method) ([]byte, error) {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func (r *Record) check() error {
-	if r.State != InFlight && r.State != Completed {
+	if r.State != Claimed && r.State != Completed {
 		return fmt.Errorf("idemkv/record: invalid state %d", r.State)
 	}
 	if len(r.RequestID) > MaxRequestIDLen {
@@ -429,7 +429,7 @@ func (d *decoder) fixed(m *Meta) (status int, err error) {
 		return 0, fmt.Errorf("%w: record header is truncated", ErrCorrupt)
 	}
 	m.State = State(h[0])
-	if m.State != InFlight && m.State != Completed {
+	if m.State != Claimed && m.State != Completed {
 		return 0, fmt.Errorf("%w: unknown state %d", ErrCorrupt, h[0])
 	}
 	if h[1]&^flagCheckpt != 0 {

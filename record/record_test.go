@@ -148,7 +148,7 @@ var t0 = time.Date(2026, 11, 23, 10, 0, 0, 123456789, time.UTC)
 func goldenRecords() map[string]*record.Record {
 	return map[string]*record.Record{
 		"inflight": {
-			State: record.InFlight, RequestID: "req_01", Fingerprint: record.Sum([]byte("body")),
+			State: record.Claimed, RequestID: "req_01", Fingerprint: record.Sum([]byte("body")),
 			Attempt: 1, CreatedAt: t0, ExpiresAt: t0.Add(24 * time.Hour),
 			Lease: record.Lease{Owner: 7, Token: 42, ExpiresAt: t0.Add(5 * time.Minute)},
 		},
@@ -161,7 +161,7 @@ func goldenRecords() map[string]*record.Record {
 			Lease: record.Lease{Owner: 8, Token: 43},
 		},
 		"checkpoint": {
-			State: record.InFlight, RequestID: "req_03", Fingerprint: record.Sum(nil), Attempt: 3,
+			State: record.Claimed, RequestID: "req_03", Fingerprint: record.Sum(nil), Attempt: 3,
 			CreatedAt: t0, ExpiresAt: t0.Add(time.Hour),
 			Lease:      record.Lease{Owner: 9, Token: 44, ExpiresAt: t0.Add(time.Minute)},
 			Checkpoint: &record.Checkpoint{Phase: "charged", Data: []byte(`{"charge":"ch_1"}`)},

@@ -271,7 +271,7 @@ func checkStore(t *testing.T, dir string, cycle int, up *countingUpstream, seen 
 		switch ent.Record.State {
 		case record.Completed:
 			completed[k] = ent.Record
-		case record.InFlight:
+		case record.Claimed:
 			interrupted = append(interrupted, k)
 		}
 		return nil

@@ -221,9 +221,9 @@ func jsonTime(t time.Time) *time.Time {
 // releasing it; the next request with the key recovers it).
 func stateOf(r *record.Record, st engine.Stats, now time.Time) string {
 	switch {
-	case r.State == record.InFlight && st.Live && r.Lease.Owner == st.Incarnation:
+	case r.State == record.Claimed && st.Live && r.Lease.Owner == st.Incarnation:
 		return "in-flight"
-	case r.State == record.InFlight:
+	case r.State == record.Claimed:
 		return "interrupted"
 	case r.Expired(now):
 		return "expired"

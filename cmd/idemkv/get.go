@@ -119,7 +119,7 @@ func writeRecordJSON(k record.Key, state string, r *record.Record) error {
 	for _, h := range r.Header {
 		j.Header = append(j.Header, headerJSON{h.Name, h.Value})
 	}
-	if r.State == record.InFlight {
+	if r.State == record.Claimed {
 		j.Lease = &leaseJSON{Owner: r.Lease.Owner, Token: r.Lease.Token, Expires: jsonTime(r.Lease.ExpiresAt)}
 	}
 	if c := r.Checkpoint; c != nil {
@@ -155,7 +155,7 @@ func writeRecord(k record.Key, state string, r *record.Record) error {
 	field("created", showTime(r.CreatedAt))
 	field("completed", showTime(r.CompletedAt))
 	field("expires", showTime(r.ExpiresAt))
-	if r.State == record.InFlight {
+	if r.State == record.Claimed {
 		field("lease", fmt.Sprintf("owner %d, token %d, until %s", r.Lease.Owner, r.Lease.Token, showTime(r.Lease.ExpiresAt)))
 	}
 	if c := r.Checkpoint; c != nil {

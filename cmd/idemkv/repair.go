@@ -58,7 +58,7 @@ func printRepair(w io.Writer, dir, out string, rep *engine.RepairReport) {
 		fmt.Fprintf(w, "damaged directory %s: %v\n", dir, rep.Verdict)
 	}
 	fmt.Fprintf(w, "wrote %s: %d completed records, %d interrupted claims; left behind %d expired\n",
-		out, rep.Completed, rep.InFlight, rep.Expired)
+		out, rep.Completed, rep.Claimed, rep.Expired)
 	for _, d := range rep.Damage {
 		fmt.Fprintf(w, "damage: %s\n", d)
 	}

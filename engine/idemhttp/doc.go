@@ -24,7 +24,7 @@
 //	                                           fields.conflicts_with = original's id
 //	duplicate while the first runs     (wait)  waits (WaitTimeout), then the replay;
 //	                                   409     or idempotency_request_in_progress
-//	                                           with Retry-After (RejectInFlight, or
+//	                                           with Retry-After (RejectInProgress, or
 //	                                           after WaitTimeout)
 //	malformed key                      400     idempotency_key_invalid
 //	no key on a route that needs one   400     idempotency_key_missing

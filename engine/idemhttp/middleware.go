@@ -133,10 +133,10 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	body := buf.Bytes()
 	endpoint := r.Method + " " + route
 	req := engine.Request{
-		Key:         record.Key{Scope: m.scope(r), Endpoint: endpoint, Key: key},
-		Fingerprint: m.fingerprint(r, endpoint, body),
-		RequestID:   m.c.NewRequestID(),
-		Wait:        engine.Wait,
+		Key:            record.Key{Scope: m.scope(r), Endpoint: endpoint, Key: key},
+		Fingerprint:    m.fingerprint(r, endpoint, body),
+		RequestID:      m.c.NewRequestID(),
+		WhenInProgress: engine.Wait,
 	}
 	if len(req.RequestID) > record.MaxRequestIDLen {
 		req.RequestID = req.RequestID[:record.MaxRequestIDLen]
@@ -165,7 +165,7 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 			"this idempotency key was already used with a different request; use a new key for a new request",
 			map[string]string{"conflicts_with": res.OriginalRequestID})
 		m.st.observe(outcomeConflict, start)
-	case engine.InFlight:
+	case engine.InProgress:
 		m.st.inProgress.Add(1)
 		m.inProgress(w, req.RequestID, res.OriginalRequestID)
 		m.st.observe(outcomeInProgress, start)
@@ -176,10 +176,10 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 }
 
 // begin asks the store, bounding a wait for a running duplicate by
-// WaitTimeout, or not waiting at all under RejectInFlight.
+// WaitTimeout, or not waiting at all under RejectInProgress.
 func (m *Middleware) begin(ctx context.Context, req engine.Request) (engine.Result, error) {
-	if m.c.InFlight == RejectInFlight {
-		req.Wait = engine.NoWait
+	if m.c.WhenInProgress == RejectInProgress {
+		req.WhenInProgress = engine.NoWait
 		return m.store.Begin(ctx, req)
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.c.WaitTimeout)

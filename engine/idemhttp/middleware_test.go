@@ -342,10 +342,10 @@ func blocked() (http.Handler, chan struct{}, chan struct{}) {
 	}), started, release
 }
 
-func TestInFlightPolicies(t *testing.T) {
+func TestInProgressPolicies(t *testing.T) {
 	t.Run("reject", func(t *testing.T) {
 		h, started, release := blocked()
-		srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{InFlight: idemhttp.RejectInFlight, RetryAfter: 2 * time.Second}, h)
+		srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, RetryAfter: 2 * time.Second}, h)
 		done := make(chan reply)
 		go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
 		<-started
@@ -800,7 +800,7 @@ func TestInvalidOptions(t *testing.T) {
 		{KeyHeaders: []string{" "}},
 		{MaxRequestBody: -1},
 		{Routes: []idemhttp.Route{{Method: "POST"}}},
-		{InFlight: 7},
+		{WhenInProgress: 7},
 	} {
 		if _, err := idemhttp.New(eng, &o); !errors.Is(err, idemhttp.ErrInvalidOptions) {
 			t.Errorf("New(%+v) = %v; want ErrInvalidOptions", o, err)

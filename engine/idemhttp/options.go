@@ -84,9 +84,9 @@ type Options struct {
 	// prefers).
 	ConflictStatus int
 
-	// InFlight is what happens to a duplicate that arrives while the
+	// WhenInProgress is what happens to a duplicate that arrives while the
 	// first request runs. Default WaitForOriginal.
-	InFlight InFlightPolicy
+	WhenInProgress InProgressPolicy
 
 	// WaitTimeout bounds how long a duplicate waits for the running
 	// request under WaitForOriginal (the request's context bounds it
@@ -123,17 +123,17 @@ type Route struct {
 	RequireKey bool
 }
 
-// InFlightPolicy says what a duplicate gets while the first request runs.
-type InFlightPolicy uint8
+// InProgressPolicy says what a duplicate gets while the first request runs.
+type InProgressPolicy uint8
 
 const (
 	// WaitForOriginal waits for the first request to finish (bounded by
 	// WaitTimeout and the request's context) and replays its response;
 	// if it released its claim instead, the duplicate runs.
-	WaitForOriginal InFlightPolicy = iota
-	// RejectInFlight answers 409 idempotency_request_in_progress with
+	WaitForOriginal InProgressPolicy = iota
+	// RejectInProgress answers 409 idempotency_request_in_progress with
 	// Retry-After at once.
-	RejectInFlight
+	RejectInProgress
 )
 
 // Defaults.
@@ -244,8 +244,8 @@ func newConfig(o *Options) (*config, error) {
 	default:
 		return nil, fmt.Errorf("%w: ConflictStatus %d (want 409 or 422)", ErrInvalidOptions, c.ConflictStatus)
 	}
-	if c.InFlight > RejectInFlight {
-		return nil, fmt.Errorf("%w: InFlight policy %d", ErrInvalidOptions, c.InFlight)
+	if c.WhenInProgress > RejectInProgress {
+		return nil, fmt.Errorf("%w: WhenInProgress policy %d", ErrInvalidOptions, c.WhenInProgress)
 	}
 	if c.WaitTimeout == 0 {
 		c.WaitTimeout = DefaultWaitTimeout

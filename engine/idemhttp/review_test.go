@@ -191,7 +191,7 @@ func TestReviewHijackReleasesClaimWhileHandlerStillRuns(t *testing.T) {
 func TestReviewGoexitLeaksClaim(t *testing.T) {
 	var runs atomic.Int64
 	eng := newEngine(t, nil)
-	srv, _ := newServer(t, eng, &idemhttp.Options{InFlight: idemhttp.RejectInFlight, Logger: quietLogger()},
+	srv, _ := newServer(t, eng, &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, Logger: quietLogger()},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if runs.Add(1) == 1 {
 				runtime.Goexit()
@@ -218,8 +218,8 @@ func TestReviewPanicInShouldStoreLeaksClaim(t *testing.T) {
 	var runs atomic.Int64
 	eng := newEngine(t, nil)
 	srv, _ := newServer(t, eng, &idemhttp.Options{
-		InFlight: idemhttp.RejectInFlight,
-		Logger:   quietLogger(),
+		WhenInProgress: idemhttp.RejectInProgress,
+		Logger:         quietLogger(),
 		ShouldStore: func(status int) bool {
 			if status == http.StatusTeapot {
 				panic("unexpected status")

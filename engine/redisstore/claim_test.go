@@ -28,7 +28,7 @@ func openStore(t testing.TB, url string, o redisstore.Options) *redisstore.Store
 func request(k string) engine.Request {
 	return engine.Request{
 		Key:         record.Key{Scope: "t", Endpoint: "POST /x", Key: k},
-		Fingerprint: record.Sum([]byte("body")), RequestID: "req-" + k, Wait: engine.NoWait,
+		Fingerprint: record.Sum([]byte("body")), RequestID: "req-" + k, WhenInProgress: engine.NoWait,
 	}
 }
 
@@ -42,8 +42,8 @@ func TestClaimOutlivesTTL(t *testing.T) {
 	res := proceed(t, a, "k")
 	for range 5 { // 500ms: five TTLs, three leases
 		time.Sleep(100 * time.Millisecond)
-		if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
-			t.Fatalf("a duplicate while the handler runs: %v %v; want InFlight", got.Outcome, err)
+		if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InProgress {
+			t.Fatalf("a duplicate while the handler runs: %v %v; want InProgress", got.Outcome, err)
 		}
 	}
 	if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: []byte("done")}); err != nil {
@@ -63,8 +63,8 @@ func TestMaxHold(t *testing.T) {
 	ctx := context.Background()
 	res := proceed(t, a, "k")
 	time.Sleep(200 * time.Millisecond) // past one Lease: renewals hold it
-	if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InFlight {
-		t.Fatalf("within MaxHold: %v %v; want InFlight", got.Outcome, err)
+	if got, err := b.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InProgress {
+		t.Fatalf("within MaxHold: %v %v; want InProgress", got.Outcome, err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {

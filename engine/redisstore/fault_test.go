@@ -116,7 +116,7 @@ func TestLostReplies(t *testing.T) {
 
 	for _, wait := range []engine.WaitPolicy{engine.NoWait, engine.Wait} {
 		r := request("begin-" + map[engine.WaitPolicy]string{engine.NoWait: "nowait", engine.Wait: "wait"}[wait])
-		r.Wait = wait
+		r.WhenInProgress = wait
 		var res engine.Result
 		start := time.Now()
 		lose("Begin", func() (err error) { res, err = s.Begin(ctx, r); return err })

@@ -5,7 +5,7 @@
 //
 // A Store is an engine.Store: the middleware (package idemhttp) and the
 // proxy use it in place of the embedded engine and give the same four
-// answers — Proceed, Replay, Conflict, InFlight.
+// answers — Proceed, Replay, Conflict, InProgress.
 //
 // # How it works
 //
@@ -16,7 +16,7 @@
 //   - Begin claims a new key with a lease (lease time from the Redis
 //     server's clock, so replicas with skewed clocks agree) and a fencing
 //     token; answers Replay or Conflict from a completed record; answers
-//     InFlight for a live lease; and takes an expired lease over, with the
+//     InProgress for a live lease; and takes an expired lease over, with the
 //     token incremented, as Proceed with Recovered.
 //   - While the handler runs, the claim renews its lease every Lease/3 (up
 //     to MaxHold), so a long handler keeps its claim and a crashed
@@ -89,9 +89,9 @@ type Options struct {
 	// that forgot it) loses the key about one Lease after MaxHold, as a
 	// crashed replica's would. Default 5m, the embedded engine's Lease.
 	MaxHold time.Duration
-	// Wait is what Begin does when a request with the same fingerprint
-	// holds the key: engine.Wait (the default) or engine.NoWait.
-	Wait engine.WaitPolicy
+	// WhenInProgress is what Begin does when a request with the same fingerprint
+	// holds the key: engine.WhenInProgress (the default) or engine.NoWait.
+	WhenInProgress engine.WaitPolicy
 	// PollInterval is the first pause of a waiting Begin; it doubles up
 	// to MaxPollInterval. Defaults 2ms and 50ms.
 	PollInterval, MaxPollInterval time.Duration
@@ -121,8 +121,8 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.MaxHold == 0 {
 		c.MaxHold = 5 * time.Minute
 	}
-	if c.Wait == engine.DefaultWait {
-		c.Wait = engine.Wait
+	if c.WhenInProgress == engine.DefaultWait {
+		c.WhenInProgress = engine.Wait
 	}
 	if c.PollInterval == 0 {
 		c.PollInterval = 2 * time.Millisecond
@@ -143,8 +143,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: RenewEvery %v must be at most half of Lease %v", engine.ErrInvalid, c.RenewEvery, c.Lease)
 	case c.MaxHold < 0:
 		return c, fmt.Errorf("%w: MaxHold %v", engine.ErrInvalid, c.MaxHold)
-	case c.Wait > engine.NoWait:
-		return c, fmt.Errorf("%w: unknown wait policy %d", engine.ErrInvalid, c.Wait)
+	case c.WhenInProgress > engine.NoWait:
+		return c, fmt.Errorf("%w: unknown wait policy %d", engine.ErrInvalid, c.WhenInProgress)
 	case c.PollInterval < 0 || c.MaxPollInterval < c.PollInterval:
 		return c, fmt.Errorf("%w: PollInterval %v, MaxPollInterval %v", engine.ErrInvalid, c.PollInterval, c.MaxPollInterval)
 	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:
@@ -298,9 +298,9 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 		return engine.Result{}, engine.ErrClosed
 	}
 	defer s.work.Done()
-	wait := req.Wait
+	wait := req.WhenInProgress
 	if wait == engine.DefaultWait {
-		wait = s.opts.Wait
+		wait = s.opts.WhenInProgress
 	}
 	ek := req.Key.Append(nil)
 	rk := s.keyOf(ek)
@@ -319,7 +319,7 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 			return engine.Result{}, s.scriptErr("begin", ctx, err)
 		}
 		res, left, err := s.answer(rk, cid, req, v)
-		if err != nil || res.Outcome != engine.InFlight || wait == engine.NoWait {
+		if err != nil || res.Outcome != engine.InProgress || wait == engine.NoWait {
 			return res, err
 		}
 		d := min(pause, max(left, time.Millisecond))
@@ -361,7 +361,7 @@ func (s *Store) scriptErr(op string, ctx context.Context, err error) error {
 	return storageErr(op, err)
 }
 
-// answer turns beginScript's reply into a Result; for InFlight, left is
+// answer turns beginScript's reply into a Result; for InProgress, left is
 // how long the holder's lease still runs.
 func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.Result, left time.Duration, err error) {
 	str := func(i int) string {
@@ -400,7 +400,7 @@ func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.
 			info.Checkpoint = checkpoint(5)
 			res.Recovered = true
 			res.Record = &record.Record{
-				State: record.InFlight, RequestID: str(4), Fingerprint: req.Fingerprint,
+				State: record.Claimed, RequestID: str(4), Fingerprint: req.Fingerprint,
 				Attempt: info.Attempt - 1, CreatedAt: info.CreatedAt, Checkpoint: info.Checkpoint,
 			}
 		}
@@ -432,11 +432,11 @@ func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.
 		return res, 0, nil
 	case "xi":
 		return engine.Result{Outcome: engine.Conflict, OriginalRequestID: str(1), Record: &record.Record{
-			State: record.InFlight, RequestID: str(1), Fingerprint: parseFP(str(6)), Attempt: uint32(num(2)),
+			State: record.Claimed, RequestID: str(1), Fingerprint: parseFP(str(6)), Attempt: uint32(num(2)),
 			CreatedAt: time.Unix(0, num(3)), Checkpoint: checkpoint(4),
 		}}, 0, nil
 	case "w":
-		return engine.Result{Outcome: engine.InFlight, OriginalRequestID: str(1)}, time.Duration(num(2)) * time.Millisecond, nil
+		return engine.Result{Outcome: engine.InProgress, OriginalRequestID: str(1)}, time.Duration(num(2)) * time.Millisecond, nil
 	}
 	return res, 0, fmt.Errorf("redisstore: begin: %w: unexpected reply %v", engine.ErrCorrupt, v)
 }
@@ -478,7 +478,7 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 		ca, _ := strconv.ParseInt(h["ca"], 10, 64)
 		lu, _ := strconv.ParseInt(h["lu"], 10, 64)
 		r := &record.Record{
-			State: record.InFlight, RequestID: h["rid"], Fingerprint: parseFP(h["fp"]), Attempt: uint32(att),
+			State: record.Claimed, RequestID: h["rid"], Fingerprint: parseFP(h["fp"]), Attempt: uint32(att),
 			CreatedAt: time.Unix(0, ca), Lease: record.Lease{Token: tok, ExpiresAt: time.UnixMilli(lu)},
 		}
 		if h["cpp"] != "" || h["cpd"] != "" {
@@ -490,7 +490,7 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 }
 
 // Delete removes key's record so that the next request with it runs as
-// new. It refuses with engine.ErrInFlight while a live lease holds the
+// new. It refuses with engine.ErrInProgress while a live lease holds the
 // key, and returns engine.ErrNotFound if there was no record.
 func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	if err := key.Validate(); err != nil {
@@ -505,7 +505,7 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	case err != nil:
 		return s.scriptErr("delete", ctx, err)
 	case n < 0:
-		return engine.ErrInFlight
+		return engine.ErrInProgress
 	case n == 0:
 		return engine.ErrNotFound
 	}

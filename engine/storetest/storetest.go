@@ -114,7 +114,7 @@ func eventually(t *testing.T, s engine.Store, r engine.Request, want engine.Outc
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		r.Wait = engine.NoWait
+		r.WhenInProgress = engine.NoWait
 		res, err := s.Begin(ctx, r)
 		if err == nil && res.Outcome == want {
 			return res
@@ -171,13 +171,13 @@ var cases = []testCase{
 		complete(t, begin(t, s, r, engine.Proceed), "refunds")
 		checkReplay(t, begin(t, s, req("k", "a"), engine.Replay), resp("tenant a"))
 	}},
-	{name: "in flight: NoWait answers InFlight", run: func(t *testing.T, d Deployment) {
+	{name: "in flight: NoWait answers InProgress", run: func(t *testing.T, d Deployment) {
 		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
 		r := req("k", "a")
-		r.Wait = engine.NoWait
-		got := begin(t, other(d), r, engine.InFlight)
+		r.WhenInProgress = engine.NoWait
+		got := begin(t, other(d), r, engine.InProgress)
 		if got.OriginalRequestID != "req-k-a" {
-			t.Fatalf("InFlight names %q", got.OriginalRequestID)
+			t.Fatalf("InProgress names %q", got.OriginalRequestID)
 		}
 		complete(t, res, "A")
 	}},
@@ -343,7 +343,7 @@ var cases = []testCase{
 		time.Sleep(400 * time.Millisecond)
 		got := begin(t, s, req("k", "b"), engine.Conflict)
 		r := got.Record
-		if got.OriginalRequestID != "req-k-a" || r == nil || r.State != record.InFlight || r.RequestID != "req-k-a" ||
+		if got.OriginalRequestID != "req-k-a" || r == nil || r.State != record.Claimed || r.RequestID != "req-k-a" ||
 			r.Fingerprint != record.Sum([]byte("a")) || r.Attempt != 1 {
 			t.Fatalf("conflict with the interrupted claim: original %q, record %+v", got.OriginalRequestID, r)
 		}
@@ -364,8 +364,8 @@ var cases = []testCase{
 			t.Fatalf("a 17 MiB body: %v; want ErrTooLarge", err)
 		}
 		r := req("k", "a")
-		r.Wait = engine.NoWait
-		begin(t, other(d), r, engine.InFlight)
+		r.WhenInProgress = engine.NoWait
+		begin(t, other(d), r, engine.InProgress)
 		if err := res.Claim.Release(ctx); err != nil {
 			t.Fatalf("Release after refused responses: %v", err)
 		}
@@ -417,8 +417,8 @@ var cases = []testCase{
 			t.Fatalf("Delete of an empty key: %v; want ErrInvalidKey", err)
 		}
 		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
-		if err := del.Delete(ctx, key("k")); !errors.Is(err, engine.ErrInFlight) {
-			t.Fatalf("Delete while in flight: %v; want ErrInFlight", err)
+		if err := del.Delete(ctx, key("k")); !errors.Is(err, engine.ErrInProgress) {
+			t.Fatalf("Delete while in flight: %v; want ErrInProgress", err)
 		}
 		complete(t, res, "A")
 		if err := del.Delete(ctx, key("k")); err != nil {

@@ -1,5 +1,5 @@
 // Command quickstart shows idemkv's four answers on an embedded data
-// directory: Proceed, Replay, Conflict and InFlight, and a claim recovered
+// directory: Proceed, Replay, Conflict and InProgress, and a claim recovered
 // after a restart.
 //
 //	go run ./examples/quickstart [-data DIR]
@@ -77,7 +77,7 @@ func run(dir string) error {
 	}
 	fmt.Println("different body: ", res.Outcome, "conflicts_with", res.OriginalRequestID)
 
-	// 4. A duplicate while the first is still running: InFlight (or, with
+	// 4. A duplicate while the first is still running: InProgress (or, with
 	//    the default Wait policy, it waits and then replays).
 	key2 := key
 	key2.Key = "order-43"
@@ -85,7 +85,7 @@ func run(dir string) error {
 	if err != nil {
 		return err
 	}
-	dup, err := e.Begin(ctx, engine.Request{Key: key2, Fingerprint: record.Sum(body), Wait: engine.NoWait})
+	dup, err := e.Begin(ctx, engine.Request{Key: key2, Fingerprint: record.Sum(body), WhenInProgress: engine.NoWait})
 	if err != nil {
 		return err
 	}
