@@ -825,6 +825,14 @@ func (e *Engine) Err() error {
 	return nil
 }
 
+// Health implements Store: ErrClosed after Close, else Err.
+func (e *Engine) Health(ctx context.Context) error {
+	if e.closed.Load() {
+		return ErrClosed
+	}
+	return e.Err()
+}
+
 // halt makes the engine refuse every operation from now on with an
 // ErrFailed error caused by cause (the first cause wins), and returns it.
 func (e *Engine) halt(cause error) error {

@@ -124,12 +124,12 @@ func (e *Engine) bareWrites(key string, body []byte, withLease bool) error {
 		Lease: record.Lease{Owner: e.incarnation, Token: 1, ExpiresAt: now.Add(e.opts.Lease)},
 	}
 	gen := e.gens.Of(lease.ExpiresAt)
-	f := found{}
+	f := located{}
 	if withLease {
 		if err := e.writeRecord(ek, h, lease, gen, f, false); err != nil {
 			return err
 		}
-		f = found{found: true, gen: gen}
+		f = located{ok: true, gen: gen}
 	}
 	done := &record.Record{
 		State: record.Completed, RequestID: lease.RequestID, Fingerprint: lease.Fingerprint, Attempt: 1,

@@ -170,8 +170,9 @@ func AppendPrefix(dst []byte, gen uint32) []byte {
 	return binary.BigEndian.AppendUint32(append(dst, KeyPrefix), gen)
 }
 
-// AppendKey appends the key of suffix in generation gen to dst.
-func AppendKey(dst []byte, gen uint32, suffix []byte) []byte {
+// AppendKey appends the key of suffix (an encoded record.Key, as bytes or
+// a string) in generation gen to dst.
+func AppendKey[S ~string | ~[]byte](dst []byte, gen uint32, suffix S) []byte {
 	return append(AppendPrefix(dst, gen), suffix...)
 }
 

@@ -92,8 +92,8 @@ func TestKeys(t *testing.T) {
 		{[]byte("meta"), expiry.AppendPrefix(nil, 2)},
 		{expiry.AppendKey(nil, 5, []byte("k")), expiry.AppendPrefix(nil, 6)},
 		{[]byte("r\x00"), expiry.AppendPrefix(nil, 2)}, // dropped generations are one span
-		{expiry.AppendKey(nil, 1, nil), expiry.AppendPrefix(nil, 2)},
-		{expiry.AppendKey(nil, 2, nil), expiry.AppendPrefix(nil, 3)},
+		{expiry.AppendKey(nil, 1, ""), expiry.AppendPrefix(nil, 2)},
+		{expiry.AppendKey(nil, 2, ""), expiry.AppendPrefix(nil, 3)},
 		{expiry.AppendPrefix(nil, math.MaxUint32), []byte("s")},
 		{[]byte("z"), nil},
 	}

@@ -56,11 +56,8 @@ type server struct {
 }
 
 // store is what the commands need of a store: the embedded engine, or the
-// Redis backend with -redis.
-type store interface {
-	engine.Store
-	Close() error
-}
+// Redis store with -redis.
+type store = engine.Store
 
 // openStore opens the store the flags name.
 func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
@@ -146,19 +143,17 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 				http.Error(w, "shutting down", http.StatusServiceUnavailable)
 				return
 			}
-			if err := storeErr(s.store); err != nil {
-				// The engine stopped after a storage failure: restart the
-				// process once the disk is fixed.
+			hctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			if err := s.store.Health(hctx); err != nil {
+				// The engine stopped after a storage failure (restart the
+				// process once the disk is fixed), or Redis does not answer.
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 			fmt.Fprintln(w, "ok")
 		})
-		var stats func() engine.Stats
-		if eng, ok := s.store.(*engine.Engine); ok {
-			stats = eng.Stats
-		}
-		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem, stats))
+		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem))
 		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- adminSrv.Serve(aln) }()
 		fmt.Printf("admin on http://%s (/healthz, /metrics)\n", aln.Addr())
@@ -183,7 +178,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	if adminSrv != nil {
 		adminSrv.Shutdown(sctx)
 	}
-	if err := storeErr(s.store); err != nil {
+	if err := s.store.Health(sctx); errors.Is(err, engine.ErrFailed) {
 		// Exit with an error, so that a supervisor sees the failure.
 		s.store.Close()
 		return fmt.Errorf("the store had stopped: %w", err)
@@ -194,15 +189,6 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	s.logger.Info("stopped")
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
-	}
-	return nil
-}
-
-// storeErr is the store's health: the engine's Err (a stopped engine),
-// nil for a store without one.
-func storeErr(st store) error {
-	if e, ok := st.(interface{ Err() error }); ok {
-		return e.Err()
 	}
 	return nil
 }

@@ -17,16 +17,11 @@ import (
 	"github.com/idemkv/idemkv/record"
 )
 
-// Store is what the middleware needs of an idempotency store: Begin. The
-// embedded engine.Engine and the Redis backend (package
-// engine/redisstore) both are one.
-type Store = engine.Store
-
 // Middleware adds the idempotency contract to HTTP handlers. It is safe
 // for concurrent use; one Middleware may wrap any number of handlers, which
 // then share its options and statistics.
 type Middleware struct {
-	store Store
+	store engine.Store
 	c     *config
 	st    stats
 }
@@ -34,7 +29,7 @@ type Middleware struct {
 // New returns a Middleware over store. A nil o means the defaults
 // documented on Options. It returns an error matching ErrInvalidOptions
 // for options that cannot work.
-func New(store Store, o *Options) (*Middleware, error) {
+func New(store engine.Store, o *Options) (*Middleware, error) {
 	if store == nil {
 		return nil, errors.New("idemhttp: nil store")
 	}

@@ -80,7 +80,7 @@ func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // newServer serves h behind the middleware on a real loopback listener.
-func newServer(t testing.TB, store idemhttp.Store, o *idemhttp.Options, h http.Handler) (*httptest.Server, *idemhttp.Middleware) {
+func newServer(t testing.TB, store engine.Store, o *idemhttp.Options, h http.Handler) (*httptest.Server, *idemhttp.Middleware) {
 	t.Helper()
 	m, err := idemhttp.New(store, o)
 	if err != nil {
@@ -814,7 +814,7 @@ func TestMetricsHandler(t *testing.T) {
 	do(t, "POST", srv.URL+"/x", "k", "")
 	do(t, "POST", srv.URL+"/x", "k", "")
 	rec := httptest.NewRecorder()
-	idemhttp.MetricsHandler(m, eng.Stats).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	idemhttp.MetricsHandler(m).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	out := rec.Body.String()
 	for _, want := range []string{
 		"idemkv_http_proceeded_total 1\n", "idemkv_http_replayed_total 1\n",

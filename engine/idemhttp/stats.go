@@ -99,19 +99,19 @@ func (m *Middleware) Stats() Stats {
 	return out
 }
 
-// MetricsHandler serves the middleware's Stats and, if engineStats is not
-// nil, the engine's, in the Prometheus text exposition format (version
-// 0.0.4), with no dependency on a metrics library.
-func MetricsHandler(m *Middleware, engineStats func() engine.Stats) http.Handler {
+// MetricsHandler serves the middleware's Stats and its store's, in the
+// Prometheus text exposition format (version 0.0.4), with no dependency on
+// a metrics library.
+func MetricsHandler(m *Middleware) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		WriteMetrics(w, m.Stats(), engineStats)
+		WriteMetrics(w, m.Stats(), m.store.Stats())
 	})
 }
 
-// WriteMetrics writes s, and the engine's stats if engineStats is not nil,
-// in the Prometheus text exposition format.
-func WriteMetrics(w io.Writer, s Stats, engineStats func() engine.Stats) {
+// WriteMetrics writes s and the store's stats e in the Prometheus text
+// exposition format.
+func WriteMetrics(w io.Writer, s Stats, e engine.Stats) {
 	counter := func(name, help string, v uint64) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", name, help, name, name, v)
 	}
@@ -147,10 +147,6 @@ func WriteMetrics(w io.Writer, s Stats, engineStats func() engine.Stats) {
 		}
 		fmt.Fprintf(w, "%s_sum{outcome=%q} %g\n%s_count{outcome=%q} %d\n", lat, o, h.Sum.Seconds(), lat, o, cum)
 	}
-	if engineStats == nil {
-		return
-	}
-	e := engineStats()
 	counter("idemkv_engine_begins_total", "Calls of Begin.", e.Begins)
 	counter("idemkv_engine_lookups_total", "Begins answered by reading storage.", e.Lookups)
 	counter("idemkv_engine_cache_hits_total", "Begins answered from recently completed records.", e.CacheHits)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
@@ -20,6 +21,7 @@ type claim struct {
 	start time.Time
 	done  chan struct{} // closed to stop renewing
 	once  sync.Once
+	ended atomic.Bool // counted out of Stats.Claims
 }
 
 // newClaim registers a claim made by beginScript and starts renewing it.
@@ -106,6 +108,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		return fmt.Errorf("%w: %w", engine.ErrTooLarge, err)
 	}
 	defer c.stopRenewing()
+	defer c.end()
 	ctx = context.WithoutCancel(ctx)
 	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid).Int64()
 	switch {
@@ -113,11 +116,22 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		// Fenced by the claim id: if the write did happen after all,
 		// the record is completed and this does nothing.
 		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Err()
-		return s.scriptErr("complete", ctx, err)
+		err = s.scriptErr("complete", ctx, err)
+		s.st.countErr(err)
+		return err
 	case n == 0:
+		s.st.leasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
+	s.st.completes.Add(1)
 	return nil
+}
+
+// end counts the claim out of Stats.Claims, once.
+func (c *claim) end() {
+	if !c.ended.Swap(true) {
+		c.s.st.claims.Add(-1)
+	}
 }
 
 // Checkpoint records cp in the claim's hash if the claim is still held
@@ -133,8 +147,11 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 		s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
 	switch {
 	case err != nil:
-		return s.scriptErr("checkpoint", ctx, err)
+		err = s.scriptErr("checkpoint", ctx, err)
+		s.st.countErr(err)
+		return err
 	case n == 0:
+		s.st.leasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
 	c.info.Checkpoint = &cp
@@ -145,6 +162,7 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 // again. A record already gone (deleted, expired) counts as released.
 func (c *claim) Release(ctx context.Context) error {
 	defer c.stopRenewing()
+	defer c.end()
 	s := c.s
 	if s.closed.Load() {
 		return engine.ErrClosed
@@ -153,9 +171,13 @@ func (c *claim) Release(ctx context.Context) error {
 	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Int64()
 	switch {
 	case err != nil:
-		return s.scriptErr("release", ctx, err)
+		err = s.scriptErr("release", ctx, err)
+		s.st.countErr(err)
+		return err
 	case n == 0:
+		s.st.leasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
+	s.st.releases.Add(1)
 	return nil
 }

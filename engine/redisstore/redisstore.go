@@ -167,6 +167,8 @@ type Store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	st counters // reported by Stats
+
 	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
 	work   sync.WaitGroup // Begin calls and renewal goroutines
@@ -284,16 +286,12 @@ func parseFP(s string) record.Fingerprint {
 // If ctx ends while the claim script runs, Begin returns ctx's error but
 // Redis may have made the claim all the same; the key is then recovered
 // one Lease later, as a crashed replica's would be.
-func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, error) {
-	if err := req.Key.Validate(); err != nil {
+func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Result, err error) {
+	if err := engine.ValidateRequest(req); err != nil {
 		return engine.Result{}, err
 	}
-	if req.Fingerprint.Version == 0 {
-		return engine.Result{}, fmt.Errorf("%w: fingerprint has no version", engine.ErrInvalid)
-	}
-	if len(req.RequestID) > record.MaxRequestIDLen {
-		return engine.Result{}, fmt.Errorf("%w: request id is %d bytes (max %d)", engine.ErrInvalid, len(req.RequestID), record.MaxRequestIDLen)
-	}
+	s.st.begins.Add(1)
+	defer func() { s.st.count(res, err) }()
 	if !s.enter() {
 		return engine.Result{}, engine.ErrClosed
 	}
@@ -306,6 +304,7 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 	rk := s.keyOf(ek)
 	fp := fpString(req.Fingerprint)
 	pause := s.opts.PollInterval
+	waited := false
 	for {
 		if s.closed.Load() {
 			return engine.Result{}, engine.ErrClosed
@@ -321,6 +320,10 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (engine.Result, e
 		res, left, err := s.answer(rk, cid, req, v)
 		if err != nil || res.Outcome != engine.InProgress || wait == engine.NoWait {
 			return res, err
+		}
+		if !waited {
+			waited = true
+			s.st.waits.Add(1)
 		}
 		d := min(pause, max(left, time.Millisecond))
 		pause = min(2*pause, s.opts.MaxPollInterval)
@@ -503,11 +506,14 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	n, err := deleteScript.Run(ctx, s.c, []string{s.keyOf(ek)}, ek).Int64()
 	switch {
 	case err != nil:
-		return s.scriptErr("delete", ctx, err)
+		err = s.scriptErr("delete", ctx, err)
+		s.st.countErr(err)
+		return err
 	case n < 0:
 		return engine.ErrInProgress
 	case n == 0:
 		return engine.ErrNotFound
 	}
+	s.st.deletes.Add(1)
 	return nil
 }

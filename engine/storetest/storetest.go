@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -464,22 +463,72 @@ var cases = []testCase{
 	}},
 	{name: "a closed store refuses", run: func(t *testing.T, d Deployment) {
 		s := d.Store()
-		c, ok := s.(io.Closer)
-		if !ok {
-			t.Skip("this store has no Close")
-		}
 		res := begin(t, s, req("k", "a"), engine.Proceed)
-		if err := c.Close(); err != nil {
+		if err := s.Health(ctx); err != nil {
+			t.Fatalf("Health of an open store: %v", err)
+		}
+		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Close(); err != nil {
+		if err := s.Close(); err != nil {
 			t.Fatalf("second Close: %v", err)
+		}
+		if err := s.Health(ctx); !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("Health after Close: %v; want ErrClosed", err)
 		}
 		if _, err := s.Begin(ctx, req("k2", "a")); !errors.Is(err, engine.ErrClosed) {
 			t.Fatalf("Begin after Close: %v; want ErrClosed", err)
 		}
 		if err := res.Claim.Complete(ctx, resp("A")); !errors.Is(err, engine.ErrClosed) {
 			t.Fatalf("Complete after Close: %v; want ErrClosed", err)
+		}
+		if _, err := s.Get(ctx, key("k")); !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("Get after Close: %v; want ErrClosed", err)
+		}
+		if err := s.Delete(ctx, key("k")); !errors.Is(err, engine.ErrClosed) {
+			t.Fatalf("Delete after Close: %v; want ErrClosed", err)
+		}
+	}},
+	{name: "stats count every answer", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		before := s.Stats()
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		if got := s.Stats().Claims - before.Claims; got != 1 {
+			t.Fatalf("Claims while one is held: +%d; want +1", got)
+		}
+		complete(t, res, "A")
+		begin(t, s, req("k", "a"), engine.Replay)
+		begin(t, s, req("k", "b"), engine.Conflict)
+		res = begin(t, s, req("k2", "a"), engine.Proceed)
+		r := req("k2", "a")
+		r.WhenInProgress = engine.NoWait
+		begin(t, s, r, engine.InProgress)
+		if err := res.Claim.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Delete(ctx, key("k")); err != nil {
+			t.Fatal(err)
+		}
+		st := s.Stats()
+		for _, c := range []struct {
+			name      string
+			got, want uint64
+		}{
+			{"Begins", st.Begins - before.Begins, 5},
+			{"Proceeds", st.Proceeds - before.Proceeds, 2},
+			{"Replays", st.Replays - before.Replays, 1},
+			{"Conflicts", st.Conflicts - before.Conflicts, 1},
+			{"InProgress", st.InProgress - before.InProgress, 1},
+			{"Completes", st.Completes - before.Completes, 1},
+			{"Releases", st.Releases - before.Releases, 1},
+			{"Deletes", st.Deletes - before.Deletes, 1},
+		} {
+			if c.got != c.want {
+				t.Errorf("Stats.%s grew by %d; want %d", c.name, c.got, c.want)
+			}
+		}
+		if st.Claims != before.Claims {
+			t.Errorf("Claims after every claim finished: %d; want %d", st.Claims, before.Claims)
 		}
 	}},
 	{name: "an expired record is not replayed", settings: Settings{TTL: time.Second}, run: func(t *testing.T, d Deployment) {
