@@ -9,9 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	mrand "math/rand"
 	"math/rand/v2"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -154,24 +152,6 @@ func keyVariants(r *rand.Rand, k record.Key) []record.Key {
 		add(v)
 	}
 	return out
-}
-
-// keyPair is a testing/quick argument: two adversarial keys, usually one
-// a variant of the other.
-type keyPair struct{ A, B record.Key }
-
-func (keyPair) Generate(src *mrand.Rand, _ int) reflect.Value {
-	r := rand.New(rand.NewPCG(src.Uint64(), src.Uint64()))
-	p := keyPair{A: adversarialKey(r)}
-	switch vs := keyVariants(r, p.A); {
-	case r.IntN(10) == 0:
-		p.B = p.A
-	case r.IntN(10) == 0 || len(vs) == 0:
-		p.B = adversarialKey(r)
-	default:
-		p.B = vs[r.IntN(len(vs))]
-	}
-	return reflect.ValueOf(p)
 }
 
 // isolationPairs are named pairs of keys that a careless encoding would
