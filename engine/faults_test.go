@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -69,12 +68,6 @@ func isWrite(op errorfs.Op) bool {
 }
 
 func fileIs(op errorfs.Op, suffix string) bool { return strings.HasSuffix(op.Path, suffix) }
-
-// bodyOf is the response body stored for key k: big enough that a few
-// hundred fill a small memtable and reach tables.
-func bodyOf(k string) string { return "body of " + k + strings.Repeat(" padding", 40) }
-
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // faultyFS is a filesystem that f can fail.
 func faultyFS(f *fault) vfs.FS { return noReuse{errorfs.Wrap(vfs.Default, f)} }

@@ -20,30 +20,6 @@ import (
 	"github.com/idemkv/idemkv/record"
 )
 
-// runCmd runs idemkv with args in this process and returns its exit code
-// and what it wrote to standard output and standard error.
-func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	dir := t.TempDir()
-	outF, err := os.Create(filepath.Join(dir, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	errF, err := os.Create(filepath.Join(dir, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldOut, oldErr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = outF, errF
-	code = run(args)
-	os.Stdout, os.Stderr = oldOut, oldErr
-	outF.Close()
-	errF.Close()
-	o, _ := os.ReadFile(outF.Name())
-	e, _ := os.ReadFile(errF.Name())
-	return code, string(o), string(e)
-}
-
 // The records of the test data directory.
 var (
 	binScope   = string(func() []byte { s := sha256.Sum256([]byte("tenant")); return s[:] }())
@@ -141,13 +117,6 @@ func damage(t *testing.T, dir string, key record.Key) {
 		t.Fatal(err)
 	}
 }
-
-// quietLogger drops Pebble's chatter.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...any)           {}
-func (quietLogger) Errorf(string, ...any)          {}
-func (quietLogger) Fatalf(format string, a ...any) { panic(fmt.Sprintf(format, a...)) }
 
 // squeeze collapses each run of spaces and tabs in s into one space, so
 // that tests need not know the widths of table columns.

@@ -2,6 +2,7 @@ package idemhttp_test
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,4 +79,24 @@ func FuzzParseKey(f *testing.F) {
 			t.Fatalf("bare %q parsed as %q", v, k)
 		}
 	})
+}
+
+// A repeated key header is refused over HTTP, and the handler does not
+// run.
+func TestRepeatedKeyHeaderRefused(t *testing.T) {
+	c := newCounter()
+	srv, _ := newServer(t, newEngine(t, nil), nil, c)
+	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
+	req.Header.Add("Idempotency-Key", "a")
+	req.Header.Add("Idempotency-Key", "b")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	p := problemOf(t, reply{resp.StatusCode, resp.Header, string(b)})
+	if resp.StatusCode != 400 || p.Code != idemhttp.CodeKeyInvalid || c.total.Load() != 0 {
+		t.Fatalf("repeated key: %d %+v, handler ran %d", resp.StatusCode, p, c.total.Load())
+	}
 }

@@ -3,7 +3,6 @@ package idemhttp_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,130 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/expiry"
 )
-
-// newEngine opens an engine on an in-memory filesystem (these tests are
-// not about durability; the restart test uses a real directory).
-func newEngine(t testing.TB, o *engine.Options) *engine.Engine {
-	t.Helper()
-	if o == nil {
-		o = &engine.Options{}
-	}
-	if o.FS == nil {
-		o.FS = vfs.NewMem()
-	}
-	e, err := engine.Open("data", o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	return e
-}
-
-// counter is a handler that creates a resource: 201 with a JSON body
-// naming how many times it ran, and a few headers, some of which must not
-// be replayed.
-type counter struct {
-	mu    sync.Mutex
-	runs  map[string]int // by Idempotency-Key
-	total atomic.Int64
-}
-
-func newCounter() *counter { return &counter{runs: make(map[string]int)} }
-
-func (c *counter) count(key string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.runs[key]
-}
-
-func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), 500)
-		return
-	}
-	n := c.total.Add(1)
-	key := r.Header.Get("Idempotency-Key") + r.Header.Get("X-Idempotency-Key")
-	c.mu.Lock()
-	c.runs[key]++
-	c.mu.Unlock()
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Location", fmt.Sprintf("/v1/things/%d", n))
-	h.Set("ETag", fmt.Sprintf(`"v%d"`, n))
-	h.Set("Set-Cookie", fmt.Sprintf("session=%d", n))
-	h.Set("X-Not-Stored", "x")
-	w.WriteHeader(http.StatusCreated)
-	fmt.Fprintf(w, `{"data":{"id":%d,"echo":%q}}`, n, body)
-}
-
-// newServer serves h behind the middleware on a real loopback listener.
-func newServer(t testing.TB, store engine.Store, o *idemhttp.Options, h http.Handler) (*httptest.Server, *idemhttp.Middleware) {
-	t.Helper()
-	m, err := idemhttp.New(store, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(m.Handler(h))
-	t.Cleanup(srv.Close)
-	return srv, m
-}
-
-// noRedirects shows redirects to the test instead of following them.
-var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-type reply struct {
-	status int
-	header http.Header
-	body   string
-}
-
-func do(t testing.TB, method, url, key, body string, hdr ...string) reply {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Idempotency-Key", key)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := noRedirects.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return reply{resp.StatusCode, resp.Header, string(b)}
-}
-
-func problemOf(t testing.TB, r reply) idemhttp.Problem {
-	t.Helper()
-	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("Content-Type = %q; want application/problem+json (status %d, body %s)", ct, r.status, r.body)
-	}
-	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
-		t.Errorf("Cache-Control = %q; want no-store", cc)
-	}
-	var p idemhttp.Problem
-	if err := json.Unmarshal([]byte(r.body), &p); err != nil {
-		t.Fatalf("problem body %q: %v", r.body, err)
-	}
-	if p.Status != r.status {
-		t.Errorf("problem status %d; response status %d", p.Status, r.status)
-	}
-	return p
-}
 
 func TestFirstRequestAndReplay(t *testing.T) {
 	c := newCounter()
@@ -328,18 +207,6 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 	if replayed != n-1 {
 		t.Fatalf("%d replays; want %d", replayed, n-1)
 	}
-}
-
-// blocked returns a handler that blocks until release is closed, and a
-// channel that receives once it has started.
-func blocked() (http.Handler, chan struct{}, chan struct{}) {
-	started, release := make(chan struct{}, 16), make(chan struct{})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		started <- struct{}{}
-		<-release
-		w.WriteHeader(201)
-		io.WriteString(w, "done")
-	}), started, release
 }
 
 func TestInProgressPolicies(t *testing.T) {
@@ -788,23 +655,6 @@ func TestMuxPattern(t *testing.T) {
 	})
 	if len(endpoints) != 1 || endpoints[0] != "POST /v1/calls/{id}" {
 		t.Fatalf("endpoints %q; want [POST /v1/calls/{id}]", endpoints)
-	}
-}
-
-func TestInvalidOptions(t *testing.T) {
-	eng := newEngine(t, nil)
-	for _, o := range []idemhttp.Options{
-		{ConflictStatus: 400},
-		{StoredHeaders: []string{"set-cookie"}},
-		{StoredHeaders: []string{"Transfer-Encoding"}},
-		{KeyHeaders: []string{" "}},
-		{MaxRequestBody: -1},
-		{Routes: []idemhttp.Route{{Method: "POST"}}},
-		{WhenInProgress: 7},
-	} {
-		if _, err := idemhttp.New(eng, &o); !errors.Is(err, idemhttp.ErrInvalidOptions) {
-			t.Errorf("New(%+v) = %v; want ErrInvalidOptions", o, err)
-		}
 	}
 }
 

@@ -1,6 +1,8 @@
 package idemproxy_test
 
 import (
+	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
@@ -202,5 +205,222 @@ func TestProxyConcurrentDuplicates(t *testing.T) {
 	bodies.Range(func(k, v any) bool { distinct++; return true })
 	if failed.Load() != 0 || distinct != 1 || u.count("dup") != 1 {
 		t.Fatalf("%d failed, %d distinct responses, upstream ran %d; want 0, 1, 1", failed.Load(), distinct, u.count("dup"))
+	}
+}
+
+// A client that gives up while its request is at the upstream (a timeout,
+// the very reason it retries) does not cancel the upstream call: the
+// upstream finishes the work it had started (here it answers 201), and the
+// retry with the same key does not run it a second time.
+func TestProxyClientDisconnectDoesNotRunUpstreamTwice(t *testing.T) {
+	var runs atomic.Int64
+	proceed := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		n := runs.Add(1)
+		if n == 1 {
+			<-proceed // the side effect is under way; it completes regardless
+		}
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "charged, run %d", n)
+	}))
+	defer up.Close()
+	m, err := idemhttp.New(newEngine(t, nil), &idemhttp.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse(up.URL)
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	defer px.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", px.URL+"/v1/charges", strings.NewReader("amount=1"))
+	req.Header.Set("Idempotency-Key", "k")
+	errc := make(chan error, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		errc <- err
+	}()
+	waitFor(t, "the upstream to start", func() bool { return runs.Load() == 1 })
+	cancel() // the client times out
+	<-errc
+	// Let the proxy notice the disconnect, then let the upstream finish
+	// its (already started) work.
+	time.Sleep(100 * time.Millisecond)
+	close(proceed)
+
+	r := do(t, "POST", px.URL+"/v1/charges", "k", "amount=1")
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("upstream ran %d times for one key; the retry got %d %q replay=%q",
+			n, r.status, r.body, r.header.Get("Idempotency-Replay"))
+	}
+}
+
+// httputil.ReverseProxy forwards an upstream 1xx (103 Early Hints) and then
+// clears the header map, which is the middleware's own: the X-Request-Id
+// and Idempotency-Replay: false it set before running the handler are
+// still on the first response.
+func TestProxyEarlyHintsKeepRequestID(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"id":1}`)
+	}))
+	defer up.Close()
+	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	target, _ := url.Parse(up.URL)
+	px := httptest.NewServer(idemproxy.New(target, m, nil))
+	defer px.Close()
+	first := do(t, "POST", px.URL+"/v1/x", "k", "a")
+	if first.status != 201 {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	if first.header.Get("X-Request-Id") == "" || first.header.Get("Idempotency-Replay") != "false" {
+		t.Fatalf("first response after an upstream 103: X-Request-Id %q, Idempotency-Replay %q; want an id and false",
+			first.header.Get("X-Request-Id"), first.header.Get("Idempotency-Replay"))
+	}
+}
+
+// The same from the most ordinary of clients: a request with
+// "Expect: 100-continue" (curl sends it for larger bodies) is forwarded
+// with that header; a Go upstream answers 100 Continue when it reads the
+// body, and the reverse proxy forwards that 1xx and clears the header map.
+// The first response still has its X-Request-Id and Idempotency-Replay:
+// false, and the replay its X-Request-Id.
+func TestProxyExpectContinueKeepsRequestID(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, `{"id":1}`)
+	}))
+	defer up.Close()
+	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	target, _ := url.Parse(up.URL)
+	px := httptest.NewServer(idemproxy.New(target, m, nil))
+	defer px.Close()
+	first := do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
+	if first.status != 201 {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	again := do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
+	if first.header.Get("X-Request-Id") == "" || first.header.Get("Idempotency-Replay") != "false" || again.header.Get("X-Request-Id") == "" {
+		t.Fatalf("with Expect: 100-continue: first X-Request-Id %q, Idempotency-Replay %q; replay X-Request-Id %q",
+			first.header.Get("X-Request-Id"), first.header.Get("Idempotency-Replay"), again.header.Get("X-Request-Id"))
+	}
+}
+
+// The proxy hides the reverse proxy's flushes only for the requests it
+// records: a GET (never selected), or any request without a key, that
+// streams a response of unknown length other than an event stream (NDJSON
+// watch, long poll, chunked download) reaches the client as the upstream
+// flushes it, not when the upstream ends it.
+func TestProxyFlushesUnrecordedStreams(t *testing.T) {
+	done := make(chan struct{})
+	defer close(done)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		io.WriteString(w, `{"event":1}`+"\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-done:
+		case <-r.Context().Done():
+		}
+	}))
+	defer up.Close()
+	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	target, _ := url.Parse(up.URL)
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	defer px.Close()
+	px.Config.ErrorLog = quietHTTPLog()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", px.URL+"/v1/watch", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the streamed GET's headers did not arrive within 2s: %v", err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the streamed GET's first event did not arrive: %v", err)
+	}
+	if line != `{"event":1}`+"\n" {
+		t.Fatalf("first event %q", line)
+	}
+}
+
+// A protocol upgrade with a key through the proxy: the 101 and the
+// upgraded connection go through, the claim is released (not leaked), and
+// the same key can upgrade again.
+func TestProxyUpgradeWithKeyReleasesClaim(t *testing.T) {
+	var runs atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "echo" {
+			http.Error(w, "upgrade required", http.StatusUpgradeRequired)
+			return
+		}
+		runs.Add(1)
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		brw.Flush()
+		line, err := brw.ReadString('\n')
+		if err != nil {
+			return
+		}
+		brw.WriteString("echo " + line)
+		brw.Flush()
+	}))
+	defer up.Close()
+	eng := newEngine(t, nil)
+	m, _ := idemhttp.New(eng, &idemhttp.Options{Logger: quietLogger()})
+	target, _ := url.Parse(up.URL)
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	defer px.Close()
+
+	upgrade := func() {
+		t.Helper()
+		c, err := (&net.Dialer{Timeout: 2 * time.Second}).Dial("tcp", px.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c, "POST /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nIdempotency-Key: up\r\nContent-Length: 0\r\n\r\n")
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("upgrade through the proxy: %d", resp.StatusCode)
+		}
+		io.WriteString(c, "ping\n")
+		if line, err := br.ReadString('\n'); err != nil || line != "echo ping\n" {
+			t.Fatalf("upgraded connection: %q %v", line, err)
+		}
+	}
+	upgrade()
+	waitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
+	upgrade()
+	// The claim is released when the proxied handler returns, after the
+	// upgraded connection ends.
+	waitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
+	if runs.Load() != 2 {
+		t.Fatalf("upstream upgraded %d times; want 2 (an upgrade is never replayed)", runs.Load())
+	}
+	if s := m.Stats(); s.Released != 2 || s.Recorded != 0 {
+		t.Fatalf("Released %d, Recorded %d; want 2, 0", s.Released, s.Recorded)
 	}
 }

@@ -1,4 +1,6 @@
-package idemhttp_test
+package idemclient_test
+
+// The transport against a server protected by the idemhttp middleware.
 
 import (
 	"io"
@@ -13,11 +15,11 @@ import (
 	"github.com/idemkv/idemkv/engine/idemhttp"
 )
 
-// TestClientTransportAgainstDroppedConnections is the case idempotency
+// TestRetryAfterDroppedConnectionsGetsStoredResponse is the case idempotency
 // keys exist for: the server runs the request, then the connection drops
 // before the client reads the answer. The client transport retries with
 // the same key and gets the stored response; the handler ran once.
-func TestClientTransportAgainstDroppedConnections(t *testing.T) {
+func TestRetryAfterDroppedConnectionsGetsStoredResponse(t *testing.T) {
 	c := newCounter()
 	m, err := idemhttp.New(newEngine(t, nil), nil)
 	if err != nil {

@@ -21,10 +21,11 @@ import (
 	"github.com/idemkv/idemkv/record"
 )
 
-// TestCrashCampaign is the crash-under-load campaign: `idemkv proxy` in
-// front of a counting upstream, concurrent clients with new keys, retries,
-// duplicates and conflicting bodies, and a kill -9 of the proxy at a random
-// moment of every cycle. After each kill the data directory must open, and
+// TestKilledProxyKeepsCompletedRecordsAndRecoversClaims is the
+// crash-under-load campaign: `idemkv proxy` in front of a counting
+// upstream, concurrent clients with new keys, retries, duplicates and
+// conflicting bodies, and a kill -9 of the proxy at a random moment of
+// every cycle. After each kill the data directory must open, and
 // then:
 //
 //   - no upstream run of a key started after a completed record of the key
@@ -37,7 +38,7 @@ import (
 //
 // IDEMKV_CRASH_CAMPAIGN_CYCLES sets the number of cycles (default 3, the
 // CI's short mode; the README quotes a long run).
-func TestCrashCampaign(t *testing.T) {
+func TestKilledProxyKeepsCompletedRecordsAndRecoversClaims(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash campaign: not in -short mode")
 	}

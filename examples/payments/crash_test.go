@@ -13,10 +13,10 @@ import (
 	"time"
 )
 
-// TestCrashCampaign runs payments for many keys from concurrent clients
-// while the server is killed with SIGKILL at random moments and restarted
-// on the same directories; clients retry each key until it is paid. Then,
-// for every key:
+// TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases runs payments
+// for many keys from concurrent clients while the server is killed with
+// SIGKILL at random moments and restarted on the same directories; clients
+// retry each key until it is paid. Then, for every key:
 //
 //   - the order, the charge and the email each happened, and a phase ran
 //     again only when its earlier run was the last thing its attempt did —
@@ -27,7 +27,7 @@ import (
 //   - the response names the last order and charge made, and replays.
 //
 // IDEMKV_PAYMENTS_CYCLES sets the number of kills (default 4).
-func TestCrashCampaign(t *testing.T) {
+func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 	cycles := 4
 	if s := os.Getenv("IDEMKV_PAYMENTS_CYCLES"); s != "" {
 		n, err := strconv.Atoi(s)
