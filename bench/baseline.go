@@ -123,7 +123,6 @@ type idemkvSystem struct {
 	dir  string
 	opts engine.Options // the measured configuration
 	e    *engine.Engine
-	nw   atomic.Uint64 // bytes written to the engine's files
 }
 
 // storeOps are the operations of a system that is an idemkv store: the
@@ -134,9 +133,8 @@ type storeOps struct {
 	label string // names the store in progress lines
 }
 
-// open opens the engine with o, counting what it writes.
+// open opens the engine with o.
 func (s *idemkvSystem) open(o engine.Options) error {
-	o.ConfigurePebble = func(po *pebble.Options) { po.FS = countWrites(po.FS, &s.nw) }
 	e, err := engine.Open(s.dir, &o)
 	if err != nil {
 		return err
@@ -227,7 +225,7 @@ func (s *storeOps) load(ctx context.Context, lo, hi int, pr io.Writer) error {
 	})
 }
 
-func (s *idemkvSystem) written() (uint64, bool) { return s.nw.Load(), true }
+func (s *idemkvSystem) written() (uint64, bool) { return s.e.Stats().BytesWritten, true }
 func (s *idemkvSystem) diskBytes() uint64       { return dirBytes(s.dir) }
 func (s *idemkvSystem) close() error            { return s.e.Close() }
 

@@ -97,8 +97,9 @@
 //     phase, background work of the store included);
 //   - bytes written per operation: every byte idemkv and Pebble hand to
 //     their files (write-ahead log, tables of flushes and compactions,
-//     manifest), counted by a wrapper of Pebble's vfs.FS (for idemkv
-//     through engine.Options.ConfigurePebble), the same way for both; and
+//     manifest), counted as they are handed to write(2) (for idemkv by
+//     its own filesystem layer, engine.Stats.BytesWritten; for Pebble by
+//     a wrapper of its vfs.FS), the same way for both; and
 //     the write amplification, that figure divided by the mean body length;
 //   - the disk space in use after the phase divided by the records the
 //     system holds (prefill, retry targets and fresh requests so far);

@@ -20,7 +20,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 )
@@ -167,7 +166,6 @@ type httpSystem struct {
 	name   string
 	d      *dataset
 	e      *engine.Engine // nil for the bare handler
-	nw     atomic.Uint64  // bytes written to the engine's files
 	srv    *http.Server
 	done   chan struct{} // closed when srv.Serve returns
 	tr     *http.Transport
@@ -204,7 +202,6 @@ func openHTTPSystem(ctx context.Context, name, dir string, cfg Config, d *datase
 	})
 	if name == "idemhttp" {
 		o := engine.Options{Durability: cfg.Durability}
-		o.ConfigurePebble = func(po *pebble.Options) { po.FS = countWrites(po.FS, &s.nw) }
 		if s.e, err = engine.Open(dir, &o); err != nil {
 			return nil, err
 		}
@@ -354,7 +351,12 @@ func (s *httpSystem) load(ctx context.Context, lo, hi int, pr io.Writer) error {
 
 func (s *httpSystem) reopen() error { return nil }
 
-func (s *httpSystem) written() (uint64, bool) { return s.nw.Load(), s.e != nil }
+func (s *httpSystem) written() (uint64, bool) {
+	if s.e == nil {
+		return 0, false
+	}
+	return s.e.Stats().BytesWritten, true
+}
 
 func (s *httpSystem) diskBytes() uint64 {
 	if s.e == nil {

@@ -8,10 +8,9 @@ import (
 
 // countingFS is a vfs.FS that counts the bytes written to its files:
 // the write-ahead log, the tables of flushes and compactions, the
-// manifest, everything a store hands to write(2). Both idemkv (through
-// engine.Options.ConfigurePebble, which wraps the engine's own
-// filesystem) and raw Pebble write through one, so their figures are
-// taken the same way.
+// manifest, everything a store hands to write(2). Raw Pebble writes
+// through one; the engine counts the same bytes the same way in its own
+// filesystem layer (engine.Stats.BytesWritten).
 type countingFS struct {
 	vfs.FS
 	n *atomic.Uint64

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/bench/payload"
 	"github.com/idemkv/idemkv/record"
 )
@@ -15,26 +14,17 @@ import (
 // TestBlockCacheHoldsBlocks checks that Pebble's block cache, with the
 // default proportions, keeps the blocks that reads from storage load.
 // Pebble charges its memtables to the same cache; sized at BlockCacheSize
-// alone, memtables as large as it took all of it and every read missed. The
-// memtable size counted is Pebble's own, also when ConfigurePebble sets it.
+// alone, memtables as large as it took all of it and every read missed.
 func TestBlockCacheHoldsBlocks(t *testing.T) {
-	for _, name := range []string{"options", "ConfigurePebble"} {
-		t.Run(name, func(t *testing.T) {
-			// Small sizes, in the defaults' proportions (as large a memtable
-			// as block cache), so that memtables reach full size quickly:
-			// 3,000 records of 2 KB (Pebble's memtables start at 256 KiB
-			// and double up to MemTableSize).
-			o := &Options{FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed, MemTableSize: 1 << 20, BlockCacheSize: 1 << 20}
-			if name == "ConfigurePebble" {
-				o.MemTableSize = 256 << 10
-				o.ConfigurePebble = func(po *pebble.Options) { po.MemTableSize = 1 << 20 }
-			}
-			m := blockCacheCount(t, o, 3000, 2048)
-			t.Logf("block cache: %d blocks, %d bytes, %d hits, %d misses", m.Count, m.Size, m.Hits, m.Misses)
-			if m.Count == 0 || m.Hits < m.Misses {
-				t.Fatalf("block cache holds %d blocks, %d hits against %d misses over two passes; want the second pass answered from it", m.Count, m.Hits, m.Misses)
-			}
-		})
+	// Small sizes, in the defaults' proportions (as large a memtable as
+	// block cache), so that memtables reach full size quickly: 3,000
+	// records of 2 KB (Pebble's memtables start at 256 KiB and double up
+	// to MemTableSize).
+	o := &Options{InMemory: true, CacheSize: -1, Durability: Relaxed, MemTableSize: 1 << 20, BlockCacheSize: 1 << 20}
+	m := blockCacheCount(t, o, 3000, 2048)
+	t.Logf("block cache: %d blocks, %d bytes, %d hits, %d misses", m.Count, m.Size, m.Hits, m.Misses)
+	if m.Count == 0 || m.Hits < m.Misses {
+		t.Fatalf("block cache holds %d blocks, %d hits against %d misses over two passes; want the second pass answered from it", m.Count, m.Hits, m.Misses)
 	}
 }
 
@@ -106,7 +96,7 @@ func TestOpenHugeBlockCache(t *testing.T) {
 	for _, size := range []int64{1 << 40, math.MaxInt64 - 3<<20, math.MaxInt64} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			m := blockCacheCount(t, &Options{
-				FS: vfs.NewMem(), CacheSize: -1, Durability: Relaxed,
+				InMemory: true, CacheSize: -1, Durability: Relaxed,
 				MemTableSize: 1 << 20, BlockCacheSize: size,
 			}, 300, 600)
 			t.Logf("block cache: %d blocks, %d bytes, %d hits, %d misses", m.Count, m.Size, m.Hits, m.Misses)
@@ -118,7 +108,7 @@ func TestOpenHugeBlockCache(t *testing.T) {
 }
 
 // TestOpenUnusualSizes: unusual MemTableSize and BlockCacheSize
-// values, and ConfigurePebble changes, make Open fail with an error or
+// values make Open fail with an error or
 // succeed; never panic.
 func TestOpenUnusualSizes(t *testing.T) {
 	cases := []struct {
@@ -131,14 +121,11 @@ func TestOpenUnusualSizes(t *testing.T) {
 		{"memtable at pebble's limit", Options{MemTableSize: 4 << 30}},
 		{"memtable 1<<62", Options{MemTableSize: 1 << 62}},
 		{"memtable max uint64", Options{MemTableSize: math.MaxUint64}},
-		{"configure: nil cache", Options{ConfigurePebble: func(po *pebble.Options) { po.Cache = nil }}},
-		{"configure: own cache", Options{ConfigurePebble: func(po *pebble.Options) { po.Cache = pebble.NewCache(1 << 20) }}},
-		{"configure: memtable zero", Options{ConfigurePebble: func(po *pebble.Options) { po.MemTableSize = 0 }}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o
-			o.FS = vfs.NewMem()
+			o.InMemory = true
 			o.CacheSize = -1
 			var e *Engine
 			var err error

@@ -76,7 +76,7 @@ func TestCloseDuringLookupWithWaiter(t *testing.T) {
 	const dir = "data"
 	body := bodyOf("k") // > 256 bytes: stored in a blob file
 	{
-		e, err := engine.Open(dir, &engine.Options{FS: fs, CacheSize: -1, Logger: quietLogger()})
+		e, err := engine.Open(dir, engine.WithFSForTest(&engine.Options{CacheSize: -1, Logger: quietLogger()}, fs))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func TestCloseDuringLookupWithWaiter(t *testing.T) {
 		}
 	}
 	b := newOpBlocker(blobReads)
-	e, err := engine.Open(dir, &engine.Options{FS: errorfs.Wrap(fs, b), CacheSize: -1, Logger: quietLogger()})
+	e, err := engine.Open(dir, engine.WithFSForTest(&engine.Options{CacheSize: -1, Logger: quietLogger()}, errorfs.Wrap(fs, b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestWaitersWakeUnderChurn(t *testing.T) {
 // the channel twice).
 func TestCloseDuringCompleteWithWaiter(t *testing.T) {
 	b := newOpBlocker(walSyncs)
-	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
+	e, err := engine.Open("data", engine.WithFSForTest(&engine.Options{Durability: engine.Synced, Logger: quietLogger()}, errorfs.Wrap(vfs.NewMem(), b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +258,7 @@ func TestCloseDuringCompleteWithWaiter(t *testing.T) {
 // were written by Close's closeAll and again by Complete).
 func TestCloseDuringCompleteNoWaiter(t *testing.T) {
 	b := newOpBlocker(walSyncs)
-	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), b), Durability: engine.Synced, Logger: quietLogger()})
+	e, err := engine.Open("data", engine.WithFSForTest(&engine.Options{Durability: engine.Synced, Logger: quietLogger()}, errorfs.Wrap(vfs.NewMem(), b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func (f *walFaults) MaybeError(op errorfs.Op) error {
 // error, neither acknowledged, instead of waiting for ever.
 func TestCloseAfterFailureReleasesWaiters(t *testing.T) {
 	f := &walFaults{entered: make(chan struct{}), release: make(chan struct{})}
-	e, err := engine.Open("data", &engine.Options{FS: errorfs.Wrap(vfs.NewMem(), f), Durability: engine.Synced, Logger: quietLogger()})
+	e, err := engine.Open("data", engine.WithFSForTest(&engine.Options{Durability: engine.Synced, Logger: quietLogger()}, errorfs.Wrap(vfs.NewMem(), f)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,10 +143,10 @@ func openReadOnly(dir string, opts *Options) (openDir, snapshot string, live boo
 	if !opts.ReadOnly {
 		return dir, "", false, nil
 	}
-	if opts.FS != vfs.Default {
-		return "", "", false, fmt.Errorf("%w: ReadOnly needs the real filesystem", ErrInvalid)
+	if opts.fs != vfs.Default {
+		return "", "", false, fmt.Errorf("%w: ReadOnly needs a directory on disk, not InMemory", ErrInvalid)
 	}
-	names, err := opts.FS.List(dir)
+	names, err := opts.fs.List(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", "", false, fmt.Errorf("%w: %w", ErrNoData, err)
@@ -167,7 +167,7 @@ func openReadOnly(dir string, opts *Options) (openDir, snapshot string, live boo
 // open opens the store in openDir (dir, or a snapshot of it) and starts
 // the engine.
 func open(dir, openDir string, opts Options) (*Engine, error) {
-	if err := checkLogs(opts.FS, openDir); err != nil {
+	if err := checkLogs(opts.fs, openDir); err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
 	e := &Engine{
@@ -176,7 +176,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		ttl:      opts.TTL,
 		clock:    opts.Clock,
 		log:      opts.Logger,
-		fs:       walfs.New(opts.FS),
+		fs:       walfs.New(opts.fs),
 		stripes:  make([]stripe, opts.Stripes),
 		mask:     uint64(opts.Stripes - 1),
 		stop:     make(chan struct{}),
@@ -185,7 +185,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 		bgErrs:   make(chan error, 1),
 	}
 	e.fs.OnSync = e.kickSync
-	e.mark = syncMark{fs: opts.FS, path: opts.FS.PathJoin(openDir, syncMarkName)}
+	e.mark = syncMark{fs: opts.fs, path: opts.fs.PathJoin(openDir, syncMarkName)}
 	perStripe := 0
 	if opts.CacheSize > 0 {
 		perStripe = opts.CacheSize / opts.Stripes
@@ -248,16 +248,11 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 			TargetGarbageRatio:    1,
 		}
 	}
-	if opts.ConfigurePebble != nil {
-		opts.ConfigurePebble(po)
-	}
-	if po.Cache == nil {
-		cache := pebble.NewCache(blockCacheSize(opts.BlockCacheSize, po.MemTableSize, po.MemTableStopWritesThreshold))
-		defer cache.Unref()
-		po.Cache = cache
-	}
+	cache := pebble.NewCache(blockCacheSize(opts.BlockCacheSize, po.MemTableSize, po.MemTableStopWritesThreshold))
+	defer cache.Unref()
+	po.Cache = cache
 	if err := e.openStore(po); err != nil {
-		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err, opts.FS, openDir))
+		return nil, fmt.Errorf("engine: open %q: %w", dir, openErr(err, opts.fs, openDir))
 	}
 	e.bg.Add(1)
 	go e.loadFilters()
@@ -275,7 +270,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 	})
 	e.bg.Add(1)
 	go e.syncLoop()
-	if opts.FS == vfs.Default {
+	if opts.fs == vfs.Default {
 		if fi, err := os.Stat(openDir); err == nil {
 			e.bg.Add(1)
 			go e.every(dirCheckInterval, "idemkv: data directory check", true, func() error { return e.checkDir(fi) })

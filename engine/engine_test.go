@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -700,6 +702,54 @@ func TestDiskBytesCountsEveryFile(t *testing.T) {
 	got, want := e.Stats().DiskBytes, onDisk()
 	if got < want*9/10 || got > want*11/10 {
 		t.Errorf("DiskBytes after reopen = %d; the directory's files hold %d", got, want)
+	}
+}
+
+// TestBytesWrittenCountsWhatReachesFiles: every completed record passes
+// through the write-ahead log, so BytesWritten covers at least the bodies
+// written, and it only grows.
+func TestBytesWrittenCountsWhatReachesFiles(t *testing.T) {
+	e, _ := newTestEngine(t, nil)
+	before := e.Stats().BytesWritten
+	body := make([]byte, 2000)
+	rng := rand.NewChaCha8([32]byte{7})
+	const n = 200
+	for i := range n {
+		_, _ = rng.Read(body) // incompressible, so the log holds every byte
+		res := begin(t, e, req(fmt.Sprint("w", i), "a"))
+		if err := res.Claim.Complete(ctx, response(string(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := e.Stats().BytesWritten
+	if after < before || after-before < n*uint64(len(body)) {
+		t.Fatalf("BytesWritten grew from %d to %d over %d records of %d random bytes; want at least %d more", before, after, n, len(body), n*len(body))
+	}
+}
+
+// TestInMemoryLeavesNoFiles: an InMemory engine answers like any other
+// and touches no directory on disk; it refuses ReadOnly, which needs one.
+func TestInMemoryLeavesNoFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	e, err := engine.Open(dir, &engine.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := begin(t, e, req("k", "a"))
+	if err := res.Claim.Complete(ctx, response("body")); err != nil {
+		t.Fatal(err)
+	}
+	if res := begin(t, e, req("k", "a")); res.Outcome != engine.Replay {
+		t.Fatalf("retry: %v; want Replay", res.Outcome)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an InMemory engine left %s on disk (%v)", dir, err)
+	}
+	if _, err := engine.Open(dir, &engine.Options{InMemory: true, ReadOnly: true}); !errors.Is(err, engine.ErrInvalid) {
+		t.Fatalf("Open(InMemory, ReadOnly): %v; want ErrInvalid", err)
 	}
 }
 

@@ -63,3 +63,11 @@ func SyncMarkForTest(dir string) (num uint64, size int64, ok bool) {
 
 // SalvageLogForTest is salvageLog.
 var SalvageLogForTest = salvageLog
+
+// WithFSForTest sets the filesystem the engine opens its directory on:
+// an in-memory one that can simulate power loss, or one that injects
+// faults.
+func WithFSForTest(o *Options, fs vfs.FS) *Options {
+	o.fs = fs
+	return o
+}

@@ -87,9 +87,8 @@ func (fs noReuse) ReuseForWrite(oldname, newname string, category vfs.DiskWriteC
 // openFaulty opens an engine on dir through a filesystem that f can fail.
 func openFaulty(t *testing.T, dir string, f *fault, o engine.Options) *engine.Engine {
 	t.Helper()
-	o.FS = faultyFS(f)
 	o.Logger = quietLogger()
-	e, err := engine.Open(dir, &o)
+	e, err := engine.Open(dir, engine.WithFSForTest(&o, faultyFS(f)))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -464,7 +463,7 @@ func TestOpenOnFullDiskSucceedsOnceSpaceIsBack(t *testing.T) {
 	var e *engine.Engine
 	go func() {
 		var err error
-		e, err = engine.Open(dir, &engine.Options{FS: faultyFS(f), Logger: quietLogger(), OpenFaultWait: time.Minute})
+		e, err = engine.Open(dir, engine.WithFSForTest(&engine.Options{Logger: quietLogger(), OpenFaultWait: time.Minute}, faultyFS(f)))
 		opened <- err
 	}()
 	for f.hits.Load() < 3 {
@@ -509,7 +508,7 @@ func openFullChild(t *testing.T, dir, kind string) {
 	}, err: enospc}
 	f.on.Store(true)
 	start := time.Now()
-	e, err := engine.Open(dir, &engine.Options{FS: faultyFS(f), Logger: quietLogger(), OpenFaultWait: time.Second})
+	e, err := engine.Open(dir, engine.WithFSForTest(&engine.Options{Logger: quietLogger(), OpenFaultWait: time.Second}, faultyFS(f)))
 	if err == nil {
 		e.Close()
 		t.Fatal("Open on a full disk succeeded")

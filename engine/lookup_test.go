@@ -22,7 +22,7 @@ import (
 // recycled, blocks evicted, files compacted and deleted.
 func TestLookupResultsOwnTheirMemory(t *testing.T) {
 	fs := vfs.NewMem()
-	o := &engine.Options{FS: fs, CacheSize: -1, MemTableSize: 256 << 10, BlockCacheSize: 256 << 10, Durability: engine.Relaxed, Logger: quietLogger()}
+	o := engine.WithFSForTest(&engine.Options{CacheSize: -1, MemTableSize: 256 << 10, BlockCacheSize: 256 << 10, Durability: engine.Relaxed, Logger: quietLogger()}, fs)
 	e, err := engine.Open("data", o)
 	if err != nil {
 		t.Fatal(err)

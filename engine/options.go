@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/codec"
 	"github.com/idemkv/idemkv/expiry"
@@ -147,9 +146,11 @@ type Options struct {
 	// Pebble's own errors. Default slog.Default().
 	Logger *slog.Logger
 
-	// FS is the filesystem. Default vfs.Default (the real one); tests may
-	// pass vfs.NewMem() or an error-injecting filesystem.
-	FS vfs.FS
+	// InMemory keeps everything in memory: dir names nothing on disk,
+	// nothing survives Close, and Durability does not matter. For tests
+	// and demos that are not about durability. Not with ReadOnly or
+	// Repair.
+	InMemory bool
 
 	// MemTableSize is Pebble's memtable size in bytes. Default 64 MiB.
 	MemTableSize uint64
@@ -159,17 +160,15 @@ type Options struct {
 	// Default 64 MiB. Pebble charges its memtables to the same cache, so
 	// the engine creates it with room for them too: BlockCacheSize plus
 	// three times MemTableSize (the mutable memtable, one being flushed,
-	// one kept for reuse; more if ConfigurePebble raises Pebble's
-	// MemTableStopWritesThreshold). Blocks may use that room while
+	// one kept for reuse). Blocks may use that room while
 	// memtables do not, so blocks and memtables together take at most
 	// BlockCacheSize + 3 × MemTableSize (256 MiB by default).
 	BlockCacheSize int64
 
-	// ConfigurePebble, if set, is called with the Pebble options the
-	// engine built, just before opening, for tuning beyond these fields.
-	// Changing the comparer, the FS or the WAL settings breaks the
-	// engine's guarantees.
-	ConfigurePebble func(*pebble.Options)
+	// fs, if set, replaces the filesystem (vfs.Default, or a new
+	// in-memory one for InMemory): the engine's own tests inject faults
+	// and power losses through it.
+	fs vfs.FS
 }
 
 // withDefaults returns a copy of o (which may be nil) with defaults filled
@@ -202,8 +201,11 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.FS == nil {
-		c.FS = vfs.Default
+	if c.fs == nil {
+		c.fs = vfs.Default
+		if c.InMemory {
+			c.fs = vfs.NewMem()
+		}
 	}
 	if c.MemTableSize == 0 {
 		c.MemTableSize = 64 << 20

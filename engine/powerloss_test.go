@@ -74,7 +74,7 @@ type powerLossClone struct {
 }
 
 func (tc powerLossCase) options(fs vfs.FS) *engine.Options {
-	return &engine.Options{FS: fs, Durability: engine.Synced, MemTableSize: tc.memTable, CacheSize: -1, Logger: quietLogger()}
+	return engine.WithFSForTest(&engine.Options{Durability: engine.Synced, MemTableSize: tc.memTable, CacheSize: -1, Logger: quietLogger()}, fs)
 }
 
 func (tc powerLossCase) run(t *testing.T) {

@@ -106,8 +106,8 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 		}
 	}()
 	defer recoverRepair(&err)
-	if opts.FS != vfs.Default || opts.ReadOnly {
-		return nil, fmt.Errorf("%w: Repair needs the real filesystem and a writable destination", ErrInvalid)
+	if opts.fs != vfs.Default || opts.ReadOnly {
+		return nil, fmt.Errorf("%w: Repair needs a directory on disk (not InMemory) and a writable destination", ErrInvalid)
 	}
 	names, err := os.ReadDir(dir)
 	if err != nil {

@@ -37,6 +37,11 @@ type Stats struct {
 	HighGeneration  uint32        // highest generation written
 
 	DiskBytes uint64 // bytes of the files in the data directory
+	// BytesWritten counts the bytes the engine wrote to its files since
+	// Open: the write-ahead log, the tables and blob files of flushes and
+	// compactions, the manifest. Divided by Completes it gives the bytes
+	// each record costs the disk.
+	BytesWritten uint64
 
 	// ReadOnly is set for an engine opened with Options.ReadOnly; Live
 	// then says whether another process (or engine) had the directory
@@ -70,7 +75,7 @@ func (e *Engine) Stats() Stats {
 		Completes: e.st.completes.Load(), Releases: e.st.releases.Load(), Deletes: e.st.deletes.Load(),
 		LeasesExpired: e.st.leasesExpired.Load(), LeasesLost: e.st.leasesLost.Load(),
 		Corrupt: e.st.corrupt.Load(), Errors: e.st.errors.Load(), Claims: e.st.claims.Load(),
-		Sweeps: e.st.sweeps.Load(), GenerationsDropped: e.st.gensDropped.Load(), Fsyncs: e.fs.Syncs(),
+		Sweeps: e.st.sweeps.Load(), GenerationsDropped: e.st.gensDropped.Load(), Fsyncs: e.fs.Syncs(), BytesWritten: e.fs.Written(),
 		Incarnation: e.incarnation, GenerationWidth: e.gens.Width,
 		LowGeneration: e.lowGen.Load(), HighGeneration: e.maxGen.Load(),
 		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 )
 
@@ -22,9 +21,7 @@ func newEngine(t testing.TB, o *engine.Options) *engine.Engine {
 	if o == nil {
 		o = &engine.Options{}
 	}
-	if o.FS == nil {
-		o.FS = vfs.NewMem()
-	}
+	o.InMemory = true
 	e, err := engine.Open("data", o)
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 )
@@ -30,9 +29,7 @@ func newEngine(t testing.TB, o *engine.Options) *engine.Engine {
 	if o == nil {
 		o = &engine.Options{}
 	}
-	if o.FS == nil {
-		o.FS = vfs.NewMem()
-	}
+	o.InMemory = true
 	e, err := engine.Open("data", o)
 	if err != nil {
 		t.Fatal(err)

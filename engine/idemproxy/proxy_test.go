@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/idemproxy"
@@ -69,7 +68,7 @@ func setup(t *testing.T) (*upstream, *httptest.Server, *httptest.Server) {
 	u := &upstream{runs: map[string]int{}}
 	up := httptest.NewServer(u)
 	t.Cleanup(up.Close)
-	eng, err := engine.Open("data", &engine.Options{FS: vfs.NewMem()})
+	eng, err := engine.Open("data", &engine.Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +144,7 @@ func TestProxyUpstreamDown(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	eng, err := engine.Open("data", &engine.Options{FS: vfs.NewMem()})
+	eng, err := engine.Open("data", &engine.Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,10 +82,13 @@ const (
 type FS struct {
 	vfs.FS
 
-	mu     sync.Mutex
-	err    atomic.Pointer[error] // first failure; set once under mu
-	syncs  atomic.Uint64
-	synced atomic.Pointer[SyncPoint] // the latest fsync of a WAL file
+	mu    sync.Mutex
+	err   atomic.Pointer[error] // first failure; set once under mu
+	syncs atomic.Uint64
+	// written counts the bytes written to the files it wraps (logs,
+	// tables, blob files, manifests), as handed to write(2).
+	written atomic.Uint64
+	synced  atomic.Pointer[SyncPoint] // the latest fsync of a WAL file
 
 	// OnSync, if set before the filesystem is used, is called after every
 	// successful fsync of a WAL file. It must not block.
@@ -259,6 +262,11 @@ func (fs *FS) wrap(f vfs.File, name string, category vfs.DiskWriteCategory, err 
 	return &walFile{File: f, fs: fs, name: fs.PathBase(name)}, nil
 }
 
+// Written returns the bytes written to the files created through fs: the
+// write-ahead log, the tables and blob files of flushes and compactions,
+// the manifest.
+func (fs *FS) Written() uint64 { return fs.written.Load() }
+
 // Syncs returns the number of fsyncs of WAL files performed.
 func (fs *FS) Syncs() uint64 { return fs.syncs.Load() }
 
@@ -297,8 +305,10 @@ func (f *walFile) Write(p []byte) (int, error) {
 	if f.fs.Err() != nil {
 		return len(p), nil
 	}
-	if _, err := f.File.Write(p); err != nil {
+	if n, err := f.File.Write(p); err != nil {
 		f.fs.fail("write-ahead log write", err)
+	} else {
+		f.fs.written.Add(uint64(n))
 	}
 	f.size.Add(int64(len(p)))
 	return len(p), nil
@@ -309,8 +319,10 @@ func (f *walFile) WriteAt(p []byte, off int64) (int, error) {
 	if f.fs.Err() != nil {
 		return len(p), nil
 	}
-	if _, err := f.File.WriteAt(p, off); err != nil {
+	if n, err := f.File.WriteAt(p, off); err != nil {
 		f.fs.fail("write-ahead log write", err)
+	} else {
+		f.fs.written.Add(uint64(n))
 	}
 	for end := off + int64(len(p)); ; {
 		if cur := f.size.Load(); cur >= end || f.size.CompareAndSwap(cur, end) {
@@ -380,7 +392,8 @@ func (f *blobFile) check(op string, err error) {
 
 func (f *blobFile) Write(p []byte) (int, error) {
 	if f.fs.Err() == nil {
-		_, err := f.File.Write(p)
+		n, err := f.File.Write(p)
+		f.fs.written.Add(uint64(n))
 		f.check("write", err)
 	}
 	return len(p), nil
@@ -414,6 +427,7 @@ type tableFile struct {
 
 func (f *tableFile) Write(p []byte) (int, error) {
 	n, err := f.File.Write(p)
+	f.fs.written.Add(uint64(n))
 	if err != nil {
 		f.fs.noteWrite(err)
 	}
@@ -422,6 +436,7 @@ func (f *tableFile) Write(p []byte) (int, error) {
 
 func (f *tableFile) WriteAt(p []byte, off int64) (int, error) {
 	n, err := f.File.WriteAt(p, off)
+	f.fs.written.Add(uint64(n))
 	if err != nil {
 		f.fs.noteWrite(err)
 	}
@@ -445,7 +460,9 @@ func (f *manifestFile) Write(p []byte) (int, error) {
 	if err := f.fs.Err(); err != nil {
 		return 0, err
 	}
-	return f.File.Write(p)
+	n, err := f.File.Write(p)
+	f.fs.written.Add(uint64(n))
+	return n, err
 }
 
 func (f *manifestFile) Sync() error {

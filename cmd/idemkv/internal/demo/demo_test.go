@@ -9,7 +9,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/cmd/idemkv/internal/demo"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
@@ -17,7 +16,7 @@ import (
 
 func newDemo(t *testing.T) *httptest.Server {
 	t.Helper()
-	eng, err := engine.Open("data", &engine.Options{FS: vfs.NewMem()})
+	eng, err := engine.Open("data", &engine.Options{InMemory: true})
 	if err != nil {
 		t.Fatal(err)
 	}
