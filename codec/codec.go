@@ -15,8 +15,11 @@ import (
 type Method uint8
 
 const (
-	// Auto stores bodies shorter than MinCompressSize raw and compresses
-	// the others with s2. It is the zero value.
+	// Auto chooses per body, by its length, whether compressing it alone
+	// pays: Append stores bodies shorter than MinCompressSize raw and
+	// compresses the others with s2. A store whose storage compresses
+	// small bodies itself may raise the threshold (the engine does; see
+	// engine.Options.Compression). It is the zero value.
 	Auto Method = iota
 	// None stores every body raw.
 	None

@@ -23,24 +23,16 @@
 // # Choosing a method
 //
 // [Auto], the default, stores bodies shorter than [MinCompressSize] raw and
-// compresses the rest with s2. Measured on realistic JSON API responses
-// (bench/payload) on a 2-core x86-64 machine, go1.26, klauspost/compress
-// v1.20:
+// compresses the rest with s2.
 //
-//	body      s2 ratio  s2 encode   zstd-fastest ratio  zstd encode
-//	200 B     1.02      0.2 µs      0.86                5.8 µs
-//	600 B     0.81      0.6 µs      0.64                6.3 µs
-//	2 KB      0.49      1.7 µs      0.38                10.6 µs
-//	64 KB     0.27      42 µs       0.19                152 µs
-//	1 MB      0.25      1.1 ms      0.18                3.1 ms
-//
-// zstd has a fixed cost of about 6 µs a call for small inputs (entropy table
-// construction) and decodes 3-10x slower, while s2 decodes at 4-12 GB/s. On
+// zstd has a fixed cost of some microseconds a call for small inputs
+// (entropy table construction) and decodes several times slower than s2. On
 // the hot path of an idempotency store, where a fresh request must cost a
 // few tens of microseconds of CPU in all, s2 is the right default; [Zstd]
-// is there for deployments that value disk over CPU (it reaches the 40 %
-// mark at 2 KB where s2 does not). Neither shrinks bodies under about 256
-// bytes without a dictionary, hence [MinCompressSize].
+// is there for deployments that value disk over CPU: it compresses JSON
+// about a fifth smaller (bench/README.md, Compression, has the table).
+// Neither shrinks bodies under about 256 bytes without a dictionary, hence
+// [MinCompressSize].
 //
 // The encoder and decoder are shared by the whole process and safe for
 // concurrent use (zstd's EncodeAll/DecodeAll, s2's stateless block API).

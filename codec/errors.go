@@ -18,5 +18,6 @@ func (versionError) Error() string        { return "idemkv/codec: unknown frame 
 func (versionError) Is(target error) bool { return target == ErrCorrupt }
 
 // ErrTooLarge is returned by [Append] when the body is longer than
-// [MaxLen].
-var ErrTooLarge = errors.New("idemkv/codec: body too large")
+// [MaxLen]. It is the one "too large" error of idemkv: record.ErrTooLarge
+// and engine.ErrTooLarge are this error.
+var ErrTooLarge = errors.New("idemkv: too large")

@@ -13,9 +13,40 @@
 //   - [Conflict]: the key is taken by a request with a different
 //     fingerprint; the original request id is returned.
 //   - [InProgress]: a request with the same fingerprint is running and the
-//     caller chose not to wait. With [Wait] (the default), Begin waits for
-//     it instead, bounded by its context, and answers Replay (or Proceed if
+//     caller chose not to wait. With the [Wait] policy (the default
+//     Options.WhenInProgress), Begin waits for it instead, bounded by its context, and answers Replay (or Proceed if
 //     the running request released its claim).
+//
+// # The life of a key
+//
+// A key is in one of five states. The table lists every event that moves
+// it, what the engine writes for it, and what callers see; claim.go holds
+// the code, from Begin to Complete or Release, in this order.
+//
+//	state       event                      next        written          callers see
+//	absent      Begin                      claimed     lease            Proceed
+//	claimed     Begin, same fingerprint    claimed     -                wait (Wait), or InProgress (NoWait)
+//	claimed     Begin, other fingerprint   claimed     -                Conflict naming the holder
+//	claimed     Checkpoint                 claimed     lease + point    - (fsynced before it returns)
+//	claimed     Complete                   completing  record           - (the key stays locked)
+//	completing  the record is durable      completed   -                waiters: Replay
+//	claimed     Release                    absent      lease deleted    one waiter: Proceed
+//	claimed     crash, or lease runs out   orphaned    -                -
+//	orphaned    Begin, same fingerprint    claimed     lease, attempt+1 Proceed, Recovered, last point
+//	orphaned    Begin, other fingerprint   orphaned    -                Conflict naming the holder
+//	completed   Begin, same fingerprint    completed   -                Replay
+//	completed   Begin, other fingerprint   completed   -                Conflict naming the original
+//	completed   TTL passes                 absent      - (sweep later)  Proceed on the next Begin
+//	any         Delete                     absent      deletion         ErrInProgress instead while
+//	                                                                    claimed within its lease
+//
+// "Durable" is the Durability mode's promise: after the fsync in Synced,
+// at once in Relaxed. A lease is written without waiting for an fsync (a
+// crash that loses it loses nothing acknowledged: the key is absent again).
+// Complete of a claim whose lease was taken over fails with ErrLeaseLost
+// and stores nothing. Who sees what: only this process sees claimed keys
+// in memory; a later process sees a lease on disk as orphaned, because
+// every Open has a new incarnation number.
 //
 // # Guarantees
 //

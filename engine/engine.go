@@ -213,17 +213,16 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 	// Bodies under 16 KiB reach Pebble uncompressed (see bodyMethod) and
 	// are compressed there with their neighbours: 32 KiB blocks let the
 	// compressor find what JSON responses share (field names, enums),
-	// which a body compressed alone cannot. Measured on 2 KB JSON at 1 M
-	// records: 1,083 -> 559 bytes on disk per record, ~10 % fewer first
-	// requests per second (the compression moves to flushes).
+	// which a body compressed alone cannot: about half the disk per
+	// record, for some throughput (the compression moves to flushes;
+	// bench/README.md, Compression, has the figures).
 	//
 	// The fastest codec (MinLZ) at every level: Pebble's Balanced profile
 	// uses zstd for the bottom levels, where a read from storage then
-	// spent a third of its CPU decompressing 32 KiB key blocks through
-	// cgo. Measured (idemkv bench, 64 goroutines): replays from storage
-	// 24-28 k -> 34-38 k ops/s; disk at 1 M records 523 -> 589 bytes per
-	// record (the bodies live in blob files, compressed with MinLZ
-	// either way).
+	// spent a third of its CPU decompressing 32 KiB key blocks. MinLZ
+	// answers reads from storage faster for a little more disk (the
+	// bodies live in blob files, compressed with MinLZ either way;
+	// bench/README.md, Measured changes, has the figures).
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionFastest })
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)

@@ -31,8 +31,9 @@ var (
 	ErrInProgress = errors.New("idemkv: request in flight")
 
 	// ErrTooLarge is returned when a response exceeds Options.MaxBodySize
-	// or the record limits of package record.
-	ErrTooLarge = errors.New("idemkv: response too large")
+	// or the record limits of package record. It is record.ErrTooLarge
+	// (and codec.ErrTooLarge).
+	ErrTooLarge = record.ErrTooLarge
 
 	// ErrInvalid is returned for an invalid argument: a bad status code or
 	// fingerprint, or invalid Options.

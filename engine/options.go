@@ -88,12 +88,14 @@ type Options struct {
 	// Durability selects what a crash can lose. Default Synced.
 	Durability Durability
 
-	// WhenInProgress is what Begin does when the key is in flight with the same
-	// fingerprint, unless the Request says otherwise. Default WhenInProgress.
+	// WhenInProgress is what Begin does when a request with the same
+	// fingerprint holds the key, unless the Request says otherwise.
+	// Default Wait.
 	WhenInProgress WaitPolicy
 
-	// Compression selects how bodies are stored. Default codec.Auto:
-	// bodies under 16 KiB are stored as they are and Pebble compresses
+	// Compression selects how bodies are stored. Default codec.Auto,
+	// which the engine chooses with its own threshold (not codec's
+	// MinCompressSize): bodies under 16 KiB are stored as they are and Pebble compresses
 	// them together with their neighbours (zstd or MinLZ over 32 KiB
 	// blocks, which finds what JSON responses share), larger ones are
 	// compressed alone with s2 first. codec.S2, codec.Zstd and codec.None

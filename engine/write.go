@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -14,11 +13,7 @@ import (
 // Options.Compression says. It fails with ErrTooLarge if r exceeds the
 // record limits.
 func (e *Engine) encode(dst []byte, r *record.Record) ([]byte, error) {
-	val, err := record.Append(dst, r, e.bodyMethod(len(r.Body)))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrTooLarge, err)
-	}
-	return val, nil
+	return record.Append(dst, r, e.bodyMethod(len(r.Body)))
 }
 
 // writeRecord stores r under ek (whose hash is h) in generation gen,
@@ -147,10 +142,14 @@ func putBuf(b *[]byte) {
 // compresses it with its neighbours in 32 KiB blocks (see Open).
 const blockCompressBelow = 16 << 10
 
-// bodyMethod returns how to store a body of n bytes.
+// bodyMethod returns how to store a body of n bytes: Auto's choice is
+// made here, with the engine's threshold, not codec's.
 func (e *Engine) bodyMethod(n int) codec.Method {
-	if e.opts.Compression == codec.Auto && n < blockCompressBelow {
+	switch {
+	case e.opts.Compression != codec.Auto:
+		return e.opts.Compression
+	case n < blockCompressBelow:
 		return codec.None
 	}
-	return e.opts.Compression
+	return codec.S2
 }

@@ -21,5 +21,6 @@ var ErrInvalidKey = errors.New("idemkv/record: invalid key")
 
 // ErrTooLarge is returned when a record's fields exceed their limits
 // (MaxRequestIDLen, MaxHeaders, MaxHeaderBytes, MaxPhaseLen,
-// MaxCheckpointData, or codec.MaxLen for the body).
-var ErrTooLarge = errors.New("idemkv/record: record too large")
+// MaxCheckpointData, or codec.MaxLen for the body). It is the same error as
+// codec.ErrTooLarge.
+var ErrTooLarge = codec.ErrTooLarge

@@ -174,7 +174,7 @@ func Append(dst []byte, r *Record, m codec.Method) ([]byte, error) {
 	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 	out, err := codec.Append(dst, r.Body, m)
 	if err != nil {
-		return dst[:start], fmt.Errorf("%w: %w", ErrTooLarge, err)
+		return dst[:start], fmt.Errorf("body: %w", err)
 	}
 	return out, nil
 }

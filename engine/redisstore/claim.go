@@ -105,7 +105,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	}
 	val, err := record.Append(nil, r, s.opts.Compression)
 	if err != nil {
-		return fmt.Errorf("%w: %w", engine.ErrTooLarge, err)
+		return err // ErrTooLarge: nothing was written
 	}
 	defer c.stopRenewing()
 	defer c.end()

@@ -52,8 +52,8 @@
 // # Backoff
 //
 // Pebble retries a failed flush at once, and again, for as long as it
-// fails: on a full disk that was some 20,000 attempts (and as many log
-// lines) a second. A table or blob file is created only after a pause
+// fails: on a full disk, thousands of attempts (and as many log lines)
+// a second. A table or blob file is created only after a pause
 // once a write of one has failed (10 ms, doubling to a second, reset by a
 // success), and not at all once the filesystem has failed.
 package walfs
