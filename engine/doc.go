@@ -14,8 +14,9 @@
 //     fingerprint; the original request id is returned.
 //   - [InProgress]: a request with the same fingerprint is running and the
 //     caller chose not to wait. With the [Wait] policy (the default
-//     Options.WhenInProgress), Begin waits for it instead, bounded by its context, and answers Replay (or Proceed if
-//     the running request released its claim).
+//     Options.WhenInProgress), Begin waits for it instead, bounded by its
+//     context, and answers Replay (or Proceed if the running request
+//     released its claim).
 //
 // # The life of a key
 //

@@ -29,12 +29,12 @@
 //	body    = a codec frame (codec.Append), with its own checksum
 //
 //	header:
-//	  state        1 byte     1 in flight, 2 completed
+//	  state        1 byte     1 claimed, 2 completed
 //	  flags        1 byte     bit 0: checkpoint present; other bits zero
 //	  fp version   1 byte     fingerprint algorithm (1: xxhash64, FingerprintSeed)
 //	  fp sum       8 bytes    little endian
 //	  attempt      uvarint    1 for the first claim, +1 for each recovery
-//	  status       uvarint    response status (0 while in flight)
+//	  status       uvarint    response status (0 while claimed)
 //	  created      varint     unix nanoseconds; 0 means unset
 //	  completed    varint     unix nanoseconds; 0 means unset
 //	  expires      varint     unix nanoseconds; 0 means unset

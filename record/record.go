@@ -77,7 +77,7 @@ type Record struct {
 	RequestID   string
 	Fingerprint Fingerprint
 	Attempt     uint32 // 1 for the first claim, +1 for each recovery
-	Status      int    // response status; 0 while in flight
+	Status      int    // response status; 0 while claimed
 	Header      []Header
 	Body        []byte
 	CreatedAt   time.Time // when the request was first claimed

@@ -89,8 +89,9 @@ type Options struct {
 	// that forgot it) loses the key about one Lease after MaxHold, as a
 	// crashed replica's would. Default 5m, the embedded engine's Lease.
 	MaxHold time.Duration
-	// WhenInProgress is what Begin does when a request with the same fingerprint
-	// holds the key: engine.WhenInProgress (the default) or engine.NoWait.
+	// WhenInProgress is what Begin does when a request with the same
+	// fingerprint holds the key: engine.Wait (the default) or
+	// engine.NoWait.
 	WhenInProgress engine.WaitPolicy
 	// PollInterval is the first pause of a waiting Begin; it doubles up
 	// to MaxPollInterval. Defaults 2ms and 50ms.
