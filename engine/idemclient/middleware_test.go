@@ -3,6 +3,7 @@ package idemclient_test
 // The transport against a server protected by the idemhttp middleware.
 
 import (
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,8 +21,8 @@ import (
 // before the client reads the answer. The client transport retries with
 // the same key and gets the stored response; the handler ran once.
 func TestRetryAfterDroppedConnectionsGetsStoredResponse(t *testing.T) {
-	c := newCounter()
-	m, err := idemhttp.New(newEngine(t, nil), nil)
+	c := idemtest.NewCounter()
+	m, err := idemhttp.New(idemtest.NewEngine(t, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestRetryAfterDroppedConnectionsGetsStoredResponse(t *testing.T) {
 	if resp.StatusCode != 201 || resp.Header.Get("Idempotency-Replay") != "true" {
 		t.Fatalf("after two dropped connections: %d replay=%q %s", resp.StatusCode, resp.Header.Get("Idempotency-Replay"), body)
 	}
-	if n := c.count(key); n != 1 {
+	if n := c.Count(key); n != 1 {
 		t.Fatalf("handler ran %d times for key %q; want 1", n, key)
 	}
 	if drops.Load() < 3 {

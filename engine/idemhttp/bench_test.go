@@ -3,6 +3,7 @@ package idemhttp_test
 import (
 	"bytes"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -47,11 +48,11 @@ func BenchmarkMiddleware(b *testing.B) {
 		serve(b, handler, strconv.Itoa)
 	})
 	b.Run("fresh", func(b *testing.B) {
-		m, _ := idemhttp.New(newEngine(b, &engine.Options{Durability: engine.Relaxed}), nil)
+		m, _ := idemhttp.New(idemtest.NewEngine(b, &engine.Options{Durability: engine.Relaxed}), nil)
 		serve(b, m.Handler(handler), strconv.Itoa)
 	})
 	b.Run("replay", func(b *testing.B) {
-		m, _ := idemhttp.New(newEngine(b, nil), nil)
+		m, _ := idemhttp.New(idemtest.NewEngine(b, nil), nil)
 		h := m.Handler(handler)
 		const keys = 1024
 		serve(b, h, func(i int) string { return fmt.Sprint(i % keys) })

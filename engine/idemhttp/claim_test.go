@@ -3,6 +3,7 @@ package idemhttp_test
 import (
 	"context"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"runtime"
@@ -34,18 +35,18 @@ func TestFlushKeepsClaimUntilHandlerReturns(t *testing.T) {
 		<-release
 		io.WriteString(w, "part 2")
 	})
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{WaitTimeout: 300 * time.Millisecond, Logger: quietLogger()}, h)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{WaitTimeout: 300 * time.Millisecond, Logger: idemtest.QuietLogger()}, h)
 
 	first := make(chan struct{})
 	go func() {
 		defer close(first)
-		do(t, "POST", srv.URL+"/x", "k", "a")
+		idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
 	}()
-	waitFor(t, "the first run", func() bool { return runs.Load() == 1 })
+	idemtest.WaitFor(t, "the first run", func() bool { return runs.Load() == 1 })
 	second := make(chan struct{})
 	go func() {
 		defer close(second)
-		do(t, "POST", srv.URL+"/x", "k", "a")
+		idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
 	}()
 	time.Sleep(150 * time.Millisecond)
 	concurrent := running.Load()
@@ -79,7 +80,7 @@ func TestHijackKeepsClaimUntilHandlerReturns(t *testing.T) {
 		brw.WriteString("HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 		brw.Flush()
 	})
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{WaitTimeout: 300 * time.Millisecond, Logger: quietLogger()}, h)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{WaitTimeout: 300 * time.Millisecond, Logger: idemtest.QuietLogger()}, h)
 	call := func() {
 		req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 		req.Header.Set("Idempotency-Key", "k")
@@ -92,7 +93,7 @@ func TestHijackKeepsClaimUntilHandlerReturns(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	wg.Go(call)
-	waitFor(t, "the first run", func() bool { return runs.Load() == 1 })
+	idemtest.WaitFor(t, "the first run", func() bool { return runs.Load() == 1 })
 	wg.Go(call)
 	time.Sleep(150 * time.Millisecond)
 	close(release)
@@ -109,24 +110,24 @@ func TestHijackKeepsClaimUntilHandlerReturns(t *testing.T) {
 // net/http itself survives a Goexit (it closes the connection).
 func TestGoexitInHandlerReleasesClaim(t *testing.T) {
 	var runs atomic.Int64
-	eng := newEngine(t, nil)
-	srv, _ := newServer(t, eng, &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, Logger: quietLogger()},
+	eng := idemtest.NewEngine(t, nil)
+	srv, _ := newServer(t, eng, &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, Logger: idemtest.QuietLogger()},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if runs.Add(1) == 1 {
 				runtime.Goexit()
 			}
 			w.WriteHeader(201)
 		}))
-	srv.Config.ErrorLog = quietHTTPLog()
+	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
-	r := do(t, "POST", srv.URL+"/x", "k", "a")
-	if c := eng.Stats().Claims; r.status != 201 || runs.Load() != 2 {
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+	if c := eng.Stats().Claims; r.Status != 201 || runs.Load() != 2 {
 		t.Fatalf("after a handler's Goexit the retry got %d %s (handler runs %d, engine claims in flight %d); the claim leaked",
-			r.status, r.body, runs.Load(), c)
+			r.Status, r.Body, runs.Load(), c)
 	}
 }
 
@@ -135,10 +136,10 @@ func TestGoexitInHandlerReleasesClaim(t *testing.T) {
 // of waiting for the lease to expire.
 func TestPanicInShouldStoreReleasesClaim(t *testing.T) {
 	var runs atomic.Int64
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	srv, _ := newServer(t, eng, &idemhttp.Options{
 		WhenInProgress: idemhttp.RejectInProgress,
-		Logger:         quietLogger(),
+		Logger:         idemtest.QuietLogger(),
 		ShouldStore: func(status int) bool {
 			if status == http.StatusTeapot {
 				panic("unexpected status")
@@ -152,16 +153,16 @@ func TestPanicInShouldStoreReleasesClaim(t *testing.T) {
 		}
 		w.WriteHeader(201)
 	}))
-	srv.Config.ErrorLog = quietHTTPLog()
+	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
-	r := do(t, "POST", srv.URL+"/x", "k", "a")
-	if r.status != 201 || runs.Load() != 2 {
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+	if r.Status != 201 || runs.Load() != 2 {
 		t.Fatalf("after a panic in ShouldStore the retry got %d (runs %d, engine claims in flight %d); the claim leaked",
-			r.status, runs.Load(), eng.Stats().Claims)
+			r.Status, runs.Load(), eng.Stats().Claims)
 	}
 }
 
@@ -169,8 +170,8 @@ func TestPanicInShouldStoreReleasesClaim(t *testing.T) {
 // claim is left in the engine, and a retry runs again.
 func TestFlushThenPanicReleasesClaimOnce(t *testing.T) {
 	var runs atomic.Int64
-	eng := newEngine(t, nil)
-	srv, m := newServer(t, eng, &idemhttp.Options{Logger: quietLogger()}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	eng := idemtest.NewEngine(t, nil)
+	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if runs.Add(1) == 1 {
 			io.WriteString(w, "partial")
 			http.NewResponseController(w).Flush()
@@ -178,16 +179,16 @@ func TestFlushThenPanicReleasesClaimOnce(t *testing.T) {
 		}
 		w.WriteHeader(201)
 	}))
-	srv.Config.ErrorLog = quietHTTPLog()
+	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
-	waitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
-	if r := do(t, "POST", srv.URL+"/x", "k", "a"); r.status != 201 || runs.Load() != 2 {
-		t.Fatalf("retry: %d, runs %d", r.status, runs.Load())
+	idemtest.WaitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a"); r.Status != 201 || runs.Load() != 2 {
+		t.Fatalf("retry: %d, runs %d", r.Status, runs.Load())
 	}
 	if s := m.Stats(); s.Released != 1 || s.Recorded != 1 {
 		t.Fatalf("Released %d, Recorded %d; want 1, 1", s.Released, s.Recorded)
@@ -198,10 +199,10 @@ func TestFlushThenPanicReleasesClaimOnce(t *testing.T) {
 // the original is not disturbed and is recorded.
 func TestWaiterDisconnectLeavesOriginalRecorded(t *testing.T) {
 	h, started, release := blocked()
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	srv, m := newServer(t, eng, nil, h)
-	done := make(chan reply)
-	go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
+	done := make(chan idemtest.Reply)
+	go func() { done <- idemtest.Do(t, "POST", srv.URL+"/x", "k", "a") }()
 	<-started
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/x", strings.NewReader("a"))
@@ -211,15 +212,15 @@ func TestWaiterDisconnectLeavesOriginalRecorded(t *testing.T) {
 		_, err := http.DefaultClient.Do(req)
 		errc <- err
 	}()
-	waitFor(t, "the duplicate to wait", func() bool { return eng.Stats().Waits >= 1 })
+	idemtest.WaitFor(t, "the duplicate to wait", func() bool { return eng.Stats().Waits >= 1 })
 	cancel()
 	<-errc
-	waitFor(t, "the cancellation to be counted", func() bool { return m.Stats().Canceled == 1 })
+	idemtest.WaitFor(t, "the cancellation to be counted", func() bool { return m.Stats().Canceled == 1 })
 	close(release)
-	if first := <-done; first.status != 201 {
-		t.Fatalf("original: %d", first.status)
+	if first := <-done; first.Status != 201 {
+		t.Fatalf("original: %d", first.Status)
 	}
-	if r := do(t, "POST", srv.URL+"/x", "k", "a"); r.header.Get("Idempotency-Replay") != "true" {
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a"); r.Header.Get("Idempotency-Replay") != "true" {
 		t.Fatal("original not recorded")
 	}
 }
@@ -228,7 +229,7 @@ func TestWaiterDisconnectLeavesOriginalRecorded(t *testing.T) {
 // runs once, and no claim is left behind.
 func TestConcurrentKeysRunOnceAndLeaveNoClaim(t *testing.T) {
 	var runs sync.Map
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	srv, _ := newServer(t, eng, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("Authorization") + "|" + r.Header.Get("Idempotency-Key")
 		n, _ := runs.LoadOrStore(id, new(atomic.Int64))
@@ -241,9 +242,9 @@ func TestConcurrentKeysRunOnceAndLeaveNoClaim(t *testing.T) {
 		wg.Go(func() {
 			tenant := fmt.Sprint("Bearer t", i%3)
 			key := fmt.Sprint("k", i%5)
-			r := do(t, "POST", srv.URL+"/x", key, "body", "Authorization", tenant)
-			if r.body != tenant+"|"+key {
-				t.Errorf("%s %s got %q", tenant, key, r.body)
+			r := idemtest.Do(t, "POST", srv.URL+"/x", key, "body", "Authorization", tenant)
+			if r.Body != tenant+"|"+key {
+				t.Errorf("%s %s got %q", tenant, key, r.Body)
 			}
 		})
 	}
@@ -265,7 +266,7 @@ func TestConcurrentKeysRunOnceAndLeaveNoClaim(t *testing.T) {
 // marked Recovered, attempt 2.
 func TestInterruptedClaimIsRecoveredAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	eng, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	eng, err := engine.Open(dir, &engine.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,31 +289,31 @@ func TestInterruptedClaimIsRecoveredAfterRestart(t *testing.T) {
 		w.WriteHeader(201)
 		fmt.Fprintf(w, "attempt %d", call.Attempt)
 	})
-	srv, m := newServer(t, eng, &idemhttp.Options{Logger: quietLogger()}, h)
-	done := make(chan reply)
-	go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
+	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
+	done := make(chan idemtest.Reply)
+	go func() { done <- idemtest.Do(t, "POST", srv.URL+"/x", "k", "a") }()
 	<-started
 	eng.Close() // the process "dies" with the claim in flight
 	close(release)
-	if first := <-done; first.status != 201 || first.body != "attempt 1" {
-		t.Fatalf("first: %d %q; the response must be sent even if it could not be recorded", first.status, first.body)
+	if first := <-done; first.Status != 201 || first.Body != "attempt 1" {
+		t.Fatalf("first: %d %q; the response must be sent even if it could not be recorded", first.Status, first.Body)
 	}
 	if s := m.Stats(); s.CompleteErrors != 1 {
 		t.Fatalf("CompleteErrors = %d; want 1", s.CompleteErrors)
 	}
 	srv.Close()
 
-	eng2, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	eng2, err := engine.Open(dir, &engine.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer eng2.Close()
 	srv2, m2 := newServer(t, eng2, nil, h)
-	again := do(t, "POST", srv2.URL+"/x", "k", "a")
+	again := idemtest.Do(t, "POST", srv2.URL+"/x", "k", "a")
 	mu.Lock()
 	defer mu.Unlock()
-	if again.status != 201 || len(calls) != 2 || !calls[1].Recovered || calls[1].Attempt != 2 || calls[1].Interrupted == nil {
-		t.Fatalf("retry after restart: %d %q, calls %+v", again.status, again.body, calls)
+	if again.Status != 201 || len(calls) != 2 || !calls[1].Recovered || calls[1].Attempt != 2 || calls[1].Interrupted == nil {
+		t.Fatalf("retry after restart: %d %q, calls %+v", again.Status, again.Body, calls)
 	}
 	if m2.Stats().Recovered != 1 {
 		t.Fatalf("Recovered = %d", m2.Stats().Recovered)

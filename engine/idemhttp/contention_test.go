@@ -9,6 +9,7 @@ package idemhttp_test
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -59,7 +60,7 @@ func contentionOrder(r *rand.Rand, requests, keys, workers int) []int {
 type contentionHandler struct {
 	index map[string]int // key -> its index; read-only
 	runs  []atomic.Int64 // by key index
-	total atomic.Int64
+	Total atomic.Int64
 }
 
 func (h *contentionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +76,7 @@ func (h *contentionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.runs[i].Add(1)
-	n := h.total.Add(1)
+	n := h.Total.Add(1)
 	time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
 	hd := w.Header()
 	hd.Set("Content-Type", "application/json")
@@ -88,10 +89,10 @@ func (h *contentionHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // contentionReply is what the campaign keeps of one answer.
 type contentionReply struct {
-	status                                     int
+	Status                                     int
 	replay, replayed, cookie                   string
 	contentType, location, etag, requestID, cc string
-	body                                       string
+	Body                                       string
 }
 
 func (r contentionReply) stored() [4]string {
@@ -119,9 +120,9 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 	for k := range keys {
 		h.index[keyOf(k)] = k
 	}
-	eng := openDiskEngine(t, t.TempDir(), &engine.Options{Logger: quietLogger()}) // the defaults: Synced
-	srv, m := newServer(t, eng, &idemhttp.Options{Logger: quietLogger()}, h)
-	srv.Config.ErrorLog = quietHTTPLog()
+	eng := openDiskEngine(t, t.TempDir(), &engine.Options{Logger: idemtest.QuietLogger()}) // the defaults: Synced
+	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
+	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	tr := &http.Transport{MaxIdleConns: workers, MaxIdleConnsPerHost: workers, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
@@ -157,9 +158,9 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 				}
 				hd := resp.Header
 				replies[i] = contentionReply{
-					status: resp.StatusCode, replay: hd.Get("Idempotency-Replay"), replayed: hd.Get("Idempotent-Replayed"),
+					Status: resp.StatusCode, replay: hd.Get("Idempotency-Replay"), replayed: hd.Get("Idempotent-Replayed"),
 					cookie: hd.Get("Set-Cookie"), contentType: hd.Get("Content-Type"), location: hd.Get("Location"),
-					etag: hd.Get("Etag"), requestID: hd.Get("X-Request-Id"), cc: hd.Get("Cache-Control"), body: string(b),
+					etag: hd.Get("Etag"), requestID: hd.Get("X-Request-Id"), cc: hd.Get("Cache-Control"), Body: string(b),
 				}
 			}
 		})
@@ -193,9 +194,9 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 			t.Fatalf("key %s: the handler ran %d times", keyOf(k), n)
 		}
 		f := replies[i]
-		if f.status != 201 || !strings.Contains(f.body, fmt.Sprintf(`"key":%q`, keyOf(k))) || f.cookie == "" ||
+		if f.Status != 201 || !strings.Contains(f.Body, fmt.Sprintf(`"key":%q`, keyOf(k))) || f.cookie == "" ||
 			!strings.HasPrefix(f.requestID, "req_") {
-			t.Fatalf("key %s: first answer %d %q, Set-Cookie %q, X-Request-Id %q", keyOf(k), f.status, f.body, f.cookie, f.requestID)
+			t.Fatalf("key %s: first answer %d %q, Set-Cookie %q, X-Request-Id %q", keyOf(k), f.Status, f.Body, f.cookie, f.requestID)
 		}
 	}
 
@@ -208,8 +209,8 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 		case i == fi:
 		case variant[i] == variant[fi]:
 			replays++
-			if rp.status != f.status || rp.body != f.body || rp.stored() != f.stored() {
-				t.Fatalf("key %s: replay %d %q %q; want %d %q %q", keyOf(k), rp.status, rp.body, rp.stored(), f.status, f.body, f.stored())
+			if rp.Status != f.Status || rp.Body != f.Body || rp.stored() != f.stored() {
+				t.Fatalf("key %s: replay %d %q %q; want %d %q %q", keyOf(k), rp.Status, rp.Body, rp.stored(), f.Status, f.Body, f.stored())
 			}
 			if rp.replay != "true" || rp.replayed != "true" || rp.cookie != "" {
 				t.Fatalf("key %s: replay with Idempotency-Replay %q, Idempotent-Replayed %q, Set-Cookie %q",
@@ -218,18 +219,18 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 		default:
 			conflicts++
 			var p idemhttp.Problem
-			if err := json.Unmarshal([]byte(rp.body), &p); err != nil {
-				t.Fatalf("key %s: different body answered %d %q", keyOf(k), rp.status, rp.body)
+			if err := json.Unmarshal([]byte(rp.Body), &p); err != nil {
+				t.Fatalf("key %s: different body answered %d %q", keyOf(k), rp.Status, rp.Body)
 			}
-			if rp.status != 409 || p.Code != idemhttp.CodeConflict || p.Fields["conflicts_with"] != f.requestID ||
+			if rp.Status != 409 || p.Code != idemhttp.CodeConflict || p.Fields["conflicts_with"] != f.requestID ||
 				rp.contentType != "application/problem+json" || rp.cc != "no-store" || rp.replay != "" {
 				t.Fatalf("key %s: different body answered %d %+v (Idempotency-Replay %q); want 409 %s with conflicts_with %s",
-					keyOf(k), rp.status, p, rp.replay, idemhttp.CodeConflict, f.requestID)
+					keyOf(k), rp.Status, p, rp.replay, idemhttp.CodeConflict, f.requestID)
 			}
 		}
 	}
 
-	runs := h.total.Load()
+	runs := h.Total.Load()
 	s, es := m.Stats(), eng.Stats()
 	t.Logf("%d requests over %d keys at %d goroutines, bodies per key: %d, in %v (%.0f requests/s): %d handler runs, %d replays, %d conflicts; the engine waited %d times, %d fsyncs",
 		requests, keys, workers, bodies, elapsed.Round(time.Millisecond), float64(requests)/elapsed.Seconds(),

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -23,8 +24,8 @@ func FuzzMiddleware(f *testing.F) {
 	f.Add("DELETE", "k\x00", "x", []byte("x"), uint8(250))
 	f.Add("PATCH", "", "", bytes.Repeat([]byte("y"), 300), uint8(204))
 	f.Add("GET", "k", "", []byte("z"), uint8(200))
-	eng := newEngine(f, nil)
-	m, err := idemhttp.New(eng, &idemhttp.Options{MaxRequestBody: 256, CanonicalJSON: true, Logger: quietLogger()})
+	eng := idemtest.NewEngine(f, nil)
+	m, err := idemhttp.New(eng, &idemhttp.Options{MaxRequestBody: 256, CanonicalJSON: true, Logger: idemtest.QuietLogger()})
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -83,7 +84,7 @@ func checkIsolation(t *testing.T, base string, h *isolationHandler, reqs []isola
 	tr := &http.Transport{MaxIdleConns: workers, MaxIdleConnsPerHost: workers}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
-	replies := make([]reply, len(all))
+	replies := make([]idemtest.Reply, len(all))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {
@@ -117,7 +118,7 @@ func checkIsolation(t *testing.T, base string, h *isolationHandler, reqs []isola
 					t.Error(err)
 					return
 				}
-				replies[i] = reply{resp.StatusCode, resp.Header, string(b)}
+				replies[i] = idemtest.Reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 			}
 		})
 	}
@@ -130,18 +131,18 @@ func checkIsolation(t *testing.T, base string, h *isolationHandler, reqs []isola
 	fresh := map[string]int{}    // identity -> first requests
 	for i, q := range all {
 		r := replies[i]
-		if r.status != http.StatusCreated {
-			t.Fatalf("%s %s (%s): %d %s", q.method, q.target, q.ident, r.status, r.body)
+		if r.Status != http.StatusCreated {
+			t.Fatalf("%s %s (%s): %d %s", q.method, q.target, q.ident, r.Status, r.Body)
 		}
-		if r.header.Get("Idempotency-Replay") == "false" {
+		if r.Header.Get("Idempotency-Replay") == "false" {
 			fresh[q.ident]++
 		}
-		if body, ok := first[q.ident]; ok && body != r.body {
-			t.Fatalf("%s was answered %s and %s", q.ident, body, r.body)
+		if body, ok := first[q.ident]; ok && body != r.Body {
+			t.Fatalf("%s was answered %s and %s", q.ident, body, r.Body)
 		}
-		first[q.ident] = r.body
+		first[q.ident] = r.Body
 		h.mu.Lock()
-		who := h.who[r.body]
+		who := h.who[r.Body]
 		h.mu.Unlock()
 		if who != q.ident {
 			t.Fatalf("request of %q was answered with the record of %q", q.ident, who)
@@ -179,7 +180,7 @@ func TestIsolationHTTPProperty(t *testing.T) {
 		return strings.Join([]string{r.Header.Get("Authorization"), r.Method, r.URL.Path, r.Header.Get("Idempotency-Key")}, "\n")
 	})
 	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
-	srv, m := newServer(t, e, &idemhttp.Options{Logger: quietLogger()}, h)
+	srv, m := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
 
 	r := rand.New(rand.NewPCG(3, 4))
 	seen := map[[4]int]bool{}
@@ -239,7 +240,7 @@ func TestIsolationHTTPCustomScopeAndRoute(t *testing.T) {
 	srv, _ := newServer(t, e, &idemhttp.Options{
 		Scope:        func(r *http.Request) string { return r.Header.Get("X-Tenant") },
 		RoutePattern: func(r *http.Request) string { return r.Header.Get("X-Route") },
-		Logger:       quietLogger(),
+		Logger:       idemtest.QuietLogger(),
 	}, h)
 	var reqs []isolationReq
 	for _, tn := range tenants {
@@ -266,7 +267,7 @@ func TestIsolationHTTPRoutes(t *testing.T) {
 		return r.Header.Get("Authorization") + "\n" + r.Pattern + "\n" + r.Header.Get("Idempotency-Key")
 	})
 	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
-	m, err := idemhttp.New(e, &idemhttp.Options{Logger: quietLogger()})
+	m, err := idemhttp.New(e, &idemhttp.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,20 +308,20 @@ func TestIsolationHTTPRoutes(t *testing.T) {
 	// tenant's original request.
 	ids := map[string]string{}
 	for _, cred := range []string{"Bearer A", "Bearer B"} {
-		orig := do(t, "POST", srv.URL+"/v1/calls/1", "k", `{"amount":100}`, "Authorization", cred)
-		if orig.header.Get("Idempotency-Replay") != "true" {
+		orig := idemtest.Do(t, "POST", srv.URL+"/v1/calls/1", "k", `{"amount":100}`, "Authorization", cred)
+		if orig.Header.Get("Idempotency-Replay") != "true" {
 			t.Fatalf("%s: retry on /v1/calls/1 not replayed", cred)
 		}
-		ids[cred] = orig.header.Get("X-Request-Id")
+		ids[cred] = orig.Header.Get("X-Request-Id")
 	}
 	if ids["Bearer A"] == ids["Bearer B"] {
 		t.Fatalf("two tenants share the request id %q", ids["Bearer A"])
 	}
 	for _, cred := range []string{"Bearer A", "Bearer B"} {
-		r := do(t, "POST", srv.URL+"/v1/calls/2", "k", `{"amount":100}`, "Authorization", cred)
+		r := idemtest.Do(t, "POST", srv.URL+"/v1/calls/2", "k", `{"amount":100}`, "Authorization", cred)
 		p := problemOf(t, r)
-		if r.status != 409 || p.Code != idemhttp.CodeConflict || p.Fields["conflicts_with"] != ids[cred] {
-			t.Fatalf("%s on another resource: %d %+v; want a conflict with its own %s", cred, r.status, p, ids[cred])
+		if r.Status != 409 || p.Code != idemhttp.CodeConflict || p.Fields["conflicts_with"] != ids[cred] {
+			t.Fatalf("%s on another resource: %d %+v; want a conflict with its own %s", cred, r.Status, p, ids[cred])
 		}
 	}
 
@@ -328,11 +329,11 @@ func TestIsolationHTTPRoutes(t *testing.T) {
 	// the endpoint of /v1/a/b, but not its request, so it conflicts.
 	h2 := newIsolationHandler(func(r *http.Request) string { return r.URL.RawPath })
 	srv2, _ := newServer(t, openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed}),
-		&idemhttp.Options{Logger: quietLogger()}, h2)
-	a := do(t, "POST", srv2.URL+"/v1/a/b", "k", "x")
-	b := do(t, "POST", srv2.URL+"/v1/a%2Fb", "k", "x")
-	if a.status != 201 || b.status != 409 || problemOf(t, b).Fields["conflicts_with"] != a.header.Get("X-Request-Id") {
-		t.Fatalf("/v1/a/b then /v1/a%%2Fb with one key: %d, %d %s; want 201, then 409 naming the first", a.status, b.status, b.body)
+		&idemhttp.Options{Logger: idemtest.QuietLogger()}, h2)
+	a := idemtest.Do(t, "POST", srv2.URL+"/v1/a/b", "k", "x")
+	b := idemtest.Do(t, "POST", srv2.URL+"/v1/a%2Fb", "k", "x")
+	if a.Status != 201 || b.Status != 409 || problemOf(t, b).Fields["conflicts_with"] != a.Header.Get("X-Request-Id") {
+		t.Fatalf("/v1/a/b then /v1/a%%2Fb with one key: %d, %d %s; want 201, then 409 naming the first", a.Status, b.Status, b.Body)
 	}
 }
 
@@ -350,8 +351,8 @@ func TestIsolationHTTPLimits(t *testing.T) {
 		fmt.Fprint(w, n)
 	})
 	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
-	plain, _ := newServer(t, e, &idemhttp.Options{Logger: quietLogger()}, h)
-	custom, _ := newServer(t, e, &idemhttp.Options{Logger: quietLogger(),
+	plain, _ := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
+	custom, _ := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger(),
 		Scope: func(r *http.Request) string { return r.Header.Get("X-Tenant") }}, h)
 	longCred := "Bearer " + strings.Repeat("c", 64<<10)
 	for _, tc := range []struct {
@@ -377,20 +378,20 @@ func TestIsolationHTTPLimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			for try := range 2 { // nothing is recorded for a refused request
 				before := runs.Load()
-				r := do(t, "POST", tc.srv.URL+tc.path, "", "body", tc.hdr...)
+				r := idemtest.Do(t, "POST", tc.srv.URL+tc.path, "", "body", tc.hdr...)
 				if tc.detail == "" {
 					want := "false"
 					if try > 0 {
 						want = "true"
 					}
-					if r.status != 201 || r.header.Get("Idempotency-Replay") != want {
-						t.Fatalf("try %d: %d, Idempotency-Replay %q: %s; want 201, %s", try, r.status, r.header.Get("Idempotency-Replay"), r.body, want)
+					if r.Status != 201 || r.Header.Get("Idempotency-Replay") != want {
+						t.Fatalf("try %d: %d, Idempotency-Replay %q: %s; want 201, %s", try, r.Status, r.Header.Get("Idempotency-Replay"), r.Body, want)
 					}
 					continue
 				}
 				p := problemOf(t, r)
-				if r.status != 400 || p.Code != idemhttp.CodeKeyInvalid || !strings.Contains(p.Detail, tc.detail) {
-					t.Fatalf("try %d: %d %+v; want 400 %s saying %q", try, r.status, p, idemhttp.CodeKeyInvalid, tc.detail)
+				if r.Status != 400 || p.Code != idemhttp.CodeKeyInvalid || !strings.Contains(p.Detail, tc.detail) {
+					t.Fatalf("try %d: %d %+v; want 400 %s saying %q", try, r.Status, p, idemhttp.CodeKeyInvalid, tc.detail)
 				}
 				if runs.Load() != before {
 					t.Fatal("the handler ran for a refused request")
@@ -410,7 +411,7 @@ func TestIsolationHTTPLimits(t *testing.T) {
 func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		header string
+		Header string
 		opts   idemhttp.Options
 	}{
 		{"Authorization", "Authorization", idemhttp.Options{}},
@@ -430,8 +431,8 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 
 			var runs atomic.Int64
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.Header.Get(tc.header) != cred {
-					t.Errorf("handler saw %s %q", tc.header, r.Header.Get(tc.header))
+				if r.Header.Get(tc.Header) != cred {
+					t.Errorf("handler saw %s %q", tc.Header, r.Header.Get(tc.Header))
 				}
 				runs.Add(1)
 				switch r.URL.Path {
@@ -451,7 +452,7 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 				fmt.Fprintf(w, `{"id":%d}`, runs.Load())
 			})
 			opts := tc.opts
-			opts.Logger = quietLogger()
+			opts.Logger = idemtest.QuietLogger()
 			dir := t.TempDir()
 			run := func(wantReplay bool) {
 				e := openDiskEngine(t, dir, nil) // the defaults: Synced
@@ -460,21 +461,21 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 					key := fmt.Sprintf("%s-%d", keyMark, i)
 					path := [...]string{"/v1/payments", "/fail", "/invalid"}[i%3]
 					method := [...]string{"POST", "PUT", "PATCH", "DELETE"}[i%4]
-					first := do(t, method, srv.URL+path, key, `{"amount":100}`, tc.header, cred)
-					again := do(t, method, srv.URL+path, key, `{"amount":100}`, tc.header, cred)
+					first := idemtest.Do(t, method, srv.URL+path, key, `{"amount":100}`, tc.Header, cred)
+					again := idemtest.Do(t, method, srv.URL+path, key, `{"amount":100}`, tc.Header, cred)
 					if path == "/fail" && !wantReplay {
 						continue // 503, then a run that is recorded
 					}
-					if wantReplay && first.header.Get("Idempotency-Replay") != "true" {
-						t.Fatalf("%s after a restart: %d, not replayed", key, first.status)
+					if wantReplay && first.Header.Get("Idempotency-Replay") != "true" {
+						t.Fatalf("%s after a restart: %d, not replayed", key, first.Status)
 					}
-					if again.header.Get("Idempotency-Replay") != "true" || again.body != first.body {
-						t.Fatalf("%s: retry %d %q; want the replay of %q", key, again.status, again.body, first.body)
+					if again.Header.Get("Idempotency-Replay") != "true" || again.Body != first.Body {
+						t.Fatalf("%s: retry %d %q; want the replay of %q", key, again.Status, again.Body, first.Body)
 					}
 					if !wantReplay {
-						c := do(t, method, srv.URL+path, key, `{"amount":200}`, tc.header, cred)
-						if c.status != 409 {
-							t.Fatalf("%s: different body: %d; want 409", key, c.status)
+						c := idemtest.Do(t, method, srv.URL+path, key, `{"amount":200}`, tc.Header, cred)
+						if c.Status != 409 {
+							t.Fatalf("%s: different body: %d; want 409", key, c.Status)
 						}
 					}
 				}

@@ -2,6 +2,7 @@ package idemhttp_test
 
 import (
 	"errors"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"strings"
@@ -15,7 +16,7 @@ var keyHeaders = []string{"Idempotency-Key", "X-Idempotency-Key"}
 func TestParseKey(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		header  http.Header
+		Header  http.Header
 		want    string
 		wantErr error
 	}{
@@ -42,7 +43,7 @@ func TestParseKey(t *testing.T) {
 		{"aliases differ", http.Header{"Idempotency-Key": {"a"}, "X-Idempotency-Key": {"b"}}, "", idemhttp.ErrMultipleKeys},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := idemhttp.ParseKey(tc.header, keyHeaders)
+			got, err := idemhttp.ParseKey(tc.Header, keyHeaders)
 			if got != tc.want || !errors.Is(err, tc.wantErr) {
 				t.Fatalf("ParseKey = %q, %v; want %q, %v", got, err, tc.want, tc.wantErr)
 			}
@@ -84,8 +85,8 @@ func FuzzParseKey(f *testing.F) {
 // A repeated key header is refused over HTTP, and the handler does not
 // run.
 func TestRepeatedKeyHeaderRefused(t *testing.T) {
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, nil), nil, c)
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Add("Idempotency-Key", "a")
 	req.Header.Add("Idempotency-Key", "b")
@@ -95,8 +96,8 @@ func TestRepeatedKeyHeaderRefused(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	p := problemOf(t, reply{resp.StatusCode, resp.Header, string(b)})
-	if resp.StatusCode != 400 || p.Code != idemhttp.CodeKeyInvalid || c.total.Load() != 0 {
-		t.Fatalf("repeated key: %d %+v, handler ran %d", resp.StatusCode, p, c.total.Load())
+	p := problemOf(t, idemtest.Reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)})
+	if resp.StatusCode != 400 || p.Code != idemhttp.CodeKeyInvalid || c.Total.Load() != 0 {
+		t.Fatalf("repeated key: %d %+v, handler ran %d", resp.StatusCode, p, c.Total.Load())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -22,59 +23,59 @@ import (
 )
 
 func TestFirstRequestAndReplay(t *testing.T) {
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, nil), nil, c)
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
 
-	first := do(t, "POST", srv.URL+"/v1/calls", "k1", `{"to":"+1555"}`, "Authorization", "Bearer sk_1")
-	if first.status != 201 {
-		t.Fatalf("first: status %d: %s", first.status, first.body)
+	first := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k1", `{"to":"+1555"}`, "Authorization", "Bearer sk_1")
+	if first.Status != 201 {
+		t.Fatalf("first: status %d: %s", first.Status, first.Body)
 	}
-	if got := first.header.Get("Idempotency-Replay"); got != "false" {
+	if got := first.Header.Get("Idempotency-Replay"); got != "false" {
 		t.Errorf("first: Idempotency-Replay = %q; want false", got)
 	}
-	id := first.header.Get("X-Request-Id")
+	id := first.Header.Get("X-Request-Id")
 	if !strings.HasPrefix(id, "req_") || len(id) != 28 {
 		t.Errorf("first: X-Request-Id = %q; want req_ and 24 hex digits", id)
 	}
-	if first.header.Get("Set-Cookie") == "" {
+	if first.Header.Get("Set-Cookie") == "" {
 		t.Error("first response lost the handler's Set-Cookie")
 	}
 
 	for i := range 3 {
-		again := do(t, "POST", srv.URL+"/v1/calls", "k1", `{"to":"+1555"}`, "Authorization", "Bearer sk_1")
-		if again.status != first.status || again.body != first.body {
-			t.Fatalf("replay %d: %d %q; want %d %q", i, again.status, again.body, first.status, first.body)
+		again := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k1", `{"to":"+1555"}`, "Authorization", "Bearer sk_1")
+		if again.Status != first.Status || again.Body != first.Body {
+			t.Fatalf("replay %d: %d %q; want %d %q", i, again.Status, again.Body, first.Status, first.Body)
 		}
 		for _, h := range []string{"Content-Type", "Location", "Etag", "X-Request-Id"} {
-			if got, want := again.header.Get(h), first.header.Get(h); got != want {
+			if got, want := again.Header.Get(h), first.Header.Get(h); got != want {
 				t.Errorf("replay %s = %q; want %q", h, got, want)
 			}
 		}
 		for _, h := range []string{"Set-Cookie", "X-Not-Stored"} {
-			if got := again.header.Get(h); got != "" {
+			if got := again.Header.Get(h); got != "" {
 				t.Errorf("replay carries %s: %q", h, got)
 			}
 		}
-		if again.header.Get("Idempotency-Replay") != "true" || again.header.Get("Idempotent-Replayed") != "true" {
+		if again.Header.Get("Idempotency-Replay") != "true" || again.Header.Get("Idempotent-Replayed") != "true" {
 			t.Errorf("replay headers: Idempotency-Replay %q, Idempotent-Replayed %q",
-				again.header.Get("Idempotency-Replay"), again.header.Get("Idempotent-Replayed"))
+				again.Header.Get("Idempotency-Replay"), again.Header.Get("Idempotent-Replayed"))
 		}
 	}
-	if n := c.count("k1"); n != 1 {
+	if n := c.Count("k1"); n != 1 {
 		t.Errorf("handler ran %d times; want 1", n)
 	}
 }
 
 func TestHandlerRequestIDIsKept(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Request-Id", "mine-42")
 		w.WriteHeader(201)
 	}))
-	first := do(t, "POST", srv.URL+"/x", "k", "a")
-	if got := first.header.Get("X-Request-Id"); got != "mine-42" {
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+	if got := first.Header.Get("X-Request-Id"); got != "mine-42" {
 		t.Fatalf("X-Request-Id = %q; want the handler's mine-42", got)
 	}
-	p := problemOf(t, do(t, "POST", srv.URL+"/x", "k", "b"))
+	p := problemOf(t, idemtest.Do(t, "POST", srv.URL+"/x", "k", "b"))
 	if p.Code != idemhttp.CodeConflict || p.Fields["conflicts_with"] != "mine-42" {
 		t.Fatalf("conflict = %+v; want conflicts_with mine-42", p)
 	}
@@ -86,32 +87,32 @@ func TestConflict(t *testing.T) {
 		status int
 	}{{"default 409", 0}, {"422", 422}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newCounter()
-			srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{ConflictStatus: tc.status}, c)
-			first := do(t, "POST", srv.URL+"/v1/calls", "k", `{"a":1}`)
-			r := do(t, "POST", srv.URL+"/v1/calls", "k", `{"a":2}`)
+			c := idemtest.NewCounter()
+			srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{ConflictStatus: tc.status}, c)
+			first := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", `{"a":1}`)
+			r := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", `{"a":2}`)
 			want := tc.status
 			if want == 0 {
 				want = 409
 			}
-			if r.status != want {
-				t.Fatalf("status %d; want %d", r.status, want)
+			if r.Status != want {
+				t.Fatalf("status %d; want %d", r.Status, want)
 			}
 			p := problemOf(t, r)
-			if p.Code != "idempotency_conflict" || p.Fields["conflicts_with"] != first.header.Get("X-Request-Id") {
-				t.Fatalf("problem %+v; want idempotency_conflict with conflicts_with %q", p, first.header.Get("X-Request-Id"))
+			if p.Code != "idempotency_conflict" || p.Fields["conflicts_with"] != first.Header.Get("X-Request-Id") {
+				t.Fatalf("problem %+v; want idempotency_conflict with conflicts_with %q", p, first.Header.Get("X-Request-Id"))
 			}
-			if c.count("k") != 1 {
-				t.Fatalf("handler ran %d times", c.count("k"))
+			if c.Count("k") != 1 {
+				t.Fatalf("handler ran %d times", c.Count("k"))
 			}
 		})
 	}
 }
 
 func TestScopesAndEndpoints(t *testing.T) {
-	c := newCounter()
+	c := idemtest.NewCounter()
 	mux := http.NewServeMux()
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	m, err := idemhttp.New(eng, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -122,29 +123,29 @@ func TestScopesAndEndpoints(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
-	a := do(t, "POST", srv.URL+"/v1/calls", "k", "x", "Authorization", "Bearer A")
-	b := do(t, "POST", srv.URL+"/v1/calls", "k", "x", "Authorization", "Bearer B")
-	anon := do(t, "POST", srv.URL+"/v1/calls", "k", "x")
-	other := do(t, "POST", srv.URL+"/v1/agents", "k", "x", "Authorization", "Bearer A")
+	a := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", "x", "Authorization", "Bearer A")
+	b := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", "x", "Authorization", "Bearer B")
+	anon := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", "x")
+	other := idemtest.Do(t, "POST", srv.URL+"/v1/agents", "k", "x", "Authorization", "Bearer A")
 	ids := map[string]bool{}
-	for _, r := range []reply{a, b, anon, other} {
-		if r.status != 201 || r.header.Get("Idempotency-Replay") != "false" {
-			t.Fatalf("want four first requests; got %d replay=%s", r.status, r.header.Get("Idempotency-Replay"))
+	for _, r := range []idemtest.Reply{a, b, anon, other} {
+		if r.Status != 201 || r.Header.Get("Idempotency-Replay") != "false" {
+			t.Fatalf("want four first requests; got %d replay=%s", r.Status, r.Header.Get("Idempotency-Replay"))
 		}
-		ids[r.body] = true
+		ids[r.Body] = true
 	}
-	if len(ids) != 4 || c.count("k") != 4 {
-		t.Fatalf("tenants or endpoints shared a record: %d distinct bodies, %d runs", len(ids), c.count("k"))
+	if len(ids) != 4 || c.Count("k") != 4 {
+		t.Fatalf("tenants or endpoints shared a record: %d distinct bodies, %d runs", len(ids), c.Count("k"))
 	}
-	if r := do(t, "POST", srv.URL+"/v1/calls", "k", "x"); r.body != anon.body {
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", "x"); r.Body != anon.Body {
 		t.Fatal("anonymous retry did not replay the anonymous record")
 	}
 	// One route, two resources: the same key is a conflict, never the
 	// other resource's response.
-	h1 := do(t, "POST", srv.URL+"/v1/calls/1/hangup", "h", "")
-	h2 := do(t, "POST", srv.URL+"/v1/calls/2/hangup", "h", "")
-	if h1.status != 201 || h2.status != 409 {
-		t.Fatalf("same key on two resources of one route: %d then %d; want 201, 409", h1.status, h2.status)
+	h1 := idemtest.Do(t, "POST", srv.URL+"/v1/calls/1/hangup", "h", "")
+	h2 := idemtest.Do(t, "POST", srv.URL+"/v1/calls/2/hangup", "h", "")
+	if h1.Status != 201 || h2.Status != 409 {
+		t.Fatalf("same key on two resources of one route: %d then %d; want 201, 409", h1.Status, h2.Status)
 	}
 }
 
@@ -158,13 +159,13 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 		w.WriteHeader(201)
 		fmt.Fprintf(w, `{"run":%d}`, runs.Add(1))
 	})
-	srv, m := newServer(t, newEngine(t, nil), nil, h)
+	srv, m := newServer(t, idemtest.NewEngine(t, nil), nil, h)
 	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}
 
 	var wg sync.WaitGroup
-	replies := make([]reply, n)
+	replies := make([]idemtest.Reply, n)
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
@@ -177,7 +178,7 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			replies[i] = reply{resp.StatusCode, resp.Header, string(b)}
+			replies[i] = idemtest.Reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 		})
 	}
 	// Let the requests pile up on the claim, then let the handler go.
@@ -196,11 +197,11 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 	first := replies[0]
 	replayed := 0
 	for i, r := range replies {
-		if r.status != 201 || r.body != first.body || r.header.Get("X-Request-Id") != first.header.Get("X-Request-Id") {
-			t.Fatalf("reply %d: %d %q id %q; want %d %q id %q", i, r.status, r.body, r.header.Get("X-Request-Id"),
-				first.status, first.body, first.header.Get("X-Request-Id"))
+		if r.Status != 201 || r.Body != first.Body || r.Header.Get("X-Request-Id") != first.Header.Get("X-Request-Id") {
+			t.Fatalf("idemtest.Reply %d: %d %q id %q; want %d %q id %q", i, r.Status, r.Body, r.Header.Get("X-Request-Id"),
+				first.Status, first.Body, first.Header.Get("X-Request-Id"))
 		}
-		if r.header.Get("Idempotency-Replay") == "true" {
+		if r.Header.Get("Idempotency-Replay") == "true" {
 			replayed++
 		}
 	}
@@ -212,47 +213,47 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 func TestInProgressPolicies(t *testing.T) {
 	t.Run("reject", func(t *testing.T) {
 		h, started, release := blocked()
-		srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, RetryAfter: 2 * time.Second}, h)
-		done := make(chan reply)
-		go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
+		srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{WhenInProgress: idemhttp.RejectInProgress, RetryAfter: 2 * time.Second}, h)
+		done := make(chan idemtest.Reply)
+		go func() { done <- idemtest.Do(t, "POST", srv.URL+"/x", "k", "a") }()
 		<-started
-		r := do(t, "POST", srv.URL+"/x", "k", "a")
+		r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
 		p := problemOf(t, r)
-		if r.status != 409 || p.Code != "idempotency_request_in_progress" || r.header.Get("Retry-After") != "2" {
-			t.Fatalf("got %d %+v Retry-After %q; want 409 in progress, Retry-After 2", r.status, p, r.header.Get("Retry-After"))
+		if r.Status != 409 || p.Code != "idempotency_request_in_progress" || r.Header.Get("Retry-After") != "2" {
+			t.Fatalf("got %d %+v Retry-After %q; want 409 in progress, Retry-After 2", r.Status, p, r.Header.Get("Retry-After"))
 		}
 		if p.Fields["request_in_progress"] == "" {
 			t.Error("in-progress answer does not name the running request")
 		}
 		close(release)
-		if first := <-done; first.status != 201 {
-			t.Fatalf("first: %d", first.status)
+		if first := <-done; first.Status != 201 {
+			t.Fatalf("first: %d", first.Status)
 		}
 	})
 	t.Run("wait timeout", func(t *testing.T) {
 		h, started, release := blocked()
-		srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{WaitTimeout: 50 * time.Millisecond}, h)
-		done := make(chan reply)
-		go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
+		srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{WaitTimeout: 50 * time.Millisecond}, h)
+		done := make(chan idemtest.Reply)
+		go func() { done <- idemtest.Do(t, "POST", srv.URL+"/x", "k", "a") }()
 		<-started
-		r := do(t, "POST", srv.URL+"/x", "k", "a")
-		if p := problemOf(t, r); r.status != 409 || p.Code != "idempotency_request_in_progress" || r.header.Get("Retry-After") != "1" {
-			t.Fatalf("got %d %+v; want 409 in progress with Retry-After 1", r.status, p)
+		r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+		if p := problemOf(t, r); r.Status != 409 || p.Code != "idempotency_request_in_progress" || r.Header.Get("Retry-After") != "1" {
+			t.Fatalf("got %d %+v; want 409 in progress with Retry-After 1", r.Status, p)
 		}
 		close(release)
 		<-done
-		if r := do(t, "POST", srv.URL+"/x", "k", "a"); r.status != 201 || r.header.Get("Idempotency-Replay") != "true" {
-			t.Fatalf("after the first finished: %d replay=%q", r.status, r.header.Get("Idempotency-Replay"))
+		if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a"); r.Status != 201 || r.Header.Get("Idempotency-Replay") != "true" {
+			t.Fatalf("after the first finished: %d replay=%q", r.Status, r.Header.Get("Idempotency-Replay"))
 		}
 	})
 	t.Run("conflict while in flight", func(t *testing.T) {
 		h, started, release := blocked()
-		srv, _ := newServer(t, newEngine(t, nil), nil, h)
-		done := make(chan reply)
-		go func() { done <- do(t, "POST", srv.URL+"/x", "k", "a") }()
+		srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, h)
+		done := make(chan idemtest.Reply)
+		go func() { done <- idemtest.Do(t, "POST", srv.URL+"/x", "k", "a") }()
 		<-started
-		if r := do(t, "POST", srv.URL+"/x", "k", "DIFFERENT"); r.status != 409 || problemOf(t, r).Code != "idempotency_conflict" {
-			t.Fatalf("different body while in flight: %d %s", r.status, r.body)
+		if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "DIFFERENT"); r.Status != 409 || problemOf(t, r).Code != "idempotency_conflict" {
+			t.Fatalf("different body while in flight: %d %s", r.Status, r.Body)
 		}
 		close(release)
 		<-done
@@ -270,7 +271,7 @@ func TestWhatIsStored(t *testing.T) {
 	} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
 			var runs atomic.Int64
-			srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Location", "/somewhere")
 				w.WriteHeader(tc.status)
 				if tc.status != 204 {
@@ -279,18 +280,18 @@ func TestWhatIsStored(t *testing.T) {
 					runs.Add(1)
 				}
 			}))
-			first := do(t, "POST", srv.URL+"/x", "k", "a")
-			again := do(t, "POST", srv.URL+"/x", "k", "a")
-			if first.status != tc.status || again.status != tc.status {
-				t.Fatalf("statuses %d, %d; want %d", first.status, again.status, tc.status)
+			first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+			again := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+			if first.Status != tc.status || again.Status != tc.status {
+				t.Fatalf("statuses %d, %d; want %d", first.Status, again.Status, tc.status)
 			}
 			wantRuns := int64(2)
 			if tc.stored {
 				wantRuns = 1
-				if again.body != first.body || again.header.Get("Idempotency-Replay") != "true" {
-					t.Fatalf("not replayed: %q then %q", first.body, again.body)
+				if again.Body != first.Body || again.Header.Get("Idempotency-Replay") != "true" {
+					t.Fatalf("not replayed: %q then %q", first.Body, again.Body)
 				}
-			} else if again.header.Get("Idempotency-Replay") != "false" {
+			} else if again.Header.Get("Idempotency-Replay") != "false" {
 				t.Fatalf("a %d was replayed", tc.status)
 			}
 			if runs.Load() != wantRuns {
@@ -302,14 +303,14 @@ func TestWhatIsStored(t *testing.T) {
 
 func TestShouldStoreOption(t *testing.T) {
 	var runs atomic.Int64
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{ShouldStore: func(s int) bool { return s < 600 }},
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{ShouldStore: func(s int) bool { return s < 600 }},
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			runs.Add(1)
 			w.WriteHeader(500)
 		}))
-	do(t, "POST", srv.URL+"/x", "k", "")
-	if r := do(t, "POST", srv.URL+"/x", "k", ""); r.status != 500 || r.header.Get("Idempotency-Replay") != "true" || runs.Load() != 1 {
-		t.Fatalf("a 500 with ShouldStore accepting it: replay=%q runs=%d", r.header.Get("Idempotency-Replay"), runs.Load())
+	idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", ""); r.Status != 500 || r.Header.Get("Idempotency-Replay") != "true" || runs.Load() != 1 {
+		t.Fatalf("a 500 with ShouldStore accepting it: replay=%q runs=%d", r.Header.Get("Idempotency-Replay"), runs.Load())
 	}
 }
 
@@ -358,9 +359,9 @@ func TestReleasedResponses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var runs atomic.Int64
-			srv, m := newServer(t, newEngine(t, nil), &idemhttp.Options{MaxResponseBody: 1500, Logger: quietLogger()},
+			srv, m := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{MaxResponseBody: 1500, Logger: idemtest.QuietLogger()},
 				http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tc.handler(w, r, runs.Add(1)) }))
-			srv.Config.ErrorLog = quietHTTPLog()
+			srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 			call := func() (int, string) {
 				req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 				req.Header.Set("Idempotency-Key", "k")
@@ -375,7 +376,7 @@ func TestReleasedResponses(t *testing.T) {
 			call()
 			status, body := call()
 			if runs.Load() != 2 {
-				t.Fatalf("handler ran %d times; want 2 (the claim must be released); second reply %d %q", runs.Load(), status, body)
+				t.Fatalf("handler ran %d times; want 2 (the claim must be released); second idemtest.Reply %d %q", runs.Load(), status, body)
 			}
 			if tc.name == "too large" && len(body) != 2000 {
 				t.Fatalf("oversized response was cut: %d bytes", len(body))
@@ -383,7 +384,7 @@ func TestReleasedResponses(t *testing.T) {
 			if tc.name == "panic" || tc.name == "abort handler" {
 				return
 			}
-			// A hijacked connection's client may read its reply before the
+			// A hijacked connection's client may read its idemtest.Reply before the
 			// handler has returned and the claim is released: wait a little.
 			for deadline := time.Now().Add(5 * time.Second); m.Stats().Released != 2; time.Sleep(time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -395,15 +396,15 @@ func TestReleasedResponses(t *testing.T) {
 }
 
 func TestRequestBodyLimit(t *testing.T) {
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{MaxRequestBody: 100}, c)
-	r := do(t, "POST", srv.URL+"/x", "k", strings.Repeat("a", 101))
-	if p := problemOf(t, r); r.status != 413 || p.Code != "request_body_too_large" {
-		t.Fatalf("got %d %+v; want 413 request_body_too_large", r.status, p)
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{MaxRequestBody: 100}, c)
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", strings.Repeat("a", 101))
+	if p := problemOf(t, r); r.Status != 413 || p.Code != "request_body_too_large" {
+		t.Fatalf("got %d %+v; want 413 request_body_too_large", r.Status, p)
 	}
 	// Nothing was recorded: the key is still fresh.
-	if r := do(t, "POST", srv.URL+"/x", "k", strings.Repeat("a", 100)); r.status != 201 || c.count("k") != 1 {
-		t.Fatalf("after a 413 the key was not fresh: %d, %d runs", r.status, c.count("k"))
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", strings.Repeat("a", 100)); r.Status != 201 || c.Count("k") != 1 {
+		t.Fatalf("after a 413 the key was not fresh: %d, %d runs", r.Status, c.Count("k"))
 	}
 	// A chunked body (no Content-Length) is limited too.
 	req, _ := http.NewRequest("POST", srv.URL+"/x", io.MultiReader(strings.NewReader(strings.Repeat("b", 300))))
@@ -420,8 +421,8 @@ func TestRequestBodyLimit(t *testing.T) {
 }
 
 func TestKeyErrors(t *testing.T) {
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, nil), nil, c)
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
 	for _, tc := range []struct {
 		name  string
 		hdr   []string
@@ -434,76 +435,76 @@ func TestKeyErrors(t *testing.T) {
 		{"aliases differ", []string{"Idempotency-Key", "a", "X-Idempotency-Key", "b"}, "idempotency_key_invalid", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := do(t, "POST", srv.URL+"/x", "", "", tc.hdr...)
-			if p := problemOf(t, r); r.status != 400 || p.Code != tc.code || p.Detail == "" {
-				t.Fatalf("got %d %+v; want 400 %s with a detail", r.status, p, tc.code)
+			r := idemtest.Do(t, "POST", srv.URL+"/x", "", "", tc.hdr...)
+			if p := problemOf(t, r); r.Status != 400 || p.Code != tc.code || p.Detail == "" {
+				t.Fatalf("got %d %+v; want 400 %s with a detail", r.Status, p, tc.code)
 			}
 		})
 	}
-	if c.total.Load() != 0 {
-		t.Fatalf("handler ran %d times for malformed keys", c.total.Load())
+	if c.Total.Load() != 0 {
+		t.Fatalf("handler ran %d times for malformed keys", c.Total.Load())
 	}
 	// The alias and the quoted form name the same key.
-	first := do(t, "POST", srv.URL+"/x", "", "b", "X-Idempotency-Key", "same")
-	again := do(t, "POST", srv.URL+"/x", "", "b", "Idempotency-Key", `"same"`)
-	if again.header.Get("Idempotency-Replay") != "true" || again.body != first.body {
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "", "b", "X-Idempotency-Key", "same")
+	again := idemtest.Do(t, "POST", srv.URL+"/x", "", "b", "Idempotency-Key", `"same"`)
+	if again.Header.Get("Idempotency-Replay") != "true" || again.Body != first.Body {
 		t.Fatal("X-Idempotency-Key: same and Idempotency-Key: \"same\" are not one key")
 	}
 }
 
 func TestSelection(t *testing.T) {
-	c := newCounter()
+	c := idemtest.NewCounter()
 	mux := http.NewServeMux()
 	mux.Handle("/", c)
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{
 		RoutePattern: func(r *http.Request) string { return r.URL.Path },
 		Routes: []idemhttp.Route{
 			{Method: "POST", Pattern: "/v1/charges", RequireKey: true},
 			{Method: "POST", Pattern: "/v1/refunds"},
 		},
 	}, mux)
-	if r := do(t, "POST", srv.URL+"/v1/charges", "", "x"); r.status != 400 || problemOf(t, r).Code != "idempotency_key_missing" {
-		t.Fatalf("required key missing: %d %s", r.status, r.body)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "", "x"); r.Status != 400 || problemOf(t, r).Code != "idempotency_key_missing" {
+		t.Fatalf("required key missing: %d %s", r.Status, r.Body)
 	}
-	if r := do(t, "POST", srv.URL+"/v1/refunds", "", "x"); r.status != 201 || r.header.Get("Idempotency-Replay") != "" {
-		t.Fatalf("optional key missing: %d, Idempotency-Replay %q; want a plain pass-through", r.status, r.header.Get("Idempotency-Replay"))
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/refunds", "", "x"); r.Status != 201 || r.Header.Get("Idempotency-Replay") != "" {
+		t.Fatalf("optional key missing: %d, Idempotency-Replay %q; want a plain pass-through", r.Status, r.Header.Get("Idempotency-Replay"))
 	}
 	// A route not on the list passes through even with a key.
-	do(t, "POST", srv.URL+"/v1/other", "k", "x")
-	if r := do(t, "POST", srv.URL+"/v1/other", "k", "x"); r.header.Get("Idempotency-Replay") != "" || c.count("k") != 2 {
+	idemtest.Do(t, "POST", srv.URL+"/v1/other", "k", "x")
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/other", "k", "x"); r.Header.Get("Idempotency-Replay") != "" || c.Count("k") != 2 {
 		t.Fatal("an unlisted route was handled")
 	}
 	// GET is never selected by default.
-	srv2, _ := newServer(t, newEngine(t, nil), nil, c)
-	do(t, "GET", srv2.URL+"/x", "g", "")
-	if do(t, "GET", srv2.URL+"/x", "g", "").header.Get("Idempotency-Replay") != "" || c.count("g") != 2 {
+	srv2, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
+	idemtest.Do(t, "GET", srv2.URL+"/x", "g", "")
+	if idemtest.Do(t, "GET", srv2.URL+"/x", "g", "").Header.Get("Idempotency-Replay") != "" || c.Count("g") != 2 {
 		t.Fatal("a GET with a key was handled")
 	}
 }
 
 func TestRequireKeyByMethod(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{RequireKey: true}, newCounter())
-	if r := do(t, "PUT", srv.URL+"/x", "", ""); r.status != 400 {
-		t.Fatalf("PUT without a key: %d; want 400", r.status)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{RequireKey: true}, idemtest.NewCounter())
+	if r := idemtest.Do(t, "PUT", srv.URL+"/x", "", ""); r.Status != 400 {
+		t.Fatalf("PUT without a key: %d; want 400", r.Status)
 	}
 }
 
 func TestCanonicalJSON(t *testing.T) {
 	for _, canon := range []bool{false, true} {
 		t.Run(fmt.Sprint("canonical=", canon), func(t *testing.T) {
-			c := newCounter()
-			srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{CanonicalJSON: canon}, c)
-			do(t, "POST", srv.URL+"/x", "k", `{"a":1,"b":[1,2]}`)
-			r := do(t, "POST", srv.URL+"/x", "k", "{ \"b\": [1, 2],\n \"a\": 1 }")
+			c := idemtest.NewCounter()
+			srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{CanonicalJSON: canon}, c)
+			idemtest.Do(t, "POST", srv.URL+"/x", "k", `{"a":1,"b":[1,2]}`)
+			r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "{ \"b\": [1, 2],\n \"a\": 1 }")
 			want := 409
 			if canon {
 				want = 201
 			}
-			if r.status != want {
-				t.Fatalf("reordered JSON: %d; want %d", r.status, want)
+			if r.Status != want {
+				t.Fatalf("reordered JSON: %d; want %d", r.Status, want)
 			}
-			if r := do(t, "POST", srv.URL+"/x", "k", `{"a":1,"b":[2,1]}`); r.status != 409 {
-				t.Fatalf("different JSON: %d; want 409", r.status)
+			if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", `{"a":1,"b":[2,1]}`); r.Status != 409 {
+				t.Fatalf("different JSON: %d; want 409", r.Status)
 			}
 		})
 	}
@@ -511,32 +512,32 @@ func TestCanonicalJSON(t *testing.T) {
 
 func TestExpiry(t *testing.T) {
 	clock := expiry.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, &engine.Options{Clock: clock, TTL: time.Hour}), nil, c)
-	do(t, "POST", srv.URL+"/x", "k", "a")
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, &engine.Options{Clock: clock, TTL: time.Hour}), nil, c)
+	idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
 	clock.Advance(59 * time.Minute)
-	if r := do(t, "POST", srv.URL+"/x", "k", "a"); r.header.Get("Idempotency-Replay") != "true" {
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a"); r.Header.Get("Idempotency-Replay") != "true" {
 		t.Fatal("not replayed within the TTL")
 	}
 	clock.Advance(2 * time.Minute)
-	if r := do(t, "POST", srv.URL+"/x", "k", "DIFFERENT"); r.status != 201 || r.header.Get("Idempotency-Replay") != "false" {
-		t.Fatalf("after the TTL the key is not fresh: %d", r.status)
+	if r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "DIFFERENT"); r.Status != 201 || r.Header.Get("Idempotency-Replay") != "false" {
+		t.Fatalf("after the TTL the key is not fresh: %d", r.Status)
 	}
-	if c.count("k") != 2 {
-		t.Fatalf("handler ran %d times; want 2", c.count("k"))
+	if c.Count("k") != 2 {
+		t.Fatalf("handler ran %d times; want 2", c.Count("k"))
 	}
 }
 
 func TestStoreFailure(t *testing.T) {
-	c := newCounter()
-	eng := newEngine(t, nil)
-	srv, m := newServer(t, eng, &idemhttp.Options{Logger: quietLogger()}, c)
+	c := idemtest.NewCounter()
+	eng := idemtest.NewEngine(t, nil)
+	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, c)
 	eng.Close()
-	r := do(t, "POST", srv.URL+"/x", "k", "a")
-	if p := problemOf(t, r); r.status != 503 || p.Code != "idempotency_store_unavailable" || r.header.Get("Retry-After") == "" {
-		t.Fatalf("closed store: %d %+v Retry-After %q; want 503 with Retry-After", r.status, p, r.header.Get("Retry-After"))
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+	if p := problemOf(t, r); r.Status != 503 || p.Code != "idempotency_store_unavailable" || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("closed store: %d %+v Retry-After %q; want 503 with Retry-After", r.Status, p, r.Header.Get("Retry-After"))
 	}
-	if c.total.Load() != 0 {
+	if c.Total.Load() != 0 {
 		t.Fatal("the handler ran without protection")
 	}
 	if m.Stats().StoreErrors != 1 {
@@ -546,13 +547,13 @@ func TestStoreFailure(t *testing.T) {
 
 func TestRestartBetweenRequestAndRetry(t *testing.T) {
 	dir := t.TempDir()
-	c := newCounter()
+	c := idemtest.NewCounter()
 	eng, err := engine.Open(dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, _ := newServer(t, eng, nil, c)
-	first := do(t, "POST", srv.URL+"/v1/calls", "k", "body", "Authorization", "Bearer secret-credential-123")
+	first := idemtest.Do(t, "POST", srv.URL+"/v1/calls", "k", "body", "Authorization", "Bearer secret-credential-123")
 	srv.Close()
 	if err := eng.Close(); err != nil {
 		t.Fatal(err)
@@ -564,12 +565,12 @@ func TestRestartBetweenRequestAndRetry(t *testing.T) {
 	}
 	defer eng2.Close()
 	srv2, _ := newServer(t, eng2, nil, c)
-	again := do(t, "POST", srv2.URL+"/v1/calls", "k", "body", "Authorization", "Bearer secret-credential-123")
-	if again.status != first.status || again.body != first.body || again.header.Get("Idempotency-Replay") != "true" {
-		t.Fatalf("after a restart: %d %q; want the replay of %d %q", again.status, again.body, first.status, first.body)
+	again := idemtest.Do(t, "POST", srv2.URL+"/v1/calls", "k", "body", "Authorization", "Bearer secret-credential-123")
+	if again.Status != first.Status || again.Body != first.Body || again.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("after a restart: %d %q; want the replay of %d %q", again.Status, again.Body, first.Status, first.Body)
 	}
-	if c.count("k") != 1 {
-		t.Fatalf("handler ran %d times", c.count("k"))
+	if c.Count("k") != 1 {
+		t.Fatalf("handler ran %d times", c.Count("k"))
 	}
 	// The raw credential is stored nowhere in the data directory.
 	srv2.Close()
@@ -592,7 +593,7 @@ func TestRestartBetweenRequestAndRetry(t *testing.T) {
 func TestClientDisconnectStillRecords(t *testing.T) {
 	var runs atomic.Int64
 	release := make(chan struct{})
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs.Add(1)
 		<-release
 		w.WriteHeader(201)
@@ -615,39 +616,39 @@ func TestClientDisconnectStillRecords(t *testing.T) {
 	}
 	close(release)
 	// The retry waits for the abandoned request, then replays it.
-	r := do(t, "POST", srv.URL+"/x", "k", "a")
-	if r.status != 201 || r.body != "created" || r.header.Get("Idempotency-Replay") != "true" || runs.Load() != 1 {
-		t.Fatalf("retry after a disconnect: %d %q replay=%q runs=%d", r.status, r.body, r.header.Get("Idempotency-Replay"), runs.Load())
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "a")
+	if r.Status != 201 || r.Body != "created" || r.Header.Get("Idempotency-Replay") != "true" || runs.Load() != 1 {
+		t.Fatalf("retry after a disconnect: %d %q replay=%q runs=%d", r.Status, r.Body, r.Header.Get("Idempotency-Replay"), runs.Load())
 	}
 }
 
 func TestSniffedContentTypeIsRecorded(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "<html><body>hi</body></html>")
 	}))
-	first := do(t, "POST", srv.URL+"/x", "k", "")
-	again := do(t, "POST", srv.URL+"/x", "k", "")
-	if ct := again.header.Get("Content-Type"); ct != first.header.Get("Content-Type") || !strings.HasPrefix(ct, "text/html") {
-		t.Fatalf("Content-Type %q then %q", first.header.Get("Content-Type"), ct)
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	again := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if ct := again.Header.Get("Content-Type"); ct != first.Header.Get("Content-Type") || !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("Content-Type %q then %q", first.Header.Get("Content-Type"), ct)
 	}
 }
 
 func TestOmitIdempotentReplayed(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{OmitIdempotentReplayed: true}, newCounter())
-	do(t, "POST", srv.URL+"/x", "k", "")
-	r := do(t, "POST", srv.URL+"/x", "k", "")
-	if r.header.Get("Idempotency-Replay") != "true" || r.header.Get("Idempotent-Replayed") != "" {
-		t.Fatalf("Idempotency-Replay %q, Idempotent-Replayed %q", r.header.Get("Idempotency-Replay"), r.header.Get("Idempotent-Replayed"))
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{OmitIdempotentReplayed: true}, idemtest.NewCounter())
+	idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	r := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if r.Header.Get("Idempotency-Replay") != "true" || r.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("Idempotency-Replay %q, Idempotent-Replayed %q", r.Header.Get("Idempotency-Replay"), r.Header.Get("Idempotent-Replayed"))
 	}
 }
 
 func TestMuxPattern(t *testing.T) {
-	c := newCounter()
+	c := idemtest.NewCounter()
 	mux := http.NewServeMux()
 	mux.Handle("POST /v1/calls/{id}", c)
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	srv, _ := newServer(t, eng, &idemhttp.Options{RoutePattern: idemhttp.MuxPattern(mux)}, mux)
-	do(t, "POST", srv.URL+"/v1/calls/7", "k", "")
+	idemtest.Do(t, "POST", srv.URL+"/v1/calls/7", "k", "")
 	var endpoints []string
 	eng.Scan(context.Background(), engine.ScanOptions{}, func(e engine.Entry) error {
 		endpoints = append(endpoints, e.Key.Endpoint)
@@ -659,10 +660,10 @@ func TestMuxPattern(t *testing.T) {
 }
 
 func TestMetricsHandler(t *testing.T) {
-	eng := newEngine(t, nil)
-	srv, m := newServer(t, eng, nil, newCounter())
-	do(t, "POST", srv.URL+"/x", "k", "")
-	do(t, "POST", srv.URL+"/x", "k", "")
+	eng := idemtest.NewEngine(t, nil)
+	srv, m := newServer(t, eng, nil, idemtest.NewCounter())
+	idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
 	rec := httptest.NewRecorder()
 	idemhttp.MetricsHandler(m).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	out := rec.Body.String()

@@ -2,6 +2,7 @@ package idemhttp_test
 
 import (
 	"errors"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"net/http"
 	"testing"
 	"time"
@@ -10,7 +11,7 @@ import (
 )
 
 func TestInvalidOptions(t *testing.T) {
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	for _, o := range []idemhttp.Options{
 		{ConflictStatus: 400},
 		{StoredHeaders: []string{"set-cookie"}},
@@ -29,25 +30,25 @@ func TestInvalidOptions(t *testing.T) {
 // A custom Scope separates tenants; one tenant's key never replays to
 // another, even with the same request.
 func TestCustomScopeSeparatesTenants(t *testing.T) {
-	c := newCounter()
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{
 		Scope: func(r *http.Request) string { return r.Header.Get("X-Tenant") },
 	}, c)
-	a := do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "acme")
-	b := do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "globex")
-	a2 := do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "acme")
-	if a.body == b.body || b.header.Get("Idempotency-Replay") != "false" {
-		t.Fatalf("tenants shared a record: %q %q", a.body, b.body)
+	a := idemtest.Do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "acme")
+	b := idemtest.Do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "globex")
+	a2 := idemtest.Do(t, "POST", srv.URL+"/x", "k", "same", "X-Tenant", "acme")
+	if a.Body == b.Body || b.Header.Get("Idempotency-Replay") != "false" {
+		t.Fatalf("tenants shared a record: %q %q", a.Body, b.Body)
 	}
-	if a2.body != a.body || a2.header.Get("Idempotency-Replay") != "true" {
-		t.Fatalf("same tenant not replayed: %q then %q", a.body, a2.body)
+	if a2.Body != a.Body || a2.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("same tenant not replayed: %q then %q", a.Body, a2.Body)
 	}
 }
 
 // StoredHeaders and RequestIDHeader options: the extra header is replayed,
 // the id travels in the configured header.
 func TestStoredHeadersReplayedAndRequestIDHeaderUsed(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), &idemhttp.Options{
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{
 		StoredHeaders:   []string{"x-resource-version"},
 		RequestIDHeader: "request-id",
 	}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -55,19 +56,19 @@ func TestStoredHeadersReplayedAndRequestIDHeaderUsed(t *testing.T) {
 		w.Header().Set("X-Other", "no")
 		w.WriteHeader(201)
 	}))
-	first := do(t, "POST", srv.URL+"/x", "k", "")
-	again := do(t, "POST", srv.URL+"/x", "k", "")
-	if id := first.header.Get("Request-Id"); id == "" || again.header.Get("Request-Id") != id || first.header.Get("X-Request-Id") != "" {
-		t.Fatalf("Request-Id %q then %q (X-Request-Id %q)", id, again.header.Get("Request-Id"), first.header.Get("X-Request-Id"))
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	again := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if id := first.Header.Get("Request-Id"); id == "" || again.Header.Get("Request-Id") != id || first.Header.Get("X-Request-Id") != "" {
+		t.Fatalf("Request-Id %q then %q (X-Request-Id %q)", id, again.Header.Get("Request-Id"), first.Header.Get("X-Request-Id"))
 	}
-	if again.header.Get("X-Resource-Version") != "42" || again.header.Get("X-Other") != "" {
-		t.Fatalf("replayed X-Resource-Version %q, X-Other %q", again.header.Get("X-Resource-Version"), again.header.Get("X-Other"))
+	if again.Header.Get("X-Resource-Version") != "42" || again.Header.Get("X-Other") != "" {
+		t.Fatalf("replayed X-Resource-Version %q, X-Other %q", again.Header.Get("X-Resource-Version"), again.Header.Get("X-Other"))
 	}
 }
 
 // Options that cannot work, and a nil store, are refused.
 func TestNewRefusesUnworkableOptions(t *testing.T) {
-	eng := newEngine(t, nil)
+	eng := idemtest.NewEngine(t, nil)
 	for _, o := range []idemhttp.Options{
 		{WaitTimeout: -time.Second},
 		{RetryAfter: -time.Second},

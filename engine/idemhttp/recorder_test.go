@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,17 +21,17 @@ import (
 // first response then has no Content-Type, and neither has its replay
 // (net/http would otherwise sniff one for the replay).
 func TestSuppressedContentTypeStaysSuppressedOnReplay(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Content-Type"] = nil
 		w.WriteHeader(201)
 		io.WriteString(w, "plain bytes")
 	}))
-	first := do(t, "POST", srv.URL+"/x", "k", "")
-	again := do(t, "POST", srv.URL+"/x", "k", "")
-	if again.header.Get("Idempotency-Replay") != "true" {
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	again := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if again.Header.Get("Idempotency-Replay") != "true" {
 		t.Fatalf("not replayed: %+v", again)
 	}
-	if f, a := first.header.Values("Content-Type"), again.header.Values("Content-Type"); len(f) != len(a) {
+	if f, a := first.Header.Values("Content-Type"), again.Header.Values("Content-Type"); len(f) != len(a) {
 		t.Fatalf("Content-Type: first response %q, replay %q", f, a)
 	}
 }
@@ -51,7 +52,7 @@ func TestContentEncodedBodyIsNotSniffed(t *testing.T) {
 	})
 	plain := httptest.NewServer(handler)
 	defer plain.Close()
-	srv, _ := newServer(t, newEngine(t, nil), nil, handler)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, handler)
 	get := func(u string) http.Header {
 		req, _ := http.NewRequest("POST", u, nil)
 		req.Header.Set("Idempotency-Key", "k")
@@ -81,7 +82,7 @@ func TestDeclaredTrailersAreSent(t *testing.T) {
 		io.WriteString(w, "payload")
 		w.Header().Set("X-Checksum", "abc")
 	})
-	srv, _ := newServer(t, newEngine(t, nil), nil, handler)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, handler)
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
 	resp, err := http.DefaultClient.Do(req)
@@ -99,7 +100,7 @@ func TestDeclaredTrailersAreSent(t *testing.T) {
 // before it switches to pass-through: the status and body written before
 // the attempt reach the client.
 func TestFailedHijackKeepsBufferedResponse(t *testing.T) {
-	m, err := idemhttp.New(newEngine(t, nil), &idemhttp.Options{Logger: quietLogger()})
+	m, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +135,7 @@ func TestFailedHijackKeepsBufferedResponse(t *testing.T) {
 // final status, headers and body only.
 func TestEarlyHintsSentNotRecorded(t *testing.T) {
 	var runs atomic.Int64
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs.Add(1)
 		w.Header().Set("Link", "</a.css>; rel=preload")
 		w.WriteHeader(http.StatusEarlyHints)
@@ -143,7 +144,7 @@ func TestEarlyHintsSentNotRecorded(t *testing.T) {
 		w.WriteHeader(http.StatusCreated)
 		io.WriteString(w, `{"id":7}`)
 	}))
-	call := func() (codes []int, r reply) {
+	call := func() (codes []int, r idemtest.Reply) {
 		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
 			codes = append(codes, code)
 			return nil
@@ -156,34 +157,34 @@ func TestEarlyHintsSentNotRecorded(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return codes, reply{resp.StatusCode, resp.Header, string(b)}
+		return codes, idemtest.Reply{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
 	}
 	c1, first := call()
 	c2, again := call()
-	if len(c1) != 1 || c1[0] != 103 || first.status != 201 || first.body != `{"id":7}` {
-		t.Fatalf("first: 1xx %v, %d %q", c1, first.status, first.body)
+	if len(c1) != 1 || c1[0] != 103 || first.Status != 201 || first.Body != `{"id":7}` {
+		t.Fatalf("first: 1xx %v, %d %q", c1, first.Status, first.Body)
 	}
-	if len(c2) != 0 || again.status != 201 || again.body != first.body || again.header.Get("Idempotency-Replay") != "true" {
-		t.Fatalf("replay: 1xx %v, %d %q replay=%q", c2, again.status, again.body, again.header.Get("Idempotency-Replay"))
+	if len(c2) != 0 || again.Status != 201 || again.Body != first.Body || again.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("replay: 1xx %v, %d %q replay=%q", c2, again.Status, again.Body, again.Header.Get("Idempotency-Replay"))
 	}
-	if again.header.Get("Link") != "" || runs.Load() != 1 {
-		t.Fatalf("replay Link %q, runs %d", again.header.Get("Link"), runs.Load())
+	if again.Header.Get("Link") != "" || runs.Load() != 1 {
+		t.Fatalf("replay Link %q, runs %d", again.Header.Get("Link"), runs.Load())
 	}
 }
 
 // WriteHeader called twice: the first status is the one sent and
 // recorded, as net/http does.
 func TestWriteHeaderTwiceKeepsFirstStatus(t *testing.T) {
-	srv, _ := newServer(t, newEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		w.WriteHeader(http.StatusInternalServerError)
 		io.WriteString(w, "queued")
 	}))
-	srv.Config.ErrorLog = quietHTTPLog()
-	first := do(t, "POST", srv.URL+"/x", "k", "")
-	again := do(t, "POST", srv.URL+"/x", "k", "")
-	if first.status != 202 || again.status != 202 || again.body != "queued" || again.header.Get("Idempotency-Replay") != "true" {
-		t.Fatalf("first %d %q, replay %d %q (replay=%q)", first.status, first.body, again.status, again.body, again.header.Get("Idempotency-Replay"))
+	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
+	first := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	again := idemtest.Do(t, "POST", srv.URL+"/x", "k", "")
+	if first.Status != 202 || again.Status != 202 || again.Body != "queued" || again.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("first %d %q, replay %d %q (replay=%q)", first.Status, first.Body, again.Status, again.Body, again.Header.Get("Idempotency-Replay"))
 	}
 }
 
@@ -207,7 +208,7 @@ func TestReplayKeepsFraming(t *testing.T) {
 		w.Write(gz.Bytes()[:10])
 		w.Write(gz.Bytes()[10:])
 	})
-	srv, _ := newServer(t, newEngine(t, nil), nil, mux)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, mux)
 	raw := func(path string) (*http.Response, []byte) {
 		req, _ := http.NewRequest("POST", srv.URL+path, nil)
 		req.Header.Set("Idempotency-Key", "k")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net"
 	"net/http"
@@ -57,7 +58,7 @@ func (u *upstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (u *upstream) count(key string) int {
+func (u *upstream) Count(key string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.runs[key]
@@ -110,7 +111,7 @@ func TestProxyReplayAndConflict(t *testing.T) {
 	if r3, _ := post(t, px.URL+"/v1/charges", "k", `{"amount":2}`); r3.StatusCode != 409 {
 		t.Fatalf("conflict through the proxy: %d", r3.StatusCode)
 	}
-	if n := u.count("k"); n != 1 {
+	if n := u.Count("k"); n != 1 {
 		t.Fatalf("upstream ran %d times; want 1", n)
 	}
 	if u.last.Get("Authorization") != "Bearer tenant-1" || u.last.Get("X-Forwarded-For") == "" {
@@ -122,8 +123,8 @@ func TestProxyRecordsChunkedResponses(t *testing.T) {
 	u, _, px := setup(t)
 	_, b1 := post(t, px.URL+"/chunked", "c", "")
 	r2, b2 := post(t, px.URL+"/chunked", "c", "")
-	if b1 != b2 || r2.Header.Get("Idempotency-Replay") != "true" || u.count("c") != 1 {
-		t.Fatalf("chunked response not recorded: %q then %q (replay=%q), upstream ran %d", b1, b2, r2.Header.Get("Idempotency-Replay"), u.count("c"))
+	if b1 != b2 || r2.Header.Get("Idempotency-Replay") != "true" || u.Count("c") != 1 {
+		t.Fatalf("chunked response not recorded: %q then %q (replay=%q), upstream ran %d", b1, b2, r2.Header.Get("Idempotency-Replay"), u.Count("c"))
 	}
 }
 
@@ -131,8 +132,8 @@ func TestProxyStreamsEventStreams(t *testing.T) {
 	u, _, px := setup(t)
 	post(t, px.URL+"/events", "e", "")
 	r2, b2 := post(t, px.URL+"/events", "e", "")
-	if r2.Header.Get("Idempotency-Replay") == "true" || u.count("e") != 2 || b2 != "data: run 2\n\n" {
-		t.Fatalf("an event stream was recorded: %q replay=%q runs=%d", b2, r2.Header.Get("Idempotency-Replay"), u.count("e"))
+	if r2.Header.Get("Idempotency-Replay") == "true" || u.Count("e") != 2 || b2 != "data: run 2\n\n" {
+		t.Fatalf("an event stream was recorded: %q replay=%q runs=%d", b2, r2.Header.Get("Idempotency-Replay"), u.Count("e"))
 	}
 }
 
@@ -165,8 +166,8 @@ func TestProxyUpstreamDown(t *testing.T) {
 	srv := &http.Server{Handler: u}
 	go srv.Serve(l)
 	defer srv.Close()
-	if r, _ := post(t, px.URL+"/v1/charges", "k", "x"); r.StatusCode != 201 || u.count("k") != 1 {
-		t.Fatalf("retry after the upstream came up: %d, upstream ran %d", r.StatusCode, u.count("k"))
+	if r, _ := post(t, px.URL+"/v1/charges", "k", "x"); r.StatusCode != 201 || u.Count("k") != 1 {
+		t.Fatalf("retry after the upstream came up: %d, upstream ran %d", r.StatusCode, u.Count("k"))
 	}
 }
 
@@ -174,8 +175,8 @@ func TestProxyNotRecorded5xx(t *testing.T) {
 	u, _, px := setup(t)
 	post(t, px.URL+"/fail", "f", "")
 	post(t, px.URL+"/fail", "f", "")
-	if u.count("f") != 2 {
-		t.Fatalf("a 503 from the upstream was replayed: upstream ran %d", u.count("f"))
+	if u.Count("f") != 2 {
+		t.Fatalf("a 503 from the upstream was replayed: upstream ran %d", u.Count("f"))
 	}
 }
 
@@ -202,8 +203,8 @@ func TestProxyConcurrentDuplicates(t *testing.T) {
 	wg.Wait()
 	distinct := 0
 	bodies.Range(func(k, v any) bool { distinct++; return true })
-	if failed.Load() != 0 || distinct != 1 || u.count("dup") != 1 {
-		t.Fatalf("%d failed, %d distinct responses, upstream ran %d; want 0, 1, 1", failed.Load(), distinct, u.count("dup"))
+	if failed.Load() != 0 || distinct != 1 || u.Count("dup") != 1 {
+		t.Fatalf("%d failed, %d distinct responses, upstream ran %d; want 0, 1, 1", failed.Load(), distinct, u.Count("dup"))
 	}
 }
 
@@ -224,12 +225,12 @@ func TestProxyClientDisconnectDoesNotRunUpstreamTwice(t *testing.T) {
 		fmt.Fprintf(w, "charged, run %d", n)
 	}))
 	defer up.Close()
-	m, err := idemhttp.New(newEngine(t, nil), &idemhttp.Options{Logger: quietLogger()})
+	m, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	target, _ := url.Parse(up.URL)
-	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: idemtest.QuietLogger()}))
 	defer px.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -243,7 +244,7 @@ func TestProxyClientDisconnectDoesNotRunUpstreamTwice(t *testing.T) {
 		}
 		errc <- err
 	}()
-	waitFor(t, "the upstream to start", func() bool { return runs.Load() == 1 })
+	idemtest.WaitFor(t, "the upstream to start", func() bool { return runs.Load() == 1 })
 	cancel() // the client times out
 	<-errc
 	// Let the proxy notice the disconnect, then let the upstream finish
@@ -251,10 +252,10 @@ func TestProxyClientDisconnectDoesNotRunUpstreamTwice(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	close(proceed)
 
-	r := do(t, "POST", px.URL+"/v1/charges", "k", "amount=1")
+	r := idemtest.Do(t, "POST", px.URL+"/v1/charges", "k", "amount=1")
 	if n := runs.Load(); n != 1 {
 		t.Fatalf("upstream ran %d times for one key; the retry got %d %q replay=%q",
-			n, r.status, r.body, r.header.Get("Idempotency-Replay"))
+			n, r.Status, r.Body, r.Header.Get("Idempotency-Replay"))
 	}
 }
 
@@ -272,17 +273,17 @@ func TestProxyEarlyHintsKeepRequestID(t *testing.T) {
 		io.WriteString(w, `{"id":1}`)
 	}))
 	defer up.Close()
-	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	m, _ := idemhttp.New(idemtest.NewEngine(t, nil), nil)
 	target, _ := url.Parse(up.URL)
 	px := httptest.NewServer(idemproxy.New(target, m, nil))
 	defer px.Close()
-	first := do(t, "POST", px.URL+"/v1/x", "k", "a")
-	if first.status != 201 {
-		t.Fatalf("first: %d %s", first.status, first.body)
+	first := idemtest.Do(t, "POST", px.URL+"/v1/x", "k", "a")
+	if first.Status != 201 {
+		t.Fatalf("first: %d %s", first.Status, first.Body)
 	}
-	if first.header.Get("X-Request-Id") == "" || first.header.Get("Idempotency-Replay") != "false" {
+	if first.Header.Get("X-Request-Id") == "" || first.Header.Get("Idempotency-Replay") != "false" {
 		t.Fatalf("first response after an upstream 103: X-Request-Id %q, Idempotency-Replay %q; want an id and false",
-			first.header.Get("X-Request-Id"), first.header.Get("Idempotency-Replay"))
+			first.Header.Get("X-Request-Id"), first.Header.Get("Idempotency-Replay"))
 	}
 }
 
@@ -300,18 +301,18 @@ func TestProxyExpectContinueKeepsRequestID(t *testing.T) {
 		io.WriteString(w, `{"id":1}`)
 	}))
 	defer up.Close()
-	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	m, _ := idemhttp.New(idemtest.NewEngine(t, nil), nil)
 	target, _ := url.Parse(up.URL)
 	px := httptest.NewServer(idemproxy.New(target, m, nil))
 	defer px.Close()
-	first := do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
-	if first.status != 201 {
-		t.Fatalf("first: %d %s", first.status, first.body)
+	first := idemtest.Do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
+	if first.Status != 201 {
+		t.Fatalf("first: %d %s", first.Status, first.Body)
 	}
-	again := do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
-	if first.header.Get("X-Request-Id") == "" || first.header.Get("Idempotency-Replay") != "false" || again.header.Get("X-Request-Id") == "" {
+	again := idemtest.Do(t, "POST", px.URL+"/v1/x", "k", strings.Repeat("a", 2000), "Expect", "100-continue")
+	if first.Header.Get("X-Request-Id") == "" || first.Header.Get("Idempotency-Replay") != "false" || again.Header.Get("X-Request-Id") == "" {
 		t.Fatalf("with Expect: 100-continue: first X-Request-Id %q, Idempotency-Replay %q; replay X-Request-Id %q",
-			first.header.Get("X-Request-Id"), first.header.Get("Idempotency-Replay"), again.header.Get("X-Request-Id"))
+			first.Header.Get("X-Request-Id"), first.Header.Get("Idempotency-Replay"), again.Header.Get("X-Request-Id"))
 	}
 }
 
@@ -333,11 +334,11 @@ func TestProxyFlushesUnrecordedStreams(t *testing.T) {
 		}
 	}))
 	defer up.Close()
-	m, _ := idemhttp.New(newEngine(t, nil), nil)
+	m, _ := idemhttp.New(idemtest.NewEngine(t, nil), nil)
 	target, _ := url.Parse(up.URL)
-	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: idemtest.QuietLogger()}))
 	defer px.Close()
-	px.Config.ErrorLog = quietHTTPLog()
+	px.Config.ErrorLog = idemtest.QuietHTTPLog()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -382,10 +383,10 @@ func TestProxyUpgradeWithKeyReleasesClaim(t *testing.T) {
 		brw.Flush()
 	}))
 	defer up.Close()
-	eng := newEngine(t, nil)
-	m, _ := idemhttp.New(eng, &idemhttp.Options{Logger: quietLogger()})
+	eng := idemtest.NewEngine(t, nil)
+	m, _ := idemhttp.New(eng, &idemhttp.Options{Logger: idemtest.QuietLogger()})
 	target, _ := url.Parse(up.URL)
-	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: quietLogger()}))
+	px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: idemtest.QuietLogger()}))
 	defer px.Close()
 
 	upgrade := func() {
@@ -411,11 +412,11 @@ func TestProxyUpgradeWithKeyReleasesClaim(t *testing.T) {
 		}
 	}
 	upgrade()
-	waitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
+	idemtest.WaitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
 	upgrade()
 	// The claim is released when the proxied handler returns, after the
 	// upgraded connection ends.
-	waitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
+	idemtest.WaitFor(t, "the claim to be released", func() bool { return eng.Stats().Claims == 0 })
 	if runs.Load() != 2 {
 		t.Fatalf("upstream upgraded %d times; want 2 (an upgrade is never replayed)", runs.Load())
 	}
