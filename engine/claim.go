@@ -358,7 +358,8 @@ type Claim struct {
 
 // ClaimBackend is the store side of a Claim. Complete and Release have the
 // meaning documented on Claim; Claim calls them at most once in total per
-// claim, and Checkpoint only before them. The one exception: a Complete
+// claim, and Checkpoint only before them; Claim has already refused a
+// status outside 100-999 (ErrInvalid). The one exception: a Complete
 // that refuses the response with an error matching ErrInvalid or
 // ErrTooLarge must have changed nothing, and the claim stays open for
 // another Complete or a Release. A backend fences its claims itself:
@@ -434,6 +435,12 @@ type Response struct {
 // outside 100-999; ErrTooLarge: a body over the store's limit) leaves the
 // claim held, for another Complete or a Release.
 func (c *Claim) Complete(ctx context.Context, resp Response) error {
+	if c.finished.Load() {
+		return ErrClaimDone
+	}
+	if resp.Status < 100 || resp.Status > 999 {
+		return fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
+	}
 	if c.finished.Swap(true) {
 		return ErrClaimDone
 	}
@@ -515,9 +522,6 @@ func (lc *localClaim) lease(now time.Time, cp *record.Checkpoint) *record.Record
 // Complete implements ClaimBackend: claimed -> completing -> completed.
 func (lc *localClaim) Complete(ctx context.Context, resp Response) error {
 	e, cl := lc.e, &lc.claim
-	if resp.Status < 100 || resp.Status > 999 {
-		return fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
-	}
 	if len(resp.Body) > e.opts.MaxBodySize {
 		return fmt.Errorf("%w: body is %d bytes (max %d)", ErrTooLarge, len(resp.Body), e.opts.MaxBodySize)
 	}

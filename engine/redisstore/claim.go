@@ -85,9 +85,6 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	if resp.Status < 100 || resp.Status > 999 {
-		return fmt.Errorf("%w: status %d", engine.ErrInvalid, resp.Status)
-	}
 	if len(resp.Body) > s.opts.MaxBodySize {
 		return fmt.Errorf("%w: body is %d bytes (max %d)", engine.ErrTooLarge, len(resp.Body), s.opts.MaxBodySize)
 	}
