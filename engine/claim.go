@@ -435,16 +435,15 @@ type Response struct {
 // outside 100-999; ErrTooLarge: a body over the store's limit) leaves the
 // claim held, for another Complete or a Release.
 func (c *Claim) Complete(ctx context.Context, resp Response) error {
-	if c.finished.Load() {
-		return ErrClaimDone
-	}
-	if resp.Status < 100 || resp.Status > 999 {
-		return fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
-	}
 	if c.finished.Swap(true) {
 		return ErrClaimDone
 	}
-	err := c.b.Complete(ctx, resp)
+	var err error
+	if resp.Status < 100 || resp.Status > 999 {
+		err = fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
+	} else {
+		err = c.b.Complete(ctx, resp)
+	}
 	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
 		c.finished.Store(false) // refused, nothing written: the claim is still held
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"github.com/idemkv/idemkv/record"
 	"github.com/idemkv/idemkv/record/recordtest"
 )
@@ -29,7 +30,7 @@ func TestIsolationNamedKeyPairs(t *testing.T) {
 			if tc.A == tc.B {
 				t.Fatal("the pair is one key")
 			}
-			e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+			e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 			ids := map[record.Key]string{tc.A: "req-a", tc.B: "req-b"}
 			for _, k := range []record.Key{tc.A, tc.B} {
 				res, err := e.Begin(ctx, engine.Request{Key: k, Fingerprint: fp, RequestID: ids[k]})
@@ -90,7 +91,7 @@ func TestIsolationAdversarialKeys(t *testing.T) {
 
 	dir := t.TempDir()
 	opts := &engine.Options{Durability: engine.Relaxed}
-	e := openDiskEngine(t, dir, opts)
+	e := idemtest.OpenDiskEngine(t, dir, opts)
 	for _, i := range r.Perm(len(keys)) {
 		res, err := e.Begin(ctx, engine.Request{Key: keys[i], Fingerprint: fp, RequestID: reqID(i)})
 		if err != nil || res.Outcome != engine.Proceed || res.Recovered {
@@ -161,7 +162,7 @@ func TestIsolationAdversarialKeys(t *testing.T) {
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e = openDiskEngine(t, dir, opts)
+	e = idemtest.OpenDiskEngine(t, dir, opts)
 	for i, k := range keys {
 		rec, err := e.Get(ctx, k)
 		if err != nil || !bytes.Equal(rec.Body, bodyOf(i)) {
@@ -177,7 +178,7 @@ func TestIsolationAdversarialKeys(t *testing.T) {
 // ErrInvalidKey naming the part, never a panic; parts at the limit work.
 func TestIsolationKeyLimits(t *testing.T) {
 	ctx := context.Background()
-	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 	fp := record.Sum([]byte("x"))
 	for _, tc := range []struct {
 		name string

@@ -120,7 +120,7 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 	for k := range keys {
 		h.index[keyOf(k)] = k
 	}
-	eng := openDiskEngine(t, t.TempDir(), &engine.Options{Logger: idemtest.QuietLogger()}) // the defaults: Synced
+	eng := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Logger: idemtest.QuietLogger()}) // the defaults: Synced
 	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
 	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	tr := &http.Transport{MaxIdleConns: workers, MaxIdleConnsPerHost: workers, DisableCompression: true}

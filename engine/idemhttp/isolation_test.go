@@ -179,7 +179,7 @@ func TestIsolationHTTPProperty(t *testing.T) {
 	h := newIsolationHandler(func(r *http.Request) string {
 		return strings.Join([]string{r.Header.Get("Authorization"), r.Method, r.URL.Path, r.Header.Get("Idempotency-Key")}, "\n")
 	})
-	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 	srv, m := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
 
 	r := rand.New(rand.NewPCG(3, 4))
@@ -236,7 +236,7 @@ func TestIsolationHTTPCustomScopeAndRoute(t *testing.T) {
 	h := newIsolationHandler(func(r *http.Request) string {
 		return r.Header.Get("X-Tenant") + "\n" + r.Header.Get("X-Route") + "\n" + r.Header.Get("Idempotency-Key")
 	})
-	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 	srv, _ := newServer(t, e, &idemhttp.Options{
 		Scope:        func(r *http.Request) string { return r.Header.Get("X-Tenant") },
 		RoutePattern: func(r *http.Request) string { return r.Header.Get("X-Route") },
@@ -266,7 +266,7 @@ func TestIsolationHTTPRoutes(t *testing.T) {
 	h := newIsolationHandler(func(r *http.Request) string {
 		return r.Header.Get("Authorization") + "\n" + r.Pattern + "\n" + r.Header.Get("Idempotency-Key")
 	})
-	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 	m, err := idemhttp.New(e, &idemhttp.Options{Logger: idemtest.QuietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +328,7 @@ func TestIsolationHTTPRoutes(t *testing.T) {
 	// Without a pattern the endpoint is the unescaped path: /v1/a%2Fb is
 	// the endpoint of /v1/a/b, but not its request, so it conflicts.
 	h2 := newIsolationHandler(func(r *http.Request) string { return r.URL.RawPath })
-	srv2, _ := newServer(t, openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed}),
+	srv2, _ := newServer(t, idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed}),
 		&idemhttp.Options{Logger: idemtest.QuietLogger()}, h2)
 	a := idemtest.Do(t, "POST", srv2.URL+"/v1/a/b", "k", "x")
 	b := idemtest.Do(t, "POST", srv2.URL+"/v1/a%2Fb", "k", "x")
@@ -350,7 +350,7 @@ func TestIsolationHTTPLimits(t *testing.T) {
 		w.WriteHeader(201)
 		fmt.Fprint(w, n)
 	})
-	e := openDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
 	plain, _ := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
 	custom, _ := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger(),
 		Scope: func(r *http.Request) string { return r.Header.Get("X-Tenant") }}, h)
@@ -455,7 +455,7 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 			opts.Logger = idemtest.QuietLogger()
 			dir := t.TempDir()
 			run := func(wantReplay bool) {
-				e := openDiskEngine(t, dir, nil) // the defaults: Synced
+				e := idemtest.OpenDiskEngine(t, dir, nil) // the defaults: Synced
 				srv, m := newServer(t, e, &opts, h)
 				for i := range 30 {
 					key := fmt.Sprintf("%s-%d", keyMark, i)

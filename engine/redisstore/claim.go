@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
@@ -21,7 +20,6 @@ type claim struct {
 	start time.Time
 	done  chan struct{} // closed to stop renewing
 	once  sync.Once
-	ended atomic.Bool // counted out of Stats.Claims
 }
 
 // newClaim registers a claim made by beginScript and starts renewing it.
@@ -124,12 +122,9 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	return nil
 }
 
-// end counts the claim out of Stats.Claims, once.
-func (c *claim) end() {
-	if !c.ended.Swap(true) {
-		c.s.st.claims.Add(-1)
-	}
-}
+// end counts the claim out of Stats.Claims. engine.Claim calls Complete
+// (past its refusals) or Release at most once, so end runs once.
+func (c *claim) end() { c.s.st.claims.Add(-1) }
 
 // Checkpoint records cp in the claim's hash if the claim is still held
 // and its lease has not run out (engine.ErrLeaseLost if not); Complete

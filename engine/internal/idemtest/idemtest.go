@@ -1,7 +1,7 @@
-// Package idemtest holds the helpers shared by the tests of the HTTP
-// packages (idemhttp, idemclient, idemproxy): an engine in memory, a
-// handler that counts its runs, a client call that returns what came
-// back, and a poll for a condition.
+// Package idemtest holds the helpers shared by the tests of several
+// packages (engine, idemhttp, idemclient, idemproxy): an engine in memory
+// or on a directory, a handler that counts its runs, a client call that
+// returns what came back, and a poll for a condition.
 package idemtest
 
 import (
@@ -130,3 +130,16 @@ func QuietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 // QuietHTTPLog is an http.Server.ErrorLog that discards what it is given.
 func QuietHTTPLog() *log.Logger { return log.New(io.Discard, "", 0) }
+
+// OpenDiskEngine opens an engine on the directory dir, closed when t ends.
+// Close is idempotent, so a test may close it early to inspect or reopen
+// the directory.
+func OpenDiskEngine(t testing.TB, dir string, o *engine.Options) *engine.Engine {
+	t.Helper()
+	e, err := engine.Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
