@@ -143,6 +143,18 @@ type Config struct {
 	// the cost of a larger store shows. Default 0.
 	Records int
 
+	// Warmup is the number of fresh requests each system serves before
+	// it is measured, unmeasured, on keys of their own (after the
+	// prefill, before the retry targets are stored), so that the figures
+	// are those of a store that has been running: in its first seconds a
+	// store pays for memory it touches for the first time (Pebble's
+	// memtables grow from 256 KiB to their full size, each a fresh
+	// allocation; the heap grows), which a server pays once. A Redis
+	// server measured beside it has usually been running for long.
+	// Default 0: no warm-up; the idemkv bench command warms up with
+	// DefaultWarmup requests.
+	Warmup int
+
 	// Dir is the directory in which Run creates a temporary directory for
 	// the systems' data; Run removes it before it returns. Default
 	// os.TempDir(). Set it to measure on a particular filesystem.
@@ -181,6 +193,10 @@ const (
 	DefaultConcurrency = 64
 	DefaultBodySize    = 2048
 	DefaultOps         = 20000
+	// DefaultWarmup is the idemkv bench command's warm-up (Config.Warmup):
+	// at the default body size, enough writes (about 350 MB) for Pebble's
+	// memtables to reach their full size and be recycled.
+	DefaultWarmup = 150000
 )
 
 // maxRateSpan bounds the time over which Config.Rate spreads a run.
@@ -199,16 +215,16 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: unknown durability %d", ErrInvalid, uint8(c.Durability))
 	case !(c.Rate >= 0) || math.IsInf(c.Rate, 0):
 		return c, fmt.Errorf("%w: Rate %v: want a finite number of operations per second, or 0", ErrInvalid, c.Rate)
-	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0 || c.Keys < 0:
-		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops, Keys or Records", ErrInvalid)
+	case c.Concurrency < 0 || c.BodySize < 0 || c.Ops < 0 || c.Records < 0 || c.Keys < 0 || c.Warmup < 0:
+		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops, Keys, Records or Warmup", ErrInvalid)
 	case c.Keys > 0 && !c.Workload.retries():
 		return c, fmt.Errorf("%w: Keys needs the replay, replay-cold or conflict workload", ErrInvalid)
 	case c.Backend != "" && c.Backend != "pebble" && c.Backend != "redis":
 		return c, fmt.Errorf("%w: unknown backend %q (want pebble or redis)", ErrInvalid, c.Backend)
 	case c.Backend == "redis" && c.Redis == "":
 		return c, fmt.Errorf("%w: backend redis needs the URL of a Redis server (Config.Redis)", ErrInvalid)
-	case c.Ops > maxRecords || c.Records > maxRecords:
-		return c, fmt.Errorf("%w: Ops or Records above %d", ErrInvalid, maxRecords)
+	case c.Ops > maxRecords || c.Records > maxRecords || c.Warmup > maxRecords:
+		return c, fmt.Errorf("%w: Ops, Records or Warmup above %d", ErrInvalid, maxRecords)
 	case c.Workload != Mixed && (c.ReplayRatio != 0 || c.ConflictRatio != 0):
 		return c, fmt.Errorf("%w: ReplayRatio and ConflictRatio need the mixed workload", ErrInvalid)
 	case !(c.ReplayRatio >= 0 && c.ConflictRatio >= 0 && c.ReplayRatio+c.ConflictRatio <= 1):
@@ -338,6 +354,13 @@ func runSystem(ctx context.Context, name string, open func(prefill bool) (system
 		}
 		stored = cfg.Records
 	}
+	if cfg.Warmup > 0 {
+		// On keys after every step's.
+		if err := warmUp(ctx, name, s, cfg, cfg.Records+len(sweep)*cfg.Ops, d); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+		stored += cfg.Warmup
+	}
 	for k := range sweep {
 		sc := sweep[k].Config
 		base := cfg.Records + k*cfg.Ops
@@ -361,6 +384,20 @@ func runSystem(ctx context.Context, name string, open func(prefill bool) (system
 		sweep[k].Results = append(sweep[k].Results, res)
 	}
 	return nil
+}
+
+// warmUp has s serve cfg.Warmup fresh requests on the keys from base, at
+// cfg's concurrency, unmeasured (see Config.Warmup).
+func warmUp(ctx context.Context, name string, s system, cfg Config, base int, d *dataset) error {
+	d.setWindow(base, cfg.Warmup)
+	fresh := cfg
+	fresh.Workload, fresh.ReplayRatio, fresh.ConflictRatio = Fresh, 0, 0
+	label := fmt.Sprintf("%s warm-up c=%d", name, cfg.Concurrency)
+	ws, _, err := parallel(ctx, d.n, cfg.Concurrency, 0, ^uint64(0), opFor(s, fresh), cfg.Progress, label)
+	if err != nil {
+		return err
+	}
+	return expect(ws, Fresh)
 }
 
 // settleQuiet is how long a store must have written nothing before a

@@ -75,6 +75,24 @@
 // records take no memory in the benchmark itself (the map baseline holds
 // its keys, about 180 bytes each). Progress lines report the prefill rate.
 //
+// # Warm-up
+//
+// With [Config.Warmup], every system first serves that many fresh
+// requests, unmeasured, on keys of their own (after the prefill, before
+// the retry targets are stored), at the measured concurrency, and then
+// settles like before any phase. A store's first seconds are not its
+// running speed: Pebble's memtables start at 256 KiB and double up to
+// their full size, each a fresh allocation whose pages the kernel maps
+// on first touch, and only then are they recycled; the Go heap grows the
+// same way. On the reference machine a fresh engine did 25 k first
+// requests a second in its first two seconds and 38-51 k a second from
+// the fifth on. A Redis server measured beside it has usually been up
+// for long. The warm-up's records stay, so every system is measured
+// holding them (naive raw Pebble then compacts them along with the
+// measured writes: that is its running cost). The idemkv bench command
+// warms up with [DefaultWarmup] requests; -warmup 0 measures a cold
+// start, as every figure measured before the flag existed did.
+//
 // # Durability
 //
 // In [engine.Synced] mode raw Pebble commits with pebble.Sync (fsync

@@ -171,8 +171,8 @@ func (r Report) describe(sweep bool) string {
 	if c.Rate > 0 {
 		conc += fmt.Sprintf(" rate=%g/s (open loop: latency from each operation's due time)", c.Rate)
 	}
-	line := fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d %s GOMAXPROCS=%d",
-		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS)
+	line := fmt.Sprintf("workload=%s durability=%s (raw Pebble: %s)%s body=%dB (mean %dB) ops=%d records=%d warmup=%d %s GOMAXPROCS=%d",
+		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, c.Warmup, r.GoVersion, r.GOMAXPROCS)
 	if r.RedisPersistence != "" {
 		line += " redis: " + r.RedisPersistence
 	}
@@ -274,7 +274,7 @@ func (r Report) WriteCSV(w io.Writer) error { return Sweep{r}.WriteCSV(w) }
 func (s Sweep) WriteCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	_ = cw.Write([]string{"workload", "replay_ratio", "conflict_ratio", "durability", "concurrency", "rate", "body_size",
-		"body_len", "prefill_records", "system", "ops", "elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns",
+		"body_len", "prefill_records", "warmup", "system", "ops", "elapsed_ns", "ops_per_sec", "p50_ns", "p99_ns", "p999_ns",
 		"allocs_per_op", "bytes_written_per_op", "write_amp", "records", "disk_bytes_per_record", "idemkv_ratio"})
 	for _, r := range s {
 		c := r.Config
@@ -285,7 +285,7 @@ func (s Sweep) WriteCSV(w io.Writer) error {
 			}
 			_ = cw.Write([]string{c.Workload.String(), ftoa(c.ReplayRatio, 3), ftoa(c.ConflictRatio, 3),
 				c.Durability.String(), strconv.Itoa(c.Concurrency), strconv.FormatFloat(c.Rate, 'g', -1, 64), strconv.Itoa(c.BodySize), strconv.Itoa(r.BodyLen),
-				strconv.Itoa(c.Records), res.System, strconv.Itoa(res.Ops),
+				strconv.Itoa(c.Records), strconv.Itoa(c.Warmup), res.System, strconv.Itoa(res.Ops),
 				strconv.FormatInt(int64(res.Elapsed), 10), ftoa(res.OpsPerSec, 0),
 				strconv.FormatInt(int64(res.P50), 10), strconv.FormatInt(int64(res.P99), 10),
 				strconv.FormatInt(int64(res.P999), 10), ftoa(res.AllocsPerOp, 2), ftoa(res.BytesWrittenPerOp, 0),
@@ -329,6 +329,7 @@ func (r Report) jsonValue() any {
 		BodyLen       int      `json:"body_len"`
 		Ops           int      `json:"ops"`
 		Records       int      `json:"records"`
+		Warmup        int      `json:"warmup"`
 		GoVersion     string   `json:"go_version"`
 		GOMAXPROCS    int      `json:"gomaxprocs"`
 	}
@@ -339,7 +340,7 @@ func (r Report) jsonValue() any {
 		Ratios  map[string]float64 `json:"idemkv_ratios"`
 	}{
 		Config: config{c.Workload, c.ReplayRatio, c.ConflictRatio, c.Durability.String(), c.Concurrency,
-			c.BodySize, r.BodyLen, c.Ops, c.Records, r.GoVersion, r.GOMAXPROCS},
+			c.BodySize, r.BodyLen, c.Ops, c.Records, c.Warmup, r.GoVersion, r.GOMAXPROCS},
 		Results: r.Results,
 		Ratios:  r.Ratios(),
 	}

@@ -166,6 +166,42 @@ func TestRunSweep(t *testing.T) {
 	checkChart(t, svg.Bytes(), systemNames)
 }
 
+// TestWarmupServesKeysOfItsOwnUnmeasured checks that the warm-up's
+// requests reach every system without touching the keys of the prefill,
+// the retry targets or any step of a sweep (a shared key would answer
+// Replay where Proceed is expected, and the run would fail), and that
+// they count as stored records but not as measured operations.
+func TestWarmupServesKeysOfItsOwnUnmeasured(t *testing.T) {
+	const ops, records, warmup = 60, 100, 150
+	for _, wl := range []Workload{Fresh, Replay} {
+		t.Run(wl.String(), func(t *testing.T) {
+			s, err := RunSweep(context.Background(), Config{Workload: wl, Durability: engine.Relaxed, BodySize: 300,
+				Ops: ops, Records: records, Warmup: warmup, Dir: t.TempDir()}, []int{1, 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, r := range s {
+				for _, res := range r.Results {
+					if want := records + warmup + (k+1)*ops; res.Records != want || res.Ops != ops {
+						t.Errorf("step %d: %s: %d records, %d ops; want %d, %d", k, res.System, res.Records, res.Ops, want, ops)
+					}
+				}
+				want := Outcomes{Proceed: ops}
+				if wl == Replay {
+					want = Outcomes{Replay: ops}
+				}
+				if got := r.Results[0].Outcomes; got != want {
+					t.Errorf("step %d: idemkv answered %+v; want %+v", k, got, want)
+				}
+			}
+			var tab bytes.Buffer
+			if err := s[0].WriteTable(&tab); err != nil || !strings.Contains(tab.String(), "warmup=150") {
+				t.Errorf("the report does not state the warm-up (%v):\n%s", err, tab.String())
+			}
+		})
+	}
+}
+
 func TestConfigInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -176,6 +212,7 @@ func TestConfigInvalid(t *testing.T) {
 		{"negative ratio", Config{Workload: Mixed, ConflictRatio: -0.1}},
 		{"NaN ratio", Config{Workload: Mixed, ReplayRatio: math.NaN()}},
 		{"negative records", Config{Records: -1}},
+		{"negative warm-up", Config{Warmup: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := Run(context.Background(), tc.cfg); !errors.Is(err, ErrInvalid) {

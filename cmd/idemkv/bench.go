@@ -51,6 +51,7 @@ func runBench(args []string) error {
 		})
 	fs.IntVar(&cfg.Ops, "ops", bench.DefaultOps, "measured operations per system and concurrency (with -churn: inserts)")
 	fs.IntVar(&cfg.Keys, "keys", 0, "with a retry workload (replay, replay-cold, conflict), the number `n` of stored keys the operations cycle through (default: -ops, one key each)")
+	fs.IntVar(&cfg.Warmup, "warmup", bench.DefaultWarmup, "fresh requests `n` each system serves, unmeasured, before it is measured, so that the figures are a running store's, not its first seconds' (0: measure a cold start)")
 	fs.IntVar(&cfg.Records, "records", 0, "number `n` of completed records every system holds before it is measured (stored unmeasured)")
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` in which to create the temporary data directories (default the system's temporary directory)")
 	baselines := fs.Bool("baselines", true, "also measure the map and raw Pebble baselines")
@@ -86,6 +87,8 @@ func runBench(args []string) error {
 		problem = "-http and -churn measure one concurrency, and draw no chart"
 	case (*overHTTP || *churn) && cfg.Rate != 0:
 		problem = "-rate goes with neither -http nor -churn"
+	case *churn && set["warmup"]:
+		problem = "-warmup does not go with -churn (it measures from an empty store)"
 	case !*churn && (set["ttl"] || set["width"] || set["duration"]):
 		problem = "-ttl, -width and -duration go with -churn"
 	case (*overHTTP || *churn) && cfg.Redis != "":

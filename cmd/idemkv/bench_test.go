@@ -14,7 +14,7 @@ import (
 func TestBenchCommand(t *testing.T) {
 	dir := t.TempDir()
 	svg := filepath.Join(dir, "chart.svg")
-	code, out, errOut := runCmd(t, "bench", "-ops", "60", "-c", "1,4", "-size", "300", "-durability", "relaxed",
+	code, out, errOut := runCmd(t, "bench", "-ops", "60", "-warmup", "50", "-c", "1,4", "-size", "300", "-durability", "relaxed",
 		"-workload", "mixed", "-replay-ratio", "0.5", "-records", "100", "-chart", svg, "-dir", dir, "-quiet")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -39,7 +39,7 @@ func TestBenchCommand(t *testing.T) {
 
 func TestBenchCommandModes(t *testing.T) {
 	dir := t.TempDir()
-	code, out, errOut := runCmd(t, "bench", "-http", "-ops", "40", "-c", "2", "-size", "300", "-durability", "relaxed",
+	code, out, errOut := runCmd(t, "bench", "-http", "-ops", "40", "-warmup", "30", "-c", "2", "-size", "300", "-durability", "relaxed",
 		"-dir", dir, "-json")
 	var v struct {
 		Results []struct {
@@ -65,6 +65,7 @@ func TestBenchCommandUsage(t *testing.T) {
 		{"-http", "-churn"},
 		{"-http", "-rate", "1000"},
 		{"-churn", "-rate", "1000"},
+		{"-churn", "-warmup", "10"},
 		{"-ttl", "1s"},
 		{"-csv", "-json"},
 		{"extra"},
