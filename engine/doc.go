@@ -147,9 +147,13 @@
 //     (ErrFailed; Engine.Err reports it), freezes the directory as it was,
 //     and goes on replaying what it stored. Restart once the disk is fixed;
 //     the restart recovers everything acknowledged. Open never waits for
-//     ever on a full disk (Options.OpenFaultWait). A write already waiting
-//     inside Pebble behind a flush that keeps failing waits until the disk
-//     has room.
+//     ever on a full disk (Options.OpenFaultWait). When flushes keep
+//     failing until Pebble's memtables are full, Pebble takes no writes;
+//     the engine then refuses every new write at once with ErrStorage (and
+//     Health reports it) instead of letting it wait inside Pebble, until a
+//     flush succeeds. The writes that were already inside Pebble at that
+//     moment wait until the disk has room; Close waits for them at most
+//     5 s, returns an error, and closes the store once they end.
 //   - A data directory removed or replaced while open stops the engine
 //     within a second (ErrFailed saying so).
 //   - Tools: Options.ReadOnly opens a snapshot and writes nothing, so it

@@ -90,6 +90,13 @@ type Engine struct {
 	// pebble.Open; bgLog limits how often they are logged.
 	bgErrs chan error
 	bgLog  rateLog
+	// stalled is set while Pebble takes no writes (its memtables are
+	// full, or level 0 has too many tables) and bgFailing while its
+	// background work fails (set by a failed flush or compaction, cleared
+	// by one that succeeds). Together they mean a write would wait inside
+	// Pebble for a flush that may never succeed: commit refuses it (see
+	// refuseStalled).
+	stalled, bgFailing atomic.Bool
 
 	st stats
 }
@@ -208,6 +215,18 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 				opts.Logger.Error("idemkv: damaged data file", "info", info.String())
 			},
 			BackgroundError: e.backgroundError,
+			WriteStallBegin: func(pebble.WriteStallBeginInfo) { e.stalled.Store(true) },
+			WriteStallEnd:   func() { e.stalled.Store(false) },
+			FlushEnd: func(info pebble.FlushInfo) {
+				if info.Err == nil {
+					e.bgFailing.Store(false)
+				}
+			},
+			CompactionEnd: func(info pebble.CompactionInfo) {
+				if info.Err == nil {
+					e.bgFailing.Store(false)
+				}
+			},
 		},
 	}
 	// Bodies under 16 KiB reach Pebble uncompressed (see bodyMethod) and
@@ -396,6 +415,7 @@ func (e *Engine) openPebble(po *pebble.Options) (*pebble.DB, error) {
 // backgroundError receives Pebble's background errors: failed flushes and
 // compactions, which Pebble retries (after a pause, see package walfs).
 func (e *Engine) backgroundError(err error) {
+	e.bgFailing.Store(true)
 	select {
 	case e.bgErrs <- err:
 	default:
@@ -421,12 +441,23 @@ func (e *Engine) syncLoop() {
 	var proven walfs.SyncPoint
 	var provenCommits uint64
 	var buf []byte
-	var markPending atomic.Bool
+	var markPending, stallRetry atomic.Bool
 	for {
 		select {
 		case <-e.stop:
 			return
 		case <-e.syncKick:
+		}
+		if e.refuseStalled() != nil {
+			// Pebble takes no writes until a flush succeeds: a log entry
+			// would wait inside it (and hold up Close). Try again later.
+			if !stallRetry.Swap(true) {
+				time.AfterFunc(syncMarkEvery, func() {
+					stallRetry.Store(false)
+					e.kickSync()
+				})
+			}
+			continue
 		}
 		commits := e.commits.Load() // before the fsync that covers them
 		if e.unsynced.Swap(false) {
@@ -510,6 +541,9 @@ func (e *Engine) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := e.refuseStalled(); err != nil {
+		return err
+	}
 	return e.withStore(func() error {
 		if err := e.syncAndProve(); err != nil {
 			return err
@@ -526,12 +560,13 @@ func (e *Engine) kickSync() {
 	}
 }
 
-// closeDB closes Pebble. After a storage failure Pebble may be wedged (a
+// closeDB closes Pebble. After a storage failure, or while it takes no
+// writes behind failing flushes, Pebble may be wedged (a
 // background goroutine ended by Fatalf, a commit that never finishes), so
 // then it waits at most failedCloseWait and leaves the rest to the
 // process's exit.
 func (e *Engine) closeDB() error {
-	if e.failure.Load() == nil {
+	if e.stuckCause() == nil {
 		err := e.db.Close()
 		if ferr := e.fs.Err(); err == nil {
 			err = ferr
@@ -544,12 +579,15 @@ func (e *Engine) closeDB() error {
 		defer func() { done <- err }()
 		defer e.guard(&err)
 		err = e.db.Close()
+		if ferr := e.fs.Err(); err == nil {
+			err = ferr
+		}
 	}()
 	select {
 	case err := <-done:
 		return err
 	case <-time.After(failedCloseWait):
-		return fmt.Errorf("%w: the store did not close within %v", e.Err(), failedCloseWait)
+		return fmt.Errorf("%w: the store did not close within %v", e.stuckCause(), failedCloseWait)
 	}
 }
 
@@ -714,74 +752,109 @@ func (e *Engine) initGenerations() error {
 // every claim still in flight fail with ErrLeaseLost (their leases stay on
 // disk and are recovered by the next process), fsyncs and closes the
 // store. After a storage failure it returns the engine's ErrFailed error.
-// It is idempotent: later calls return the first call's result.
+// If operations are stuck inside the store (after a failure, or behind
+// flushes that keep failing on a full disk) it gives up waiting for them
+// after 5 s and returns an error saying so; the store is closed, and the
+// directory freed, once they end (or when the process exits). It is
+// idempotent: later calls return the first call's result.
 func (e *Engine) Close() error {
 	e.once.Do(func() {
 		e.closed.Store(true)
 		close(e.stop)
-		e.bg.Wait()
-		for i := range e.stripes {
-			e.stripes[i].closeAll()
-		}
-		if !e.lockForClose() {
-			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the failed store; the directory is released when the process exits)", e.Err())
+		ready := make(chan struct{}) // closed once Close holds the store
+		go func() {
+			e.bg.Wait()
+			e.closeCalls()
+			e.closeMu.Lock() // the operations in progress have ended
+			close(ready)
+		}()
+		if cause := e.waitUnlessStuck(ready); cause != nil {
+			// Operations are stuck inside Pebble. Wake every waiter now,
+			// and close the store once they end, if ever (which frees the
+			// directory), or leave it to the process's exit.
+			e.closeCalls()
+			e.cerr = fmt.Errorf("engine: close: %w (operations stuck in the store: it is closed once they end, or when the process exits)", cause)
+			go func() {
+				<-ready
+				defer e.closeMu.Unlock()
+				if err := e.closeStore(); err != nil {
+					e.log.Error("idemkv: closing the store after the operations stuck in it ended", "err", err.Error())
+				}
+			}()
 			return
 		}
 		defer e.closeMu.Unlock()
-		// The last fsync's proof may not be written yet (syncLoop has
-		// stopped): write one; Pebble's Close writes and fsyncs the log.
-		var err error
-		if e.failure.Load() == nil && !e.opts.ReadOnly {
-			err = e.syncAndProve()
-		}
-		if e.snapshot != "" {
-			defer os.RemoveAll(e.snapshot)
-		}
-		if e.registered != "" {
-			defer unregister(e.registered)
-		}
-		if cerr := e.closeDB(); err == nil {
-			err = cerr
-		}
-		if err == nil && e.failure.Load() == nil && !e.opts.ReadOnly {
-			// Pebble's Close fsynced the log: mark all of it.
-			if _, merr := e.mark.write(e.fs.Synced(), true); merr != nil {
-				e.log.Error("idemkv: writing the sync mark failed (it only adds protection)", "err", merr.Error())
-			}
-		}
-		e.mark.close()
-		if ferr := e.Err(); ferr != nil {
-			err = ferr // the failure, rather than what it caused
-		}
-		if err != nil {
+		if err := e.closeStore(); err != nil {
 			e.cerr = fmt.Errorf("engine: close: %w", err)
 		}
 	})
 	return e.cerr
 }
 
-// lockForClose waits for the operations in progress to finish and locks
-// closeMu. After a storage failure an operation can be stuck in Pebble for
-// ever (a write stalled behind a flush that Fatalf ended), so then it gives
-// up after failedCloseWait and returns false.
-func (e *Engine) lockForClose() bool {
-	locked := make(chan struct{})
-	go func() {
-		e.closeMu.Lock()
-		close(locked)
-	}()
+// closeCalls wakes every waiter with ErrClosed and makes every claim in
+// flight fail with ErrLeaseLost.
+func (e *Engine) closeCalls() {
+	for i := range e.stripes {
+		e.stripes[i].closeAll()
+	}
+}
+
+// closeStore writes the last sync proof, closes Pebble and the sync mark
+// and removes the engine's working files. The caller holds closeMu.
+func (e *Engine) closeStore() error {
+	// The last fsync's proof may not be written yet (syncLoop has
+	// stopped): write one; Pebble's Close writes and fsyncs the log.
+	// Not while Pebble takes no writes: the entry would wait inside it.
+	var err error
+	if e.failure.Load() == nil && !e.opts.ReadOnly {
+		if err = e.refuseStalled(); err == nil {
+			err = e.syncAndProve()
+		}
+	}
+	if e.snapshot != "" {
+		defer os.RemoveAll(e.snapshot)
+	}
+	if e.registered != "" {
+		defer unregister(e.registered)
+	}
+	if cerr := e.closeDB(); err == nil {
+		err = cerr
+	}
+	if err == nil && e.failure.Load() == nil && !e.opts.ReadOnly {
+		// Pebble's Close fsynced the log: mark all of it.
+		if _, merr := e.mark.write(e.fs.Synced(), true); merr != nil {
+			e.log.Error("idemkv: writing the sync mark failed (it only adds protection)", "err", merr.Error())
+		}
+	}
+	e.mark.close()
+	if ferr := e.Err(); ferr != nil {
+		err = ferr // the failure, rather than what it caused
+	}
+	return err
+}
+
+// waitUnlessStuck waits until done is closed and returns nil. After a
+// storage failure an operation can be stuck in Pebble for ever (a write
+// stalled behind a flush that Fatalf ended), and so can one that was
+// inside Pebble when it stopped taking writes behind failing flushes (see
+// refuseStalled): once either holds, it gives up after failedCloseWait
+// and returns the cause.
+func (e *Engine) waitUnlessStuck(done <-chan struct{}) error {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var deadline <-chan time.Time
+	var cause error
 	for {
 		select {
-		case <-locked:
-			return true
+		case <-done:
+			return nil
 		case <-deadline:
-			return false
+			return cause
 		case <-tick.C:
-			if deadline == nil && e.Err() != nil {
-				deadline = time.After(failedCloseWait)
+			if deadline == nil {
+				if cause = e.stuckCause(); cause != nil {
+					deadline = time.After(failedCloseWait)
+				}
 			}
 		}
 	}
@@ -819,12 +892,45 @@ func (e *Engine) Err() error {
 	return nil
 }
 
-// Health implements Store: ErrClosed after Close, else Err.
+// Health implements Store: ErrClosed after Close, else Err, else an
+// error matching ErrStorage while the engine refuses writes because
+// Pebble takes none behind failing flushes (a full disk; it clears by
+// itself once a flush succeeds). Replays are served in every case but
+// ErrClosed.
 func (e *Engine) Health(ctx context.Context) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	return e.Err()
+	if err := e.Err(); err != nil {
+		return err
+	}
+	return e.refuseStalled()
+}
+
+// stuckCause returns why an operation may be stuck inside Pebble for
+// ever: the engine stopped (Err), or Pebble takes no writes behind
+// failing flushes (refuseStalled); nil if neither.
+func (e *Engine) stuckCause() error {
+	if err := e.Err(); err != nil {
+		return err
+	}
+	return e.refuseStalled()
+}
+
+// errStalled is the cause of the writes refused by refuseStalled.
+var errStalled = errors.New("the store takes no writes: its memtables are full and writing them to tables fails (is the disk full?); replays are still served, and writes resume once a flush succeeds")
+
+// refuseStalled returns an error matching ErrStorage while Pebble takes no
+// writes and its flushes or compactions fail: a write would wait inside
+// Pebble until the disk has room, which may be never. A commit refuses
+// it instead (so do Health and /healthz), and the caller's request fails
+// at once. The writes that were already inside Pebble when it stalled
+// wait until a flush succeeds.
+func (e *Engine) refuseStalled() error {
+	if e.stalled.Load() && e.bgFailing.Load() {
+		return storageErr("write", errStalled)
+	}
+	return nil
 }
 
 // halt makes the engine refuse every operation from now on with an

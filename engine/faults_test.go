@@ -10,6 +10,7 @@ package engine_test
 // acknowledged.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -272,6 +273,182 @@ func TestFaultTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAfterFault(t, reopen(t, dir), acked, nil)
+}
+
+// TestWritesRefusedWhileFlushesFailAndMemtablesAreFull: on a full disk
+// flushes fail, and once Pebble's memtables are full it stops taking
+// writes until a flush succeeds, which may be never. A write that arrives
+// then must fail at once with ErrStorage, not queue inside Pebble, and
+// Health must say why; replays go on; once the disk has room the writes
+// that were already waiting finish, new ones are taken again without a
+// restart, and nothing acknowledged is lost.
+func TestWritesRefusedWhileFlushesFailAndMemtablesAreFull(t *testing.T) {
+	dir := t.TempDir()
+	f := tableFault()
+	e := openFaulty(t, dir, f, engine.Options{MemTableSize: 1 << 20})
+	acked := completeAll(t, e, "a", 5)
+	f.on.Store(true)
+	s := stall(t, e)
+
+	// A new request is refused at once (the lease cannot be written).
+	refused := make(chan error, 1)
+	go func() {
+		_, err := e.Begin(ctx, req("new", "x"))
+		refused <- err
+	}()
+	select {
+	case err := <-refused:
+		if !errors.Is(err, engine.ErrStorage) {
+			t.Fatalf("Begin of a new key during the stall: %v; want ErrStorage", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Begin of a new key waits inside Pebble for a flush that keeps failing")
+	}
+	if err := e.Sync(ctx); !errors.Is(err, engine.ErrStorage) {
+		t.Fatalf("Sync during the stall: %v; want ErrStorage", err)
+	}
+	e.EvictCacheForTest()
+	for _, k := range acked { // replays need no room
+		assertReplay(t, begin(t, e, req(k, "x")), response(bodyOf(k)))
+	}
+
+	f.on.Store(false) // room again: a flush succeeds, the stall ends
+	filled := s.end()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.Health(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Health still failing after the disk has room: %v", e.Health(ctx))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	acked = append(acked, completeAll(t, e, "b", 5)...)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := reopen(t, dir)
+	checkAfterFault(t, r, acked, nil)
+	checkStalled(t, r, filled)
+}
+
+// TestCloseDuringStallDoesNotHang: Close while Pebble takes no writes
+// behind failing flushes returns within a bounded time with an error
+// saying why (the writes stuck inside Pebble are left to the process's
+// exit), and a later open recovers everything acknowledged.
+func TestCloseDuringStallDoesNotHang(t *testing.T) {
+	dir := t.TempDir()
+	f := tableFault()
+	e := openFaulty(t, dir, f, engine.Options{MemTableSize: 1 << 20})
+	acked := completeAll(t, e, "a", 5)
+	f.on.Store(true)
+	s := stall(t, e)
+	closed := make(chan error, 1)
+	go func() { closed <- e.Close() }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, engine.ErrStorage) {
+			t.Fatalf("Close during the stall: %v; want an error matching ErrStorage", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Close waits for a flush that keeps failing")
+	}
+	// The writes stuck inside Pebble finish once the disk has room; the
+	// store the engine left open then closes and frees the directory.
+	f.on.Store(false)
+	filled := s.end()
+	var r *engine.Engine
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var err error
+		if r, err = engine.Open(dir, &engine.Options{Logger: quietLogger()}); err == nil {
+			break
+		} else if !errors.Is(err, engine.ErrLocked) || time.Now().After(deadline) {
+			t.Fatalf("open after the stall: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer r.Close()
+	checkAfterFault(t, r, acked, nil)
+	checkStalled(t, r, filled)
+}
+
+// tableFault fails every write of tables and blob files with ENOSPC once on.
+func tableFault() *fault {
+	return &fault{match: func(op errorfs.Op) bool {
+		return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
+	}, err: enospc}
+}
+
+// stalled is a set of writers filling an engine's memtables (see stall).
+type stalled struct {
+	mu     sync.Mutex
+	filled []string // keys completed
+	stop   atomic.Bool
+	wg     sync.WaitGroup
+}
+
+// stallBody is the body of the requests that fill the memtables.
+var stallBody = bytes.Repeat([]byte("0123456789abcdef"), 2<<10) // 32 KiB
+
+// stall fills e's memtables from four writers, with its flushes failing,
+// until Health reports that e refuses writes. The writer that finds them
+// full waits inside Pebble, and so may those writing at that moment; the
+// others stop at their first refusal, which must match ErrStorage.
+func stall(t *testing.T, e *engine.Engine) *stalled {
+	t.Helper()
+	s := &stalled{}
+	for w := range 4 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for i := 0; !s.stop.Load(); i++ {
+				k := fmt.Sprintf("f%d-%d", w, i)
+				res, err := e.Begin(ctx, req(k, "x"))
+				if err == nil {
+					err = res.Claim.Complete(ctx, engine.Response{Status: 200, Body: stallBody})
+				}
+				if err != nil {
+					if !errors.Is(err, engine.ErrStorage) {
+						t.Errorf("write of %s while the disk is full: %v; want ErrStorage", k, err)
+					}
+					return
+				}
+				s.mu.Lock()
+				s.filled = append(s.filled, k)
+				s.mu.Unlock()
+			}
+		}()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for e.Health(ctx) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Health does not report that writes are refused while the memtables are full and flushes fail")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := e.Health(ctx); !errors.Is(err, engine.ErrStorage) || errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Health during the stall: %v; want ErrStorage, not a stopped engine", err)
+	}
+	return s
+}
+
+// end stops the writers, waits for them (those stuck inside Pebble finish
+// once the disk has room) and returns the keys they completed.
+func (s *stalled) end() []string {
+	s.stop.Store(true)
+	s.wg.Wait()
+	return s.filled
+}
+
+// checkStalled checks that every key the stall's writers completed
+// replays its body.
+func checkStalled(t *testing.T, e *engine.Engine, filled []string) {
+	t.Helper()
+	for _, k := range filled {
+		res := begin(t, e, req(k, "x"))
+		mustOutcome(t, res, engine.Replay)
+		if !bytes.Equal(res.Record.Body, stallBody) {
+			t.Fatalf("%s replayed %d bytes; want the 32 KiB body", k, len(res.Record.Body))
+		}
+	}
 }
 
 // TestFaultReads fails reads of tables. A lookup that cannot read must

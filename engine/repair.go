@@ -51,6 +51,12 @@ import (
 // Every record written to the new directory passed its checksums; expired
 // records are left behind (they would never be replayed). The new
 // directory keeps the generation width and the incarnation of the old.
+//
+// Repair builds the new directory inside a working directory beside dst
+// (".idemkv-repair-<pid>-…") and renames it to dst only once it is
+// complete, so a repair that is interrupted never leaves anything that
+// looks repaired; the next Repair beside it removes the working
+// directories of processes that are gone.
 
 // RepairReport says what Repair carried over and what it could not.
 type RepairReport struct {
@@ -135,7 +141,11 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	if err := os.MkdirAll(filepath.Dir(filepath.Clean(dst)), 0o755); err != nil {
 		return nil, err
 	}
-	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), ".idemkv-repair-")
+	// The working directory carries the process id, so that one left by
+	// a repair that was interrupted (killed, a machine crash) is removed
+	// by the next Repair beside it.
+	removeStale(filepath.Dir(filepath.Clean(dst)), repairPrefix)
+	work, err := os.MkdirTemp(filepath.Dir(filepath.Clean(dst)), fmt.Sprintf("%s%d-", repairPrefix, os.Getpid()))
 	if err != nil {
 		return nil, err
 	}

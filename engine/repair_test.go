@@ -3,7 +3,9 @@ package engine_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -154,4 +156,47 @@ func writeTestLog(tb testing.TB, recs [][]byte) []byte {
 		tb.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// TestRepairRemovesWorkOfInterruptedRepairs: a repair killed midway leaves
+// its working directory beside the destination (never the destination
+// itself); the next Repair there removes it if its process is gone, and
+// leaves that of a live process alone.
+func TestRepairRemovesWorkOfInterruptedRepairs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	completeAll(t, e, "k", 3)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Skip("no true(1) to get the id of a dead process")
+	}
+	parent := t.TempDir()
+	stale := filepath.Join(parent, fmt.Sprintf(".idemkv-repair-%d-77", dead.Process.Pid))
+	live := filepath.Join(parent, fmt.Sprintf(".idemkv-repair-%d-78", os.Getppid()))
+	for _, d := range []string{stale, live} {
+		if err := os.MkdirAll(filepath.Join(d, "new"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(parent, "out")
+	rep, err := engine.Repair(dir, out, nil)
+	if err != nil || rep.Completed != 3 || !rep.Clean() {
+		t.Fatalf("Repair: %+v, %v; want 3 completions, nothing lost", rep, err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the working directory of a dead repair is still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the working directory of a live process was removed: %v", err)
+	}
+	ents, _ := os.ReadDir(parent)
+	if len(ents) != 2 {
+		t.Errorf("beside the destination: %d entries; want the destination and the live working directory", len(ents))
+	}
 }

@@ -41,8 +41,8 @@ const snapshotTries = 20
 // tables on the disk) are removed by the next read-only Open.
 func snapshotDir(dir string) (string, error) {
 	parent := filepath.Dir(filepath.Clean(dir))
-	removeStaleSnapshots(parent)
-	removeStaleSnapshots(os.TempDir())
+	removeStale(parent, snapshotPrefix)
+	removeStale(os.TempDir(), snapshotPrefix)
 	prefix := fmt.Sprintf("%s%d-", snapshotPrefix, os.Getpid())
 	var lastErr error
 	for range snapshotTries {
@@ -66,19 +66,23 @@ func snapshotDir(dir string) (string, error) {
 	return "", fmt.Errorf("%w: the directory changed during each of %d attempts to copy it (last: %v)", ErrLocked, snapshotTries, lastErr)
 }
 
-// snapshotPrefix begins the names of snapshot directories, followed by
-// the process id and a dash.
-const snapshotPrefix = ".idemkv-snapshot-"
+// snapshotPrefix and repairPrefix begin the names of the working
+// directories of read-only opens and of Repair, followed by the process
+// id and a dash.
+const (
+	snapshotPrefix = ".idemkv-snapshot-"
+	repairPrefix   = ".idemkv-repair-"
+)
 
-// removeStaleSnapshots removes the snapshot directories in dir whose
-// process is gone.
-func removeStaleSnapshots(dir string) {
+// removeStale removes the working directories in dir named with prefix
+// whose process is gone.
+func removeStale(dir, prefix string) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, ent := range ents {
-		rest, ok := strings.CutPrefix(ent.Name(), snapshotPrefix)
+		rest, ok := strings.CutPrefix(ent.Name(), prefix)
 		if !ok || !ent.IsDir() {
 			continue
 		}

@@ -80,6 +80,9 @@ func (e *Engine) deleteRecord(ek string, gen uint32) error {
 // from damage to acknowledged bytes. See "Durability modes" in the package
 // doc.
 //
+// While Pebble takes no writes because its flushes fail (a full disk),
+// commit refuses at once rather than wait inside Pebble (refuseStalled).
+//
 // A commit whose log write failed (see package walfs) is visible in
 // Pebble's memtable but not in its log; the engine stops (ErrFailed) at
 // once so that nothing after it is acknowledged. The stopped engine goes
@@ -87,6 +90,9 @@ func (e *Engine) deleteRecord(ek string, gen uint32) error {
 // (markUnwritten, before commit returns; until then the key stays claimed,
 // so Begin and Get do not read it; a Scan may list it).
 func (e *Engine) commit(b *pebble.Batch, durable bool) (err error) {
+	if err := e.refuseStalled(); err != nil {
+		return err // b never reached Pebble
+	}
 	defer func() {
 		if err != nil {
 			e.markUnwritten(b)
