@@ -16,9 +16,11 @@ const MaxKeyLen = 255
 // A value may be a bare token (abc-123, as most APIs send) or a quoted
 // structured-field string ("abc-123", as the IETF draft specifies), which
 // is unquoted (\" and \\ are its only escapes). The key must then be 1 to
-// MaxKeyLen printable ASCII characters (space to tilde). A header
-// repeated, or two of headers with different values, is refused with
-// ErrMultipleKeys, since a server cannot tell which one the client meant.
+// MaxKeyLen printable ASCII characters (space to tilde); a bare key holds
+// no comma. A header repeated, a comma-separated list in one (which HTTP
+// defines as the same), or two of headers with different values, is
+// refused with ErrMultipleKeys, since a server cannot tell which one the
+// client meant.
 // Every other malformed value matches ErrInvalidKey, with a message saying
 // what is wrong that is safe to show the client.
 func ParseKey(h http.Header, headers []string) (string, error) {
@@ -43,6 +45,11 @@ func ParseKey(h http.Header, headers []string) (string, error) {
 	return key, nil
 }
 
+// errList refuses a comma-separated list of keys in one header value: the
+// same as the header repeated (RFC 9110, section 5.3). A comma inside a
+// quoted key is part of the key.
+var errList = fmt.Errorf("%w: the header holds a comma-separated list", ErrMultipleKeys)
+
 // parseKeyValue unquotes and validates one header value.
 func parseKeyValue(v string) (string, error) {
 	v = strings.Trim(v, " \t")
@@ -51,6 +58,8 @@ func parseKeyValue(v string) (string, error) {
 		if v, err = unquote(v); err != nil {
 			return "", err
 		}
+	} else if strings.Contains(v, ",") {
+		return "", errList
 	}
 	switch {
 	case v == "":
@@ -79,7 +88,9 @@ func unquote(v string) (string, error) {
 			}
 			b.WriteByte(v[i])
 		case c == '"':
-			if i != len(v)-1 {
+			if rest := strings.TrimLeft(v[i+1:], " \t"); strings.HasPrefix(rest, ",") {
+				return "", errList
+			} else if rest != "" {
 				return "", fmt.Errorf("%w: text after the closing quote", ErrInvalidKey)
 			}
 			return b.String(), nil

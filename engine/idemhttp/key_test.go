@@ -41,6 +41,13 @@ func TestParseKey(t *testing.T) {
 		{"bad escape", http.Header{"Idempotency-Key": {`"a\nb"`}}, "", idemhttp.ErrInvalidKey},
 		{"repeated", http.Header{"Idempotency-Key": {"a", "a"}}, "", idemhttp.ErrMultipleKeys},
 		{"aliases differ", http.Header{"Idempotency-Key": {"a"}, "X-Idempotency-Key": {"b"}}, "", idemhttp.ErrMultipleKeys},
+		// A comma-separated list is the same as repeated header lines (RFC
+		// 9110, section 5.3), which a server cannot choose between.
+		{"comma list", http.Header{"Idempotency-Key": {"d1, d2"}}, "", idemhttp.ErrMultipleKeys},
+		{"comma list of one twice", http.Header{"Idempotency-Key": {"d1,d1"}}, "", idemhttp.ErrMultipleKeys},
+		{"comma list of quoted", http.Header{"Idempotency-Key": {`"d1", "d2"`}}, "", idemhttp.ErrMultipleKeys},
+		{"trailing comma", http.Header{"Idempotency-Key": {"d1,"}}, "", idemhttp.ErrMultipleKeys},
+		{"comma inside quotes", http.Header{"Idempotency-Key": {`"d1,d2"`}}, "d1,d2", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := idemhttp.ParseKey(tc.Header, keyHeaders)

@@ -676,3 +676,26 @@ func TestMetricsHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyListRefusedAndHandlerNotRun: "Idempotency-Key: d1, d2" is two
+// keys in HTTP's terms (a list, like the header sent twice); it is
+// refused with 400 before the handler runs, never taken as one key.
+func TestKeyListRefusedAndHandlerNotRun(t *testing.T) {
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
+	for _, v := range []string{"d1, d2", "d1,d2", `"d1", "d2"`, "d1,"} {
+		r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", v, `{"amount":100}`)
+		if r.Status != http.StatusBadRequest {
+			t.Fatalf("key %q: status %d; want 400", v, r.Status)
+		}
+		if p := problemOf(t, r); p.Code != idemhttp.CodeKeyInvalid || !strings.Contains(p.Detail, "list") {
+			t.Fatalf("key %q: problem %+v; want %s saying it is a list", v, p, idemhttp.CodeKeyInvalid)
+		}
+	}
+	if n := c.Total.Load(); n != 0 {
+		t.Fatalf("handler ran %d times; want 0", n)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", `"d1,d2"`, `{"amount":100}`); r.Status != http.StatusCreated {
+		t.Fatalf("a quoted key with a comma: status %d; want 201", r.Status)
+	}
+}
