@@ -29,6 +29,11 @@ type serverFlags struct {
 	scopeHeader         string
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
+	// The listener's timeouts (see http.Server): a client that trickles
+	// its headers or body, reads its response slowly, or holds an idle
+	// connection does not hold a connection, a goroutine and a buffered
+	// body for ever.
+	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -45,6 +50,10 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.scopeHeader, "scope-header", "Authorization", "request `header` that names the tenant (stored as a SHA-256 digest)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for requests in flight")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted, in `bytes`; larger requests get 431")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
+	fs.DurationVar(&f.readTimeout, "read-timeout", time.Minute, "how long a client may take to send a whole request, body included")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 2*time.Minute, "how long a request may take from the end of its headers to the end of its response (the handler or upstream included; a retry replays a response recorded after it); 0: no limit")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
 }
 
 // server is a running serve or proxy command.
@@ -124,7 +133,15 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		s.store.Close()
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: s.flags.maxHeaderBytes, ErrorLog: slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn)}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.flags.readHeaderTimeout,
+		ReadTimeout:       s.flags.readTimeout,
+		WriteTimeout:      s.flags.writeTimeout,
+		IdleTimeout:       s.flags.idleTimeout,
+		MaxHeaderBytes:    s.flags.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.logger.Handler(), slog.LevelWarn),
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 
@@ -154,7 +171,8 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 			fmt.Fprintln(w, "ok")
 		})
 		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem))
-		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 		go func() { errc <- adminSrv.Serve(aln) }()
 		fmt.Printf("admin on http://%s (/healthz, /metrics)\n", aln.Addr())
 	}

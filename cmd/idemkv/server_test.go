@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -144,5 +145,75 @@ func TestServeRedisReplicas(t *testing.T) {
 	s4, h4, b4 := send(t, "POST", c.addr+"/v1/calls", key, `{"to":"+15550100"}`)
 	if s4 != 201 || b4 != b1 || h4.Get("Idempotency-Replay") != "true" {
 		t.Fatalf("after both replicas restarted: %d %s", s4, b4)
+	}
+}
+
+// TestServeTimeoutsFreeSlowClients: a client that trickles its body, or
+// keeps an idle connection, does not hold a connection (and the buffered
+// body, and a goroutine) for ever: the listener closes it after its
+// timeouts (-read-timeout, -idle-timeout).
+func TestServeTimeoutsFreeSlowClients(t *testing.T) {
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", t.TempDir(),
+		"-read-timeout", "300ms", "-idle-timeout", "300ms", "-read-header-timeout", "300ms")
+	addr := strings.TrimPrefix(p.addr, "http://")
+	closedWithin := func(name string, c net.Conn, feed func() bool) {
+		t.Helper()
+		got := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(io.Discard, c) // until the server closes it
+			got <- err
+		}()
+		deadline := time.After(10 * time.Second)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-got:
+				return
+			case <-tick.C:
+				if feed != nil && !feed() {
+					return // the server closed it: writes fail
+				}
+			case <-deadline:
+				t.Fatalf("%s: the connection is still open after 10 s", name)
+			}
+		}
+	}
+
+	// A body trickled one byte every 100 ms, never finished.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: trickle\r\nContent-Length: 100000\r\n\r\n")
+	closedWithin("trickled body", c, func() bool {
+		_, err := c.Write([]byte("x"))
+		return err == nil
+	})
+
+	// Headers trickled.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	fmt.Fprintf(c2, "POST /v1/calls HTTP/1.1\r\n")
+	closedWithin("trickled headers", c2, func() bool {
+		_, err := c2.Write([]byte("X-A: b\r\n"))
+		return err == nil
+	})
+
+	// An idle keep-alive connection after a complete request.
+	c3, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c3.Close()
+	fmt.Fprintf(c3, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: idle\r\nContent-Length: 2\r\n\r\n{}")
+	closedWithin("idle connection", c3, nil)
+
+	if status, _, _ := send(t, "POST", p.addr+"/v1/calls", "after", `{}`); status != http.StatusCreated {
+		t.Fatalf("a normal request after the slow clients: %d", status)
 	}
 }
