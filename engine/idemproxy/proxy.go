@@ -4,7 +4,9 @@
 //
 // The upstream sees every request as the client sent it (the key headers
 // included), with X-Forwarded-For, X-Forwarded-Host and X-Forwarded-Proto
-// added. Since the proxy does not know the upstream's routes, the endpoint
+// added, and, on a request with a claim, Idempotency-Attempt and (after an
+// interrupted attempt) Idempotency-Recovered: true (HeaderAttempt,
+// HeaderRecovered). Since the proxy does not know the upstream's routes, the endpoint
 // of a key is the method and the URL path, unless the Middleware was given
 // Options.Routes and a RoutePattern.
 //
@@ -26,10 +28,26 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
+)
+
+// Request headers the proxy sets on a request with a claim, so that an
+// upstream in any language can do what Go handlers do with
+// idemhttp.FromContext. The proxy drops a client's copies of both.
+const (
+	// HeaderAttempt is the attempt number of the key: 1, or more after
+	// interrupted attempts.
+	HeaderAttempt = "Idempotency-Attempt"
+	// HeaderRecovered is "true" when an earlier attempt with the key was
+	// interrupted (the proxy or its host died, or its lease expired) while
+	// the upstream handled it: the upstream may have performed part of
+	// the side effect already and should reconcile (look the operation up
+	// by its key) before doing it again. Absent otherwise.
+	HeaderRecovered = "Idempotency-Recovered"
 )
 
 // Options configure a proxy. The zero value gives the defaults.
@@ -62,6 +80,15 @@ func New(upstream *url.URL, m *idemhttp.Middleware, o *Options) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.SetXForwarded()
+			// Only the proxy says these; a client's copies are dropped.
+			pr.Out.Header.Del(HeaderRecovered)
+			pr.Out.Header.Del(HeaderAttempt)
+			if call, ok := idemhttp.FromContext(pr.In.Context()); ok {
+				pr.Out.Header.Set(HeaderAttempt, strconv.FormatUint(uint64(call.Attempt), 10))
+				if call.Recovered {
+					pr.Out.Header.Set(HeaderRecovered, "true")
+				}
+			}
 		},
 		Transport: o.Transport,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

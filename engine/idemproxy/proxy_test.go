@@ -424,3 +424,80 @@ func TestProxyUpgradeWithKeyReleasesClaim(t *testing.T) {
 		t.Fatalf("Released %d, Recorded %d; want 2, 0", s.Released, s.Recorded)
 	}
 }
+
+// TestProxyTellsUpstreamOfRecovery: a retry that takes over an interrupted
+// claim (the proxy died while the upstream ran) reaches the upstream with
+// Idempotency-Recovered: true and the attempt number, so a service in any
+// language can reconcile; a first attempt carries neither, even if the
+// client sent them.
+func TestProxyTellsUpstreamOfRecovery(t *testing.T) {
+	dir := t.TempDir()
+	started, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	var seen []http.Header
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen = append(seen, r.Header.Clone())
+		n := len(seen)
+		mu.Unlock()
+		if n == 1 {
+			close(started)
+			<-release
+		}
+		w.WriteHeader(201)
+	}))
+	defer up.Close()
+	target, _ := url.Parse(up.URL)
+	proxy := func() (*engine.Engine, *httptest.Server) {
+		eng, err := engine.Open(dir, &engine.Options{Logger: idemtest.QuietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := idemhttp.New(eng, &idemhttp.Options{Logger: idemtest.QuietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return eng, httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: idemtest.QuietLogger()}))
+	}
+	send := func(px *httptest.Server) {
+		req, _ := http.NewRequest("POST", px.URL+"/v1/charges", strings.NewReader(`{"amount":100}`))
+		req.Header.Set("Idempotency-Key", "charge-1")
+		req.Header.Set("Authorization", "Bearer tenant-1")
+		req.Header.Set("Idempotency-Recovered", "true") // a client's spoof
+		req.Header.Set("Idempotency-Attempt", "7")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	eng, px := proxy()
+	done := make(chan struct{})
+	go func() { send(px); close(done) }()
+	<-started
+	eng.Close() // the proxy "dies" with the claim in flight
+	close(release)
+	<-done
+	px.Close()
+
+	eng2, px2 := proxy()
+	defer eng2.Close()
+	defer px2.Close()
+	send(px2)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 2 {
+		t.Fatalf("upstream ran %d times; want 2 (the interrupted attempt and the recovery)", len(seen))
+	}
+	if h := seen[0]; h.Get("Idempotency-Recovered") != "" || h.Get("Idempotency-Attempt") != "1" {
+		t.Fatalf("first attempt: Idempotency-Recovered %q, Idempotency-Attempt %q; want none and 1",
+			h.Get("Idempotency-Recovered"), h.Get("Idempotency-Attempt"))
+	}
+	if h := seen[1]; h.Get("Idempotency-Recovered") != "true" || h.Get("Idempotency-Attempt") != "2" {
+		t.Fatalf("recovery: Idempotency-Recovered %q, Idempotency-Attempt %q; want true and 2",
+			h.Get("Idempotency-Recovered"), h.Get("Idempotency-Attempt"))
+	}
+}
