@@ -34,6 +34,7 @@ type serverFlags struct {
 	// connection does not hold a connection, a goroutine and a buffered
 	// body for ever.
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
+	redisNoPersistence                                        bool
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -41,6 +42,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.admin, "admin", "", "`address` of an admin listener serving /healthz and /metrics (Prometheus text); off if empty")
 	fs.StringVar(&f.data, "data", "./idemkv-data", "data `directory` (created if missing)")
 	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
+	fs.BoolVar(&f.redisNoPersistence, "redis-no-persistence", false, "accept a -redis server that persists nothing (no AOF, no RDB): a restart of it then forgets every record, and every retry runs its handler again")
 	fs.DurationVar(&f.ttl, "ttl", 24*time.Hour, "how long a completed response is replayed, from its completion")
 	fs.Func("durability", "`mode`: synced (fsync before a response is sent) or relaxed (respond first, fsync in the background at once) (default synced)",
 		func(s string) (err error) {
@@ -73,9 +75,17 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 	if f.redisURL != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl})
+		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, AllowNoPersistence: f.redisNoPersistence})
+		if errors.Is(err, redisstore.ErrNoPersistence) {
+			return nil, "", fmt.Errorf("%w; turn on appendonly (or save points) on the server, or accept it with -redis-no-persistence", err)
+		}
 		if err != nil {
 			return nil, "", err
+		}
+		if f.redisNoPersistence {
+			if err := st.CheckPersistence(ctx); errors.Is(err, redisstore.ErrNoPersistence) {
+				logger.Warn("Redis persists nothing (-redis-no-persistence): a restart of it forgets every record, and every retry then runs its handler again", "redis", redactURL(f.redisURL))
+			}
 		}
 		return st, redactURL(f.redisURL), nil
 	}

@@ -217,3 +217,24 @@ func TestServeTimeoutsFreeSlowClients(t *testing.T) {
 		t.Fatalf("a normal request after the slow clients: %d", status)
 	}
 }
+
+// TestServeRefusesRedisWithoutPersistence: serve -redis refuses a server
+// that persists nothing, saying how to fix or accept it; with
+// -redis-no-persistence it starts and warns.
+func TestServeRefusesRedisWithoutPersistence(t *testing.T) {
+	url := redistest.Start(t, &redistest.Options{Config: []string{"--appendonly", "no", "--save", ""}})
+	code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	if code != 1 || !strings.Contains(errOut, "persists nothing") || !strings.Contains(errOut, "-redis-no-persistence") {
+		t.Fatalf("serve on a Redis without persistence: exit %d, stderr:\n%s", code, errOut)
+	}
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url, "-redis-no-persistence")
+	if status, _, _ := send(t, "POST", p.addr+"/v1/calls", "volatile", `{}`); status != http.StatusCreated {
+		t.Fatalf("with -redis-no-persistence: %d", status)
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.stderr.String(), "Redis persists nothing") {
+		t.Fatalf("no warning at start; stderr:\n%s", p.stderr)
+	}
+}

@@ -150,3 +150,29 @@ func proceed(t *testing.T, s *redisstore.Store, k string) engine.Result {
 	}
 	return res
 }
+
+// TestOpenRefusesServerWithoutPersistence: a Redis that persists nothing
+// forgets every record when it restarts, and every retry then runs its
+// handler again; Open refuses it unless the caller accepts that, and takes
+// a server with an append-only file or with save points.
+func TestOpenRefusesServerWithoutPersistence(t *testing.T) {
+	ctx := context.Background()
+	volatile := redistest.Start(t, &redistest.Options{Config: []string{"--appendonly", "no", "--save", ""}})
+	if _, err := redisstore.Open(ctx, volatile, nil); !errors.Is(err, redisstore.ErrNoPersistence) {
+		t.Fatalf("Open of a server without persistence: %v; want ErrNoPersistence", err)
+	}
+	s := openStore(t, volatile, redisstore.Options{AllowNoPersistence: true})
+	if err := s.CheckPersistence(ctx); !errors.Is(err, redisstore.ErrNoPersistence) {
+		t.Fatalf("CheckPersistence of an accepted volatile server: %v; want ErrNoPersistence", err)
+	}
+	for _, cfg := range [][]string{
+		{"--appendonly", "yes"},
+		{"--appendonly", "no", "--save", "3600 1"},
+	} {
+		url := redistest.Start(t, &redistest.Options{Config: cfg})
+		s := openStore(t, url, redisstore.Options{})
+		if err := s.CheckPersistence(ctx); err != nil {
+			t.Fatalf("CheckPersistence with %v: %v", cfg, err)
+		}
+	}
+}

@@ -12,6 +12,13 @@ import (
 // answered from another key's record. It also matches engine.ErrStorage.
 var ErrCollision = errors.New("redisstore: two idempotency keys share one Redis key")
 
+// ErrNoPersistence is returned by Open (and CheckPersistence) for a Redis
+// server that persists nothing, neither an append-only file nor RDB
+// snapshots: a restart of that server forgets every record, and every
+// retry then runs its handler again. Options.AllowNoPersistence accepts
+// such a server.
+var ErrNoPersistence = errors.New("redisstore: the Redis server persists nothing (appendonly no, no save points): a restart of it forgets every record, and every retry then runs its handler again")
+
 // storageErr wraps an error from Redis for op so that it matches
 // engine.ErrStorage (the middleware answers 503).
 func storageErr(op string, err error) error {

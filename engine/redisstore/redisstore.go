@@ -103,6 +103,9 @@ type Options struct {
 	Compression codec.Method
 	// Prefix starts every Redis key. Default "idemkv:".
 	Prefix string
+	// AllowNoPersistence makes Open accept a server that persists nothing
+	// (see ErrNoPersistence). Default false: Open refuses it.
+	AllowNoPersistence bool
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -198,8 +201,10 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 // redis+cluster:// URL (hosts in addr= parameters, as
 // redis.ParseClusterURL reads them) a Cluster, for example
 // redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002.
-// It checks the connection with a PING. The client honours contexts'
-// deadlines (ContextTimeoutEnabled), so a renewal gives up in time.
+// It checks the connection with a PING, and the server's persistence with
+// CheckPersistence unless Options.AllowNoPersistence. The client honours
+// contexts' deadlines (ContextTimeoutEnabled), so a renewal gives up in
+// time.
 func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 	var client redis.UniversalClient
 	if rest, ok := strings.CutPrefix(url, "redis+cluster://"); ok {
@@ -227,7 +232,49 @@ func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 		_ = client.Close()
 		return nil, storageErr("ping", err)
 	}
+	if !s.opts.AllowNoPersistence {
+		if err := CheckPersistence(ctx, client); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// CheckPersistence returns an error matching ErrNoPersistence if the
+// server behind client (every master of a Cluster) persists nothing:
+// neither appendonly yes nor a save point. A server that refuses CONFIG
+// (some managed services disable it, and keep their own persistence) is
+// taken to persist. New does not call it; Open does.
+func CheckPersistence(ctx context.Context, client redis.UniversalClient) error {
+	switch c := client.(type) {
+	case *redis.Client:
+		return checkPersistence(ctx, c)
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, checkPersistence)
+	}
+	return nil
+}
+
+// CheckPersistence is CheckPersistence on the Store's client.
+func (s *Store) CheckPersistence(ctx context.Context) error { return CheckPersistence(ctx, s.c) }
+
+func checkPersistence(ctx context.Context, c *redis.Client) error {
+	aof, err := c.ConfigGet(ctx, "appendonly").Result()
+	var save map[string]string
+	if err == nil {
+		save, err = c.ConfigGet(ctx, "save").Result()
+	}
+	var refused redis.Error
+	switch {
+	case errors.As(err, &refused):
+		return nil // CONFIG is disabled: a managed service, trusted
+	case err != nil:
+		return storageErr("read the server's persistence settings", err)
+	case aof["appendonly"] == "yes" || strings.TrimSpace(save["save"]) != "":
+		return nil
+	}
+	return fmt.Errorf("%w (server %s)", ErrNoPersistence, c.Options().Addr)
 }
 
 // Close stops the renewals of the claims this Store holds (their leases

@@ -36,7 +36,9 @@ const skipMessage = "redis-server not found: install it (apt-get install redis-s
 // Options are extra settings for a server that Start launches.
 type Options struct {
 	// Config holds redis-server arguments, such as
-	// []string{"--appendonly", "yes"}. Default: no persistence.
+	// []string{"--appendonly", "no"}, after the defaults: an append-only
+	// file fsynced every second (as a production server would run, and
+	// as redisstore.Open requires), no RDB snapshots.
 	Config []string
 }
 
@@ -85,7 +87,7 @@ func launch(t testing.TB, bin, dir string, cfg []string) (string, error) {
 		}
 		args := append([]string{
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes",
+			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "yes",
 		}, cfg...)
 		cmd := exec.Command(bin, args...)
 		out, err := cmd.StdoutPipe()
