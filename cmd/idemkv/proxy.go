@@ -21,7 +21,7 @@ func runProxy(args []string) error {
 	f.register(fs, "127.0.0.1:8081")
 	upstream := fs.String("upstream", "", "`URL` of the API to protect, e.g. http://127.0.0.1:3000")
 	var routes []idemhttp.Route
-	fs.Func("route", "`METHOD /path` that takes keys (repeatable); default every POST, PUT, PATCH and DELETE", func(s string) error {
+	fs.Func("route", "`METHOD /path` that takes keys (repeatable; a Go ServeMux pattern such as 'POST /v1/charges/{id}/refunds', matched against the request's cleaned path: a trailing slash, repeated slashes and dot segments do not get past it, nor does the method's case); default every POST, PUT, PATCH and DELETE", func(s string) error {
 		m, p, ok := strings.Cut(strings.TrimSpace(s), " ")
 		if !ok || !strings.HasPrefix(strings.TrimSpace(p), "/") {
 			return fmt.Errorf("want METHOD /path, got %q", s)
@@ -29,6 +29,7 @@ func runProxy(args []string) error {
 		routes = append(routes, idemhttp.Route{Method: strings.ToUpper(m), Pattern: strings.TrimSpace(p)})
 		return nil
 	})
+	ignoreCase := fs.Bool("route-ignore-case", false, "match -route paths, and key requests, ignoring letter case (for an upstream whose router does)")
 	requireKey := fs.Bool("require-key", false, "refuse a selected request without a key (400) instead of passing it through")
 	maxBody := fs.Int64("max-request-body", idemhttp.DefaultMaxRequestBody, "largest request `bytes` accepted (413 above)")
 	if err := parseFlags(fs, args); err != nil {
@@ -42,7 +43,7 @@ func runProxy(args []string) error {
 	for i := range routes {
 		routes[i].RequireKey = *requireKey
 	}
-	s, err := openServer(&f, &idemhttp.Options{Routes: routes, RequireKey: *requireKey, MaxRequestBody: *maxBody})
+	s, err := openServer(&f, &idemhttp.Options{Routes: routes, RequireKey: *requireKey, MaxRequestBody: *maxBody, CaseInsensitivePaths: *ignoreCase})
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -80,13 +81,24 @@ func (m *Middleware) scope(r *http.Request) string {
 
 // selects reports whether r is handled, its route pattern, and whether a
 // key is required.
+//
+// Methods are compared in upper case: a router that takes "post" for POST
+// must not let it past a route guard. Without a ServeMux pattern, the
+// cleaned path is matched (see cleanPath).
 func (m *Middleware) selects(r *http.Request) (route string, require, ok bool) {
+	method := strings.ToUpper(r.Method)
 	if m.c.routes != nil {
-		route = m.c.RoutePattern(r)
-		require, ok = m.c.routes[r.Method+" "+route]
+		if m.c.mux != nil && r.Pattern == "" {
+			if route, ok = m.c.matchRoute(method, m.c.cleanPath(r.URL.Path)); !ok {
+				return "", false, false
+			}
+		} else {
+			route = m.c.RoutePattern(r)
+		}
+		require, ok = m.c.routes[method+" "+route]
 		return route, require, ok
 	}
-	if !m.c.methods[r.Method] {
+	if !m.c.methods[method] {
 		return "", false, false
 	}
 	return m.c.RoutePattern(r), m.c.RequireKey, true
@@ -126,7 +138,7 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	}
 	body := buf.Bytes()
-	endpoint := r.Method + " " + route
+	endpoint := strings.ToUpper(r.Method) + " " + route
 	req := engine.Request{
 		Key:            record.Key{Scope: m.scope(r), Endpoint: endpoint, Key: key},
 		Fingerprint:    m.fingerprint(r, endpoint, body),
@@ -203,12 +215,14 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer) (int, string) 
 	return 0, ""
 }
 
-// fingerprint hashes the method, the endpoint, the request target (path
-// and query, so that two resources of one route never share a response)
-// and the body.
+// fingerprint hashes the method, the endpoint, the request target as sent
+// (path and query, so that two resources of one route never share a
+// response, and a retry of a key spelled otherwise, /v1/charges/ for
+// /v1/charges, conflicts rather than replays what may be another
+// endpoint's response) and the body.
 func (m *Middleware) fingerprint(r *http.Request, endpoint string, body []byte) record.Fingerprint {
 	h := record.NewHasher()
-	h.FieldString(r.Method)
+	h.FieldString(strings.ToUpper(r.Method))
 	h.FieldString(endpoint)
 	h.FieldString(r.URL.RequestURI())
 	if m.c.CanonicalJSON {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -27,7 +29,14 @@ type Options struct {
 
 	// Routes, if not empty, replaces Methods: only requests whose method
 	// and route pattern match one of them are handled; every other
-	// request passes through untouched.
+	// request passes through untouched. Methods are compared in upper
+	// case. A request that a ServeMux routed (Request.Pattern set) is
+	// matched by its pattern; any other, with the default RoutePattern,
+	// has its cleaned path (dot segments resolved, repeated and trailing
+	// slashes removed) matched against the Routes as ServeMux patterns
+	// ("/v1/charges/{id}"), so that no spelling an application's router
+	// takes for a guarded route gets past the guard. A Route.Pattern that
+	// ServeMux refuses makes New fail.
 	Routes []Route
 
 	// RoutePattern returns the route of a request, without its method:
@@ -38,6 +47,13 @@ type Options struct {
 	// registered on a mux), without its method; else the URL path. Use
 	// MuxPattern when the middleware wraps a whole ServeMux.
 	RoutePattern func(*http.Request) string
+
+	// CaseInsensitivePaths matches request paths against Routes, and
+	// keys them, ignoring letter case, for an application whose router
+	// does (so that /V1/charges cannot slip past a route guard on
+	// /v1/charges). Default false: paths are case-sensitive, as in
+	// net/http.
+	CaseInsensitivePaths bool
 
 	// ScopeHeader is the request header whose value identifies the
 	// tenant. Keys are stored under a SHA-256 digest of its value (see
@@ -176,8 +192,12 @@ type config struct {
 	Options
 	methods map[string]bool
 	routes  map[string]bool // "METHOD pattern" -> RequireKey
-	stored  []string        // canonical header names
-	retry   string          // Retry-After value
+	// mux matches the cleaned paths of requests that no ServeMux routed
+	// (the proxy) against Routes, as ServeMux patterns; nil with a custom
+	// RoutePattern.
+	mux    *http.ServeMux
+	stored []string // canonical header names
+	retry  string   // Retry-After value
 }
 
 func newConfig(o *Options) (*config, error) {
@@ -197,7 +217,13 @@ func newConfig(o *Options) (*config, error) {
 	}
 	c.methods = make(map[string]bool)
 	for _, m := range c.Methods {
-		c.methods[m] = true
+		c.methods[strings.ToUpper(m)] = true
+	}
+	if c.RoutePattern == nil {
+		c.RoutePattern = c.defaultRoutePattern
+		if len(c.Routes) > 0 {
+			c.mux = http.NewServeMux()
+		}
 	}
 	if len(c.Routes) > 0 {
 		c.routes = make(map[string]bool)
@@ -205,11 +231,14 @@ func newConfig(o *Options) (*config, error) {
 			if r.Method == "" || r.Pattern == "" {
 				return nil, fmt.Errorf("%w: route %+v needs a method and a pattern", ErrInvalidOptions, r)
 			}
-			c.routes[r.Method+" "+r.Pattern] = r.RequireKey
+			method := strings.ToUpper(r.Method)
+			c.routes[method+" "+r.Pattern] = r.RequireKey
+			if c.mux != nil {
+				if err := c.handleRoute(method, r.Pattern); err != nil {
+					return nil, err
+				}
+			}
 		}
-	}
-	if c.RoutePattern == nil {
-		c.RoutePattern = defaultRoutePattern
 	}
 	if c.ScopeHeader == "" {
 		c.ScopeHeader = "Authorization"
@@ -278,13 +307,62 @@ func canonical(names []string) []string {
 }
 
 // defaultRoutePattern is the ServeMux pattern without its method, or the
-// path.
-func defaultRoutePattern(r *http.Request) string {
+// cleaned path (see cleanPath).
+func (c *config) defaultRoutePattern(r *http.Request) string {
 	p := r.Pattern
 	if p == "" {
-		return r.URL.Path
+		return c.cleanPath(r.URL.Path)
 	}
 	return stripMethod(p)
+}
+
+// cleanPath is p as an application's router most likely sees it: dot
+// segments resolved, repeated slashes and a trailing slash removed (see
+// path.Clean), and lower-cased with CaseInsensitivePaths. It is what
+// Routes are matched against and what keys are stored under, so that no
+// other spelling of a guarded route passes unguarded, and a retry of a key
+// spelled otherwise is refused as a conflict (the fingerprint keeps the
+// target as sent) instead of running the handler again.
+func (c *config) cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	p = path.Clean(p)
+	if c.CaseInsensitivePaths {
+		p = strings.ToLower(p)
+	}
+	return p
+}
+
+// handleRoute adds the route method pattern to c.mux, refusing a pattern
+// that ServeMux does not take (it panics on one).
+func (c *config) handleRoute(method, pattern string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: route %q: %v", ErrInvalidOptions, method+" "+pattern, p)
+		}
+	}()
+	if c.CaseInsensitivePaths {
+		pattern = strings.ToLower(pattern)
+	}
+	c.mux.Handle(method+" "+pattern, http.NotFoundHandler())
+	return nil
+}
+
+// matchRoute returns the pattern of Routes (as given) that the request
+// with method and cleaned path matches, or false.
+func (c *config) matchRoute(method, cleaned string) (string, bool) {
+	_, p := c.mux.Handler(&http.Request{Method: method, URL: &url.URL{Path: cleaned}})
+	if p == "" {
+		return "", false
+	}
+	p = stripMethod(p)
+	for _, r := range c.Routes {
+		if (c.CaseInsensitivePaths && strings.EqualFold(r.Pattern, p)) || r.Pattern == p {
+			return r.Pattern, true
+		}
+	}
+	return "", false
 }
 
 // stripMethod removes a leading "METHOD " from a ServeMux pattern.

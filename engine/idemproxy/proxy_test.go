@@ -3,8 +3,8 @@ package idemproxy_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
-	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +19,7 @@ import (
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/idemproxy"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 )
 
 // upstream is a real HTTP server in another "language": it counts the
@@ -499,5 +500,99 @@ func TestProxyTellsUpstreamOfRecovery(t *testing.T) {
 	if h := seen[1]; h.Get("Idempotency-Recovered") != "true" || h.Get("Idempotency-Attempt") != "2" {
 		t.Fatalf("recovery: Idempotency-Recovered %q, Idempotency-Attempt %q; want true and 2",
 			h.Get("Idempotency-Recovered"), h.Get("Idempotency-Attempt"))
+	}
+}
+
+// TestRouteGuardCannotBeOutSpelled: with routes that require a key, no
+// other spelling of a guarded route that an upstream framework may take
+// for it (a trailing slash, repeated slashes, dot segments, a lower-case
+// method; with CaseInsensitivePaths, letter case) reaches the upstream
+// without one; ServeMux wildcards guard every resource of a route; a key
+// retried under another spelling of its endpoint conflicts instead of
+// running the upstream again.
+func TestRouteGuardCannotBeOutSpelled(t *testing.T) {
+	for _, caseless := range []bool{false, true} {
+		t.Run(fmt.Sprint("CaseInsensitivePaths=", caseless), func(t *testing.T) {
+			u := &upstream{runs: map[string]int{}}
+			up := httptest.NewServer(u)
+			defer up.Close()
+			m, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{
+				Logger:               idemtest.QuietLogger(),
+				CaseInsensitivePaths: caseless,
+				Routes: []idemhttp.Route{
+					{Method: "POST", Pattern: "/v1/charges", RequireKey: true},
+					{Method: "post", Pattern: "/v1/charges/{id}/refunds", RequireKey: true},
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			target, _ := url.Parse(up.URL)
+			px := httptest.NewServer(idemproxy.New(target, m, &idemproxy.Options{Logger: idemtest.QuietLogger()}))
+			defer px.Close()
+			send := func(method, path, key string) (int, string) {
+				req, err := http.NewRequest(method, px.URL+path, strings.NewReader(`{"amount":100}`))
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.URL.Opaque = path // sent exactly as written
+				if key != "" {
+					req.Header.Set("Idempotency-Key", key)
+				}
+				req.Header.Set("Authorization", "Bearer tenant-1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return resp.StatusCode, string(b)
+			}
+			guarded := []struct{ method, path string }{
+				{"POST", "/v1/charges"}, {"POST", "/v1/charges/"}, {"POST", "/v1//charges"}, {"POST", "/v1/charges//"},
+				{"POST", "/v1/./charges"}, {"POST", "/v1/x/../charges"}, {"post", "/v1/charges"},
+				{"Post", "/v1/charges/"}, {"POST", "/v1/charges/ch_1/refunds"}, {"POST", "/v1/charges/ch_2/refunds/"},
+			}
+			if caseless {
+				guarded = append(guarded, struct{ method, path string }{"POST", "/V1/Charges"},
+					struct{ method, path string }{"POST", "/v1/CHARGES/ch_1/Refunds"})
+			}
+			for _, g := range guarded {
+				if status, body := send(g.method, g.path, ""); status != http.StatusBadRequest || !strings.Contains(body, idemhttp.CodeKeyMissing) {
+					t.Errorf("%s %s without a key: %d %s; want 400 %s", g.method, g.path, status, body, idemhttp.CodeKeyMissing)
+				}
+			}
+			if n := u.Count(""); n != 0 {
+				t.Fatalf("the upstream ran %d unkeyed requests on guarded routes", n)
+			}
+			if !caseless { // case-sensitive, as net/http: another route
+				if status, _ := send("POST", "/V1/charges", ""); status != http.StatusCreated {
+					t.Errorf("POST /V1/charges (another route when case-sensitive): %d; want it passed through", status)
+				}
+			}
+			if status, _ := send("POST", "/v1/charges/", "k1"); status != http.StatusCreated {
+				t.Fatalf("first keyed request: %d", status)
+			}
+			if status, body := send("POST", "/v1/charges", "k1"); status != http.StatusConflict || !strings.Contains(body, idemhttp.CodeConflict) {
+				t.Fatalf("the same key under another spelling: %d %s; want 409", status, body)
+			}
+			if status, _ := send("POST", "/v1/charges/", "k1"); status != http.StatusCreated {
+				t.Fatalf("retry spelled as the first: %d; want the replay", status)
+			}
+			if n := u.Count("k1"); n != 1 {
+				t.Fatalf("the upstream ran key k1 %d times; want 1", n)
+			}
+		})
+	}
+}
+
+// TestBadRoutePatternRefused: a route that http.ServeMux cannot take is
+// refused by New, not a panic.
+func TestBadRoutePatternRefused(t *testing.T) {
+	_, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{
+		Routes: []idemhttp.Route{{Method: "POST", Pattern: "/v1/{id"}},
+	})
+	if !errors.Is(err, idemhttp.ErrInvalidOptions) {
+		t.Fatalf("New with a bad pattern: %v; want ErrInvalidOptions", err)
 	}
 }
