@@ -8,7 +8,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -167,6 +169,12 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.replay(w, res.Record)
 		m.st.observe(outcomeReplay, start)
 	case engine.Conflict:
+		if rec := m.storedBeforeContentType(r, req, res, body); rec != nil {
+			m.st.replayed.Add(1)
+			m.replay(w, rec)
+			m.st.observe(outcomeReplay, start)
+			return
+		}
 		m.st.conflicts.Add(1)
 		m.problem(w, req.RequestID, m.c.ConflictStatus, CodeConflict,
 			"this idempotency key was already used with a different request; use a new key for a new request",
@@ -220,11 +228,24 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer) (int, string) 
 // response, and a retry of a key spelled otherwise, /v1/charges/ for
 // /v1/charges, conflicts rather than replays what may be another
 // endpoint's response) and the body.
+//
+// The request's media type (Content-Type, normalised by mediaType) is
+// hashed too, so that the same bytes sent as another type are another
+// request. Records stored before it was (legacy) are still replayed: see
+// storedBeforeContentType.
 func (m *Middleware) fingerprint(r *http.Request, endpoint string, body []byte) record.Fingerprint {
+	return m.fingerprintOf(r, endpoint, body, false)
+}
+
+func (m *Middleware) fingerprintOf(r *http.Request, endpoint string, body []byte, legacy bool) record.Fingerprint {
 	h := record.NewHasher()
 	h.FieldString(strings.ToUpper(r.Method))
 	h.FieldString(endpoint)
 	h.FieldString(r.URL.RequestURI())
+	if !legacy {
+		h.FieldString("type")
+		h.FieldString(mediaType(r.Header.Get("Content-Type")))
+	}
 	if m.c.CanonicalJSON {
 		if cb, ok := canonicalJSON(body); ok {
 			h.FieldString("json")
@@ -235,6 +256,57 @@ func (m *Middleware) fingerprint(r *http.Request, endpoint string, body []byte) 
 	h.FieldString("raw")
 	h.Write(body)
 	return h.Sum()
+}
+
+// storedBeforeContentType returns the completed record to replay for a
+// Conflict whose stored fingerprint is this request's fingerprint without
+// its media type: a record stored by a version that did not hash the type
+// (before 2026-12-05), whose retries must still replay for the record's
+// TTL. A record stored since never matches it (its fingerprint hashes the
+// type). Nil otherwise, or if the record cannot be read.
+func (m *Middleware) storedBeforeContentType(r *http.Request, req engine.Request, res engine.Result, body []byte) *record.Record {
+	legacy := m.fingerprintOf(r, req.Key.Endpoint, body, true)
+	if res.Record == nil || res.Record.State != record.Completed || res.Record.Fingerprint != legacy {
+		return nil
+	}
+	rec, err := m.store.Get(r.Context(), req.Key)
+	if err != nil || rec == nil || rec.State != record.Completed || rec.Fingerprint != legacy {
+		return nil
+	}
+	return rec
+}
+
+// mediaType normalises a Content-Type value for the fingerprint: the
+// type and parameter names in lower case (as mime.ParseMediaType returns
+// them), parameters sorted, a charset's value in lower case; a value that
+// does not parse is trimmed and lower-cased.
+func mediaType(v string) string {
+	if !strings.Contains(v, ";") { // the common case, without allocating
+		v = strings.TrimSpace(v)
+		if strings.IndexFunc(v, func(c rune) bool { return 'A' <= c && c <= 'Z' }) >= 0 {
+			v = strings.ToLower(v)
+		}
+		return v
+	}
+	mt, params, err := mime.ParseMediaType(v)
+	if err != nil {
+		return strings.ToLower(strings.TrimSpace(v))
+	}
+	names := make([]string, 0, len(params))
+	for k := range params {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString(mt)
+	for _, k := range names {
+		val := params[k]
+		if k == "charset" {
+			val = strings.ToLower(val)
+		}
+		b.WriteString("; " + k + "=" + strconv.Quote(val))
+	}
+	return b.String()
 }
 
 // beginFailed answers a request whose Begin failed. The handler never runs

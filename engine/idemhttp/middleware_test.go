@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,7 +18,9 @@ import (
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
 	"github.com/idemkv/idemkv/expiry"
+	"github.com/idemkv/idemkv/record"
 )
 
 func TestFirstRequestAndReplay(t *testing.T) {
@@ -697,5 +698,71 @@ func TestKeyListRefusedAndHandlerNotRun(t *testing.T) {
 	}
 	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", `"d1,d2"`, `{"amount":100}`); r.Status != http.StatusCreated {
 		t.Fatalf("a quoted key with a comma: status %d; want 201", r.Status)
+	}
+}
+
+// TestContentTypeIsPartOfTheRequest: the same bytes sent as another media
+// type are another request (409, the handler not run again); the same
+// type spelled otherwise is the same request (a replay).
+func TestContentTypeIsPartOfTheRequest(t *testing.T) {
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, c)
+	body := `{"amount":100}`
+	first := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "ct", body, "Content-Type", "application/json; charset=utf-8")
+	if first.Status != http.StatusCreated {
+		t.Fatalf("first: %d", first.Status)
+	}
+	for _, ct := range []string{"application/json;charset=UTF-8", " Application/JSON; charset=\"utf-8\""} {
+		r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "ct", body, "Content-Type", ct)
+		if r.Status != http.StatusCreated || r.Header.Get("Idempotency-Replay") != "true" || r.Body != first.Body {
+			t.Fatalf("Content-Type %q: %d replay=%q; want the replay of the first", ct, r.Status, r.Header.Get("Idempotency-Replay"))
+		}
+	}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", ""} {
+		r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "ct", body, "Content-Type", ct)
+		if p := problemOf(t, r); r.Status != http.StatusConflict || p.Code != idemhttp.CodeConflict {
+			t.Fatalf("Content-Type %q: %d %+v; want 409 %s", ct, r.Status, p, idemhttp.CodeConflict)
+		}
+	}
+	if n := c.Total.Load(); n != 1 {
+		t.Fatalf("handler ran %d times; want 1", n)
+	}
+}
+
+// TestRecordsStoredBeforeContentTypeStillReplay: a record stored by a
+// version whose fingerprint did not hash the media type is replayed to a
+// retry of the same request (for its TTL after an upgrade), not refused as
+// a conflict; a different body still conflicts.
+func TestRecordsStoredBeforeContentTypeStillReplay(t *testing.T) {
+	e := idemtest.NewEngine(t, nil)
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, e, nil, c)
+	body := `{"amount":100}`
+	// The record as the previous version stored it.
+	h := record.NewHasher()
+	h.FieldString("POST")
+	h.FieldString("POST /v1/charges")
+	h.FieldString("/v1/charges")
+	h.FieldString("raw")
+	h.Write([]byte(body))
+	key := record.Key{Scope: idemhttp.CredentialScope("Bearer old"), Endpoint: "POST /v1/charges", Key: "before"}
+	res, err := e.Begin(context.Background(), engine.Request{Key: key, Fingerprint: h.Sum(), RequestID: "req-old"})
+	if err != nil || res.Outcome != engine.Proceed {
+		t.Fatalf("Begin: %v, %v", res.Outcome, err)
+	}
+	if err := res.Claim.Complete(context.Background(), engine.Response{Status: 201, Body: []byte(`{"id":"ch_old"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "before", body, "Authorization", "Bearer old", "Content-Type", "application/json")
+	if r.Status != 201 || r.Body != `{"id":"ch_old"}` || r.Header.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("retry of a request stored before the upgrade: %d %q replay=%q; want the stored response",
+			r.Status, r.Body, r.Header.Get("Idempotency-Replay"))
+	}
+	r = idemtest.Do(t, "POST", srv.URL+"/v1/charges", "before", `{"amount":999}`, "Authorization", "Bearer old")
+	if r.Status != http.StatusConflict {
+		t.Fatalf("another body for that key: %d; want 409", r.Status)
+	}
+	if n := c.Total.Load(); n != 0 {
+		t.Fatalf("handler ran %d times; want 0", n)
 	}
 }
