@@ -126,6 +126,12 @@ func Open(dir string, o *Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
+	// A directory in use is refused before anything reads it: its logs
+	// change under the reader, and open's check of them would take a log
+	// being written for damage (Pebble's own lock comes too late for it).
+	if !opts.ReadOnly && !opts.InMemory && (openHere(dir) || lockedElsewhere(dir)) {
+		return nil, fmt.Errorf("engine: open %q: %w: a process has the directory open", dir, ErrLocked)
+	}
 	e, err := open(dir, openDir, opts)
 	if err != nil {
 		if snapshot != "" {

@@ -1053,3 +1053,43 @@ func TestReadOnlyOpenRemovesSnapshotsOfDeadProcesses(t *testing.T) {
 		t.Fatalf("after Close the parent holds %d entries; want only the data directory", len(ents))
 	}
 }
+
+// TestOpenOfDirectoryInUseIsLockedNotDamaged: a second writable Open of a
+// directory that an engine is writing says ErrLocked, never ErrCorrupt:
+// its logs change while they are read, which the check of the logs would
+// take for damage, and an operator told "damaged" would repair a healthy
+// directory. (Found in CI: a reopen after a Close that gave up during a
+// stall raced the old store's last writes.)
+func TestOpenOfDirectoryInUseIsLockedNotDamaged(t *testing.T) {
+	dir := t.TempDir()
+	e, err := engine.Open(dir, &engine.Options{Logger: quietLogger(), Durability: engine.Relaxed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := complete(t, e, fmt.Sprint("w", i)); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for range 200 {
+		if _, err := engine.Open(dir, &engine.Options{Logger: quietLogger()}); !errors.Is(err, engine.ErrLocked) {
+			close(stop)
+			<-done
+			t.Fatalf("Open of a directory in use: %v; want ErrLocked", err)
+		}
+	}
+	close(stop)
+	<-done
+}
