@@ -447,7 +447,18 @@ func (e *Engine) syncLoop() {
 	var proven walfs.SyncPoint
 	var provenCommits uint64
 	var buf []byte
-	var markPending, stallRetry atomic.Bool
+	// kickLater kicks the loop again after syncMarkEvery, once however
+	// often it is called meanwhile. (A kick after Close is harmless:
+	// nobody reads it.)
+	var kickPending atomic.Bool
+	kickLater := func() {
+		if !kickPending.Swap(true) {
+			time.AfterFunc(syncMarkEvery, func() {
+				kickPending.Store(false)
+				e.kickSync()
+			})
+		}
+	}
 	for {
 		select {
 		case <-e.stop:
@@ -457,12 +468,7 @@ func (e *Engine) syncLoop() {
 		if e.refuseStalled() != nil {
 			// Pebble takes no writes until a flush succeeds: a log entry
 			// would wait inside it (and hold up Close). Try again later.
-			if !stallRetry.Swap(true) {
-				time.AfterFunc(syncMarkEvery, func() {
-					stallRetry.Store(false)
-					e.kickSync()
-				})
-			}
+			kickLater()
 			continue
 		}
 		commits := e.commits.Load() // before the fsync that covers them
@@ -479,14 +485,10 @@ func (e *Engine) syncLoop() {
 			wrote, err := e.mark.write(p, false)
 			if err != nil {
 				e.bgLog.error(e.log, "idemkv: writing the sync mark failed (it only adds protection)", err)
-			} else if !wrote && !markPending.Swap(true) {
+			} else if !wrote {
 				// Too soon: catch up once the interval has passed, so that
 				// the mark trails the last fsync by at most syncMarkEvery.
-				// (A kick after Close is harmless: nobody reads it.)
-				time.AfterFunc(syncMarkEvery, func() {
-					markPending.Store(false)
-					e.kickSync()
-				})
+				kickLater()
 			}
 		}
 		if commits == provenCommits || (p.Name == proven.Name && p.Size <= proven.Size) {

@@ -230,9 +230,7 @@ func TestFaultLog(t *testing.T) {
 // restart, and a reopen finds everything.
 func TestFaultTables(t *testing.T) {
 	dir := t.TempDir()
-	f := &fault{match: func(op errorfs.Op) bool {
-		return isWrite(op) && (fileIs(op, ".sst") || fileIs(op, ".blob"))
-	}, err: enospc}
+	f := tableFault()
 	e := openFaulty(t, dir, f, engine.Options{})
 	acked := completeAll(t, e, "a", 20)
 	f.on.Store(true)
@@ -283,12 +281,7 @@ func TestFaultTables(t *testing.T) {
 // that were already waiting finish, new ones are taken again without a
 // restart, and nothing acknowledged is lost.
 func TestWritesRefusedWhileFlushesFailAndMemtablesAreFull(t *testing.T) {
-	dir := t.TempDir()
-	f := tableFault()
-	e := openFaulty(t, dir, f, engine.Options{MemTableSize: 1 << 20})
-	acked := completeAll(t, e, "a", 5)
-	f.on.Store(true)
-	s := stall(t, e)
+	dir, f, e, acked, s := stallOnFullDisk(t)
 
 	// A new request is refused at once (the lease cannot be written).
 	refused := make(chan error, 1)
@@ -335,12 +328,7 @@ func TestWritesRefusedWhileFlushesFailAndMemtablesAreFull(t *testing.T) {
 // saying why (the writes stuck inside Pebble are left to the process's
 // exit), and a later open recovers everything acknowledged.
 func TestCloseDuringStallDoesNotHang(t *testing.T) {
-	dir := t.TempDir()
-	f := tableFault()
-	e := openFaulty(t, dir, f, engine.Options{MemTableSize: 1 << 20})
-	acked := completeAll(t, e, "a", 5)
-	f.on.Store(true)
-	s := stall(t, e)
+	dir, f, e, acked, s := stallOnFullDisk(t)
 	closed := make(chan error, 1)
 	go func() { closed <- e.Close() }()
 	select {
@@ -368,6 +356,20 @@ func TestCloseDuringStallDoesNotHang(t *testing.T) {
 	defer r.Close()
 	checkAfterFault(t, r, acked, nil)
 	checkStalled(t, r, filled)
+}
+
+// stallOnFullDisk opens an engine with 1 MiB memtables in a new
+// directory, completes five keys (acked), fails every table and blob
+// write from then on, and fills the memtables until the engine refuses
+// writes (see stall).
+func stallOnFullDisk(t *testing.T) (dir string, f *fault, e *engine.Engine, acked []string, s *stalled) {
+	t.Helper()
+	dir = t.TempDir()
+	f = tableFault()
+	e = openFaulty(t, dir, f, engine.Options{MemTableSize: 1 << 20})
+	acked = completeAll(t, e, "a", 5)
+	f.on.Store(true)
+	return dir, f, e, acked, stall(t, e)
 }
 
 // tableFault fails every write of tables and blob files with ENOSPC once on.

@@ -180,38 +180,28 @@ func TestServeTimeoutsFreeSlowClients(t *testing.T) {
 		}
 	}
 
-	// A body trickled one byte every 100 ms, never finished.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	// trickle sends start, then chunk every 100 ms (never, if chunk is
+	// empty) until the server closes the connection.
+	trickle := func(name, start, chunk string) {
+		t.Helper()
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, start)
+		var feed func() bool
+		if chunk != "" {
+			feed = func() bool {
+				_, err := io.WriteString(c, chunk)
+				return err == nil
+			}
+		}
+		closedWithin(name, c, feed)
 	}
-	defer c.Close()
-	fmt.Fprintf(c, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: trickle\r\nContent-Length: 100000\r\n\r\n")
-	closedWithin("trickled body", c, func() bool {
-		_, err := c.Write([]byte("x"))
-		return err == nil
-	})
-
-	// Headers trickled.
-	c2, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
-	fmt.Fprintf(c2, "POST /v1/calls HTTP/1.1\r\n")
-	closedWithin("trickled headers", c2, func() bool {
-		_, err := c2.Write([]byte("X-A: b\r\n"))
-		return err == nil
-	})
-
-	// An idle keep-alive connection after a complete request.
-	c3, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.Close()
-	fmt.Fprintf(c3, "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: idle\r\nContent-Length: 2\r\n\r\n{}")
-	closedWithin("idle connection", c3, nil)
+	trickle("trickled body", "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: trickle\r\nContent-Length: 100000\r\n\r\n", "x")
+	trickle("trickled headers", "POST /v1/calls HTTP/1.1\r\n", "X-A: b\r\n")
+	trickle("idle connection", "POST /v1/calls HTTP/1.1\r\nHost: x\r\nIdempotency-Key: idle\r\nContent-Length: 2\r\n\r\n{}", "")
 
 	if status, _, _ := send(t, "POST", p.addr+"/v1/calls", "after", `{}`); status != http.StatusCreated {
 		t.Fatalf("a normal request after the slow clients: %d", status)

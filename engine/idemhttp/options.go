@@ -232,8 +232,9 @@ func newConfig(o *Options) (*config, error) {
 				return nil, fmt.Errorf("%w: route %+v needs a method and a pattern", ErrInvalidOptions, r)
 			}
 			method := strings.ToUpper(r.Method)
+			_, dup := c.routes[method+" "+r.Pattern]
 			c.routes[method+" "+r.Pattern] = r.RequireKey
-			if c.mux != nil {
+			if c.mux != nil && !dup {
 				if err := c.handleRoute(method, r.Pattern); err != nil {
 					return nil, err
 				}
@@ -334,6 +335,12 @@ func (c *config) cleanPath(p string) string {
 	return p
 }
 
+// routeName is the handler c.mux holds for a route: the route's pattern
+// as given (the mux's may be lower-cased).
+type routeName string
+
+func (routeName) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
 // handleRoute adds the route method pattern to c.mux, refusing a pattern
 // that ServeMux does not take (it panics on one).
 func (c *config) handleRoute(method, pattern string) (err error) {
@@ -342,27 +349,20 @@ func (c *config) handleRoute(method, pattern string) (err error) {
 			err = fmt.Errorf("%w: route %q: %v", ErrInvalidOptions, method+" "+pattern, p)
 		}
 	}()
+	muxPattern := pattern
 	if c.CaseInsensitivePaths {
-		pattern = strings.ToLower(pattern)
+		muxPattern = strings.ToLower(pattern)
 	}
-	c.mux.Handle(method+" "+pattern, http.NotFoundHandler())
+	c.mux.Handle(method+" "+muxPattern, routeName(pattern))
 	return nil
 }
 
 // matchRoute returns the pattern of Routes (as given) that the request
 // with method and cleaned path matches, or false.
 func (c *config) matchRoute(method, cleaned string) (string, bool) {
-	_, p := c.mux.Handler(&http.Request{Method: method, URL: &url.URL{Path: cleaned}})
-	if p == "" {
-		return "", false
-	}
-	p = stripMethod(p)
-	for _, r := range c.Routes {
-		if (c.CaseInsensitivePaths && strings.EqualFold(r.Pattern, p)) || r.Pattern == p {
-			return r.Pattern, true
-		}
-	}
-	return "", false
+	h, _ := c.mux.Handler(&http.Request{Method: method, URL: &url.URL{Path: cleaned}})
+	name, ok := h.(routeName)
+	return string(name), ok
 }
 
 // stripMethod removes a leading "METHOD " from a ServeMux pattern.
