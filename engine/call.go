@@ -106,6 +106,7 @@ func (c *call) resolve(res callResult, rec *record.Record) {
 // with ErrLeaseLost, and its waiters wake to look again. It is called
 // with s.mu held and unlocks it.
 func (e *Engine) takeOverUnlock(s *stripe, ek string, c *call) {
+	e.forgetClaim(ek)
 	delete(s.calls, ek)
 	c.lost = true
 	s.mu.Unlock()

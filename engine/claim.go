@@ -653,6 +653,7 @@ func (lc *localClaim) abort() {
 	s.mu.Lock()
 	held := s.calls[lc.ek] == lc.c
 	if held {
+		e.forgetClaim(lc.ek)
 		delete(s.calls, lc.ek)
 	}
 	s.mu.Unlock()

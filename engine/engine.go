@@ -1009,6 +1009,19 @@ func (e *Engine) markUnwritten(b *pebble.Batch) {
 	}
 }
 
+// forgetClaim is called, under its stripe's lock, as a claim of ek leaves
+// memory other than by a successful Complete. On a stopped engine ek is
+// then hidden like the key of a failed commit: the claim's lease record
+// was written without a sync (see Engine.claim), and the failed log write
+// that stopped the engine may have lost it, so what storage shows for ek
+// is not what a restart will find. (A held claim's key is hidden by Get
+// while the claim is in memory.)
+func (e *Engine) forgetClaim(ek string) {
+	if e.failure.Load() != nil {
+		e.unwritten.Store(ek, struct{}{})
+	}
+}
+
 // wasUnwritten reports whether a failed commit wrote ek, which a stopped
 // engine must then not read back. A working engine has none.
 func (e *Engine) wasUnwritten(ek string) bool {

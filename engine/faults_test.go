@@ -224,6 +224,45 @@ func TestFaultLog(t *testing.T) {
 	}
 }
 
+// TestStoppedEngineHidesClaimsInFlightAtTheStop holds two claims while
+// another request's failed log write stops the engine. Their lease records
+// were written without a sync, so they may be in Pebble's memtable without
+// their log bytes: the stopped engine must not show them, neither while a
+// claim is still held nor after its holder's Complete is refused.
+func TestStoppedEngineHidesClaimsInFlightAtTheStop(t *testing.T) {
+	dir := t.TempDir()
+	f := &fault{match: isWrite, err: enospc}
+	e := openFaulty(t, dir, f, engine.Options{})
+	held := begin(t, e, req("held", "x"))
+	mustOutcome(t, held, engine.Proceed)
+	done := begin(t, e, req("done", "x"))
+	mustOutcome(t, done, engine.Proceed)
+	f.on.Store(true)
+	// The log syncer, kicked by the two claims, may fail first.
+	hidden := []string{"held", "done"}
+	res, err := e.Begin(ctx, req("other", "x"))
+	if err == nil {
+		mustOutcome(t, res, engine.Proceed)
+		hidden = append(hidden, "other")
+		err = res.Claim.Complete(ctx, response(bodyOf("other")))
+	}
+	if !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("a request with a failing log: %v; want ErrFailed", err)
+	}
+	f.on.Store(false)
+	if err := done.Claim.Complete(ctx, response(bodyOf("done"))); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Complete on a stopped engine: %v; want ErrFailed", err)
+	}
+	for _, k := range hidden {
+		if r, err := e.Get(ctx, key(k)); !errors.Is(err, engine.ErrFailed) {
+			t.Errorf("Get(%s) on a stopped engine: %v, %v; want ErrFailed", k, r, err)
+		}
+	}
+	_ = e.Close()
+	e = reopen(t, dir)
+	checkAfterFault(t, e, nil, []string{"held", "done", "other"})
+}
+
 // TestFaultTables fails every write of tables (a flush or compaction that
 // runs out of space). The log still works, so requests keep being answered
 // and acknowledged; once the disk has room again the flush succeeds with no

@@ -114,6 +114,12 @@ func (e *Engine) Get(ctx context.Context, key record.Key) (*record.Record, error
 		}
 		s.mu.Lock()
 		c := s.calls[ek]
+		if c != nil && c.kind == claimCall && !c.completing && e.failure.Load() != nil {
+			// Held on a stopped engine: its lease may not be on disk
+			// (see forgetClaim).
+			s.mu.Unlock()
+			return nil, e.Err()
+		}
 		if c == nil || c.kind != claimCall || !c.completing {
 			s.mu.Unlock()
 			break
