@@ -35,6 +35,8 @@ type serverFlags struct {
 	// body for ever.
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
 	redisNoPersistence                                        bool
+	anonymous                                                 idemhttp.AnonymousPolicy
+	scopeCookie                                               string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -50,6 +52,21 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 			return err
 		})
 	fs.StringVar(&f.scopeHeader, "scope-header", "Authorization", "request `header` that names the tenant (stored as a SHA-256 digest)")
+	fs.StringVar(&f.scopeCookie, "scope-cookie", "", "name the tenant by this session `cookie` instead of -scope-header (stored as a digest), for APIs with cookie sessions")
+	fs.Func("anonymous", "what a request with a key but no tenant credential gets: `refuse` (400 idempotency_scope_missing), pass (run without idempotency) or shared (one scope for all such clients: one can replay another's response; warns at start) (default refuse)",
+		func(s string) error {
+			switch s {
+			case "refuse":
+				f.anonymous = idemhttp.RefuseAnonymous
+			case "pass":
+				f.anonymous = idemhttp.PassAnonymous
+			case "shared":
+				f.anonymous = idemhttp.ShareAnonymous
+			default:
+				return fmt.Errorf("want refuse, pass or shared, got %q", s)
+			}
+			return nil
+		})
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for requests in flight")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted, in `bytes`; larger requests get 431")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
@@ -122,6 +139,10 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 		o = &idemhttp.Options{}
 	}
 	o.ScopeHeader = f.scopeHeader
+	if f.scopeCookie != "" {
+		o.Scope = idemhttp.CookieScope(f.scopeCookie)
+	}
+	o.Anonymous = f.anonymous
 	o.Logger = logger
 	m, err := idemhttp.New(eng, o)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,5 +227,77 @@ func TestServeRefusesRedisWithoutPersistence(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "Redis persists nothing") {
 		t.Fatalf("no warning at start; stderr:\n%s", p.stderr)
+	}
+}
+
+// TestProxyAnonymousPolicy: behind the proxy, a keyed request with no
+// tenant credential is refused by default (the upstream never runs),
+// -scope-cookie scopes cookie sessions apart, -anonymous pass runs such
+// requests without idempotency, and -anonymous shared (the old behaviour)
+// warns at start.
+func TestProxyAnonymousPolicy(t *testing.T) {
+	var runs atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	}))
+	defer up.Close()
+	post := func(addr string, hdr ...string) (int, http.Header, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", addr+"/v1/charges", strings.NewReader(`{"amount":5}`))
+		req.Header.Set("Idempotency-Key", "k")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header, string(b)
+	}
+	proxy := func(extra ...string) *process {
+		return start(t, append([]string{"proxy", "-listen", "127.0.0.1:0", "-upstream", up.URL, "-data", t.TempDir()}, extra...)...)
+	}
+
+	p := proxy()
+	if s, _, b := post(p.addr, "Cookie", "sid=alice"); s != 400 || !strings.Contains(b, "idempotency_scope_missing") {
+		t.Fatalf("anonymous keyed request, default policy: %d %s; want 400 idempotency_scope_missing", s, b)
+	}
+	if n := runs.Load(); n != 0 {
+		t.Fatalf("the upstream ran %d times for a refused request", n)
+	}
+	p.stop(t)
+
+	p = proxy("-scope-cookie", "sid")
+	_, _, alice := post(p.addr, "Cookie", "sid=alice")
+	s, h, bob := post(p.addr, "Cookie", "sid=bob")
+	if s != 201 || h.Get("Idempotency-Replay") == "true" || bob == alice {
+		t.Fatalf("bob with alice's key: %d %q replay=%q; want his own first run", s, bob, h.Get("Idempotency-Replay"))
+	}
+	if _, h, again := post(p.addr, "Cookie", "sid=alice"); again != alice || h.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("alice's retry: %q; want her replay %q", again, alice)
+	}
+	if s, _, _ := post(p.addr); s != 400 {
+		t.Fatalf("no session cookie: %d; want 400", s)
+	}
+	p.stop(t)
+
+	runs.Store(0)
+	p = proxy("-anonymous", "pass")
+	post(p.addr)
+	if _, h, _ := post(p.addr); h.Get("Idempotency-Replay") == "true" || runs.Load() != 2 {
+		t.Fatalf("-anonymous pass: upstream ran %d times, replay=%q; want 2 runs, no replay", runs.Load(), h.Get("Idempotency-Replay"))
+	}
+	p.stop(t)
+
+	p = proxy("-anonymous", "shared")
+	if !strings.Contains(p.stderr.String(), "share one anonymous scope") {
+		t.Fatalf("-anonymous shared printed no warning:\n%s", p.stderr)
+	}
+	p.stop(t)
+	if code := run([]string{"proxy", "-anonymous", "sometimes"}); code != 2 {
+		t.Fatalf("-anonymous sometimes: exit %d; want 2", code)
 	}
 }

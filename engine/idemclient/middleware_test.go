@@ -43,7 +43,10 @@ func TestRetryAfterDroppedConnectionsGetsStoredResponse(t *testing.T) {
 	defer srv.Close()
 
 	client := &http.Client{Transport: &idemclient.Transport{BaseDelay: time.Millisecond, MaxTries: 5}}
-	resp, err := client.Post(srv.URL+"/v1/calls", "application/json", strings.NewReader(`{"to":"+15550100"}`))
+	req, _ := http.NewRequest("POST", srv.URL+"/v1/calls", strings.NewReader(`{"to":"+15550100"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,7 @@ func TestHijackKeepsClaimUntilHandlerReturns(t *testing.T) {
 	call := func() {
 		req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Authorization", idemtest.DefaultCredential)
 		tr := &http.Transport{}
 		defer tr.CloseIdleConnections()
 		if resp, err := (&http.Client{Transport: tr}).Do(req); err == nil {
@@ -121,6 +122,7 @@ func TestGoexitInHandlerReleasesClaim(t *testing.T) {
 	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
@@ -156,6 +158,7 @@ func TestPanicInShouldStoreReleasesClaim(t *testing.T) {
 	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
 	}
@@ -182,6 +185,7 @@ func TestFlushThenPanicReleasesClaimOnce(t *testing.T) {
 	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
@@ -207,6 +211,7 @@ func TestWaiterDisconnectLeavesOriginalRecorded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := http.DefaultClient.Do(req)

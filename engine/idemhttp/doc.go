@@ -28,6 +28,7 @@
 //	                                           after WaitTimeout)
 //	malformed key                      400     idempotency_key_invalid
 //	no key on a route that needs one   400     idempotency_key_missing
+//	a key but no tenant credential     400     idempotency_scope_missing (Anonymous)
 //	body over MaxRequestBody           413     request_body_too_large
 //	store failing                      503     idempotency_store_unavailable,
 //	                                           Retry-After; the handler never runs
@@ -35,7 +36,10 @@
 //
 // Keys are scoped per tenant: by default a SHA-256 digest of the
 // Authorization header (Options.ScopeHeader), so the raw credential is never
-// stored; a request without one falls in a shared anonymous scope. The
+// stored (Options.Scope replaces it; CookieScope scopes cookie sessions). A
+// keyed request without one is refused with 400 idempotency_scope_missing
+// unless Options.Anonymous says otherwise (PassAnonymous: no idempotency;
+// ShareAnonymous: one shared scope, single-tenant APIs only). The
 // endpoint is the method and the route pattern (Request.Pattern of a
 // ServeMux route, else the path): one key on two endpoints is two records.
 //

@@ -102,6 +102,7 @@ func ExampleCheckpoint() {
 	send := func(srv *httptest.Server) {
 		req, _ := http.NewRequest("POST", srv.URL+"/v1/payments", strings.NewReader(`{"amount":100}`))
 		req.Header.Set("Idempotency-Key", "p1")
+		req.Header.Set("Authorization", "Bearer sk_test_1")
 		resp, err := srv.Client().Do(req)
 		if err != nil {
 			return

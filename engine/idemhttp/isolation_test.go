@@ -182,7 +182,8 @@ func TestIsolationHTTPProperty(t *testing.T) {
 		return strings.Join([]string{r.Header.Get("Authorization"), r.Method, r.URL.Path, r.Header.Get("Idempotency-Key")}, "\n")
 	})
 	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
-	srv, m := newServer(t, e, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
+	// No credential is a tenant too: the anonymous scope, shared.
+	srv, m := newServer(t, e, &idemhttp.Options{Anonymous: idemhttp.ShareAnonymous, Logger: idemtest.QuietLogger()}, h)
 
 	r := rand.New(rand.NewPCG(3, 4))
 	seen := map[[4]int]bool{}
@@ -242,6 +243,7 @@ func TestIsolationHTTPCustomScopeAndRoute(t *testing.T) {
 	srv, _ := newServer(t, e, &idemhttp.Options{
 		Scope:        func(r *http.Request) string { return r.Header.Get("X-Tenant") },
 		RoutePattern: func(r *http.Request) string { return r.Header.Get("X-Route") },
+		Anonymous:    idemhttp.ShareAnonymous, // tenant "" is the shared anonymous scope
 		Logger:       idemtest.QuietLogger(),
 	}, h)
 	var reqs []isolationReq

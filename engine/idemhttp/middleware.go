@@ -40,7 +40,24 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c.Anonymous == ShareAnonymous {
+		c.Logger.Warn("idemhttp: requests without a scope share one anonymous scope (Anonymous: ShareAnonymous): a client that sends another's key gets that client's stored response",
+			"scope_header", c.ScopeHeader)
+	}
 	return &Middleware{store: store, c: c}, nil
+}
+
+// CookieScope returns a Scope function for APIs that identify clients by
+// a session cookie: the scope is a digest of the named cookie's value
+// (see CredentialScope), "" without the cookie.
+func CookieScope(name string) func(*http.Request) string {
+	return func(r *http.Request) string {
+		c, err := r.Cookie(name)
+		if err != nil || c.Value == "" {
+			return ""
+		}
+		return CredentialScope("cookie " + name + "=" + c.Value)
+	}
 }
 
 // Handler returns next wrapped with the idempotency contract. Its type is
@@ -130,6 +147,19 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
+	scope := m.scope(r)
+	if scope == "" {
+		switch m.c.Anonymous {
+		case RefuseAnonymous:
+			m.st.anonymousRefused.Add(1)
+			m.problem(w, "", http.StatusBadRequest, CodeScopeMissing, m.c.scopeMissing, nil)
+			return
+		case PassAnonymous:
+			m.st.anonymousPassed.Add(1)
+			next.ServeHTTP(w, r)
+			return
+		}
+	}
 	m.st.requests.Add(1)
 
 	buf := getBuffer()
@@ -142,7 +172,7 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	body := buf.Bytes()
 	endpoint := strings.ToUpper(r.Method) + " " + route
 	req := engine.Request{
-		Key:            record.Key{Scope: m.scope(r), Endpoint: endpoint, Key: key},
+		Key:            record.Key{Scope: scope, Endpoint: endpoint, Key: key},
 		Fingerprint:    m.fingerprint(r, endpoint, body),
 		RequestID:      m.c.NewRequestID(),
 		WhenInProgress: engine.Wait,

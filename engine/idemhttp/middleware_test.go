@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -172,6 +173,7 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 		wg.Go(func() {
 			req, _ := http.NewRequest("POST", srv.URL+"/v1/calls", strings.NewReader(`{"same":true}`))
 			req.Header.Set("Idempotency-Key", "dup")
+			req.Header.Set("Authorization", idemtest.DefaultCredential)
 			resp, err := client.Do(req)
 			if err != nil {
 				errs <- err
@@ -366,6 +368,7 @@ func TestReleasedResponses(t *testing.T) {
 			call := func() (int, string) {
 				req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 				req.Header.Set("Idempotency-Key", "k")
+				req.Header.Set("Authorization", idemtest.DefaultCredential)
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					return 0, err.Error()
@@ -411,6 +414,7 @@ func TestRequestBodyLimit(t *testing.T) {
 	req, _ := http.NewRequest("POST", srv.URL+"/x", io.MultiReader(strings.NewReader(strings.Repeat("b", 300))))
 	req.ContentLength = -1
 	req.Header.Set("Idempotency-Key", "k2")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -603,6 +607,7 @@ func TestClientDisconnectStillRecords(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	errc := make(chan error)
 	go func() {
 		_, err := http.DefaultClient.Do(req)
@@ -764,5 +769,79 @@ func TestRecordsStoredBeforeContentTypeStillReplay(t *testing.T) {
 	}
 	if n := c.Total.Load(); n != 0 {
 		t.Fatalf("handler ran %d times; want 0", n)
+	}
+}
+
+// TestAnonymousPolicies: a request with a key but no credential to scope
+// it is refused by default (400 idempotency_scope_missing, handler not
+// run: otherwise every such client would share one scope, and bob sending
+// alice's key would get alice's response); PassAnonymous runs it
+// unprotected; ShareAnonymous keeps one shared scope and warns at New.
+func TestAnonymousPolicies(t *testing.T) {
+	t.Run("refuse by default", func(t *testing.T) {
+		c := idemtest.NewCounter()
+		srv, m := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{}, c)
+		r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", "")
+		if p := problemOf(t, r); r.Status != http.StatusBadRequest || p.Code != idemhttp.CodeScopeMissing {
+			t.Fatalf("anonymous keyed request: %d %+v; want 400 %s", r.Status, p, idemhttp.CodeScopeMissing)
+		}
+		if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "", `{}`, "Authorization", ""); r.Status != http.StatusCreated {
+			t.Fatalf("anonymous request without a key: %d; want it passed through", r.Status)
+		}
+		if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", "Bearer a"); r.Status != http.StatusCreated {
+			t.Fatalf("scoped keyed request: %d", r.Status)
+		}
+		if n, s := c.Count("k"), m.Stats(); n != 1 || s.AnonymousRefused != 1 {
+			t.Fatalf("handler ran %d times for k, AnonymousRefused %d; want 1, 1", n, s.AnonymousRefused)
+		}
+	})
+	t.Run("pass", func(t *testing.T) {
+		c := idemtest.NewCounter()
+		srv, m := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{Anonymous: idemhttp.PassAnonymous}, c)
+		for range 2 {
+			if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", ""); r.Status != http.StatusCreated || r.Header.Get("Idempotency-Replay") != "" {
+				t.Fatalf("anonymous keyed request under PassAnonymous: %d replay=%q", r.Status, r.Header.Get("Idempotency-Replay"))
+			}
+		}
+		if n, s := c.Count("k"), m.Stats(); n != 2 || s.AnonymousPassed != 2 {
+			t.Fatalf("handler ran %d times, AnonymousPassed %d; want 2, 2", n, s.AnonymousPassed)
+		}
+	})
+	t.Run("shared", func(t *testing.T) {
+		var log bytes.Buffer
+		c := idemtest.NewCounter()
+		srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{
+			Anonymous: idemhttp.ShareAnonymous, Logger: slog.New(slog.NewTextHandler(&log, nil))}, c)
+		if !strings.Contains(log.String(), "share one anonymous scope") {
+			t.Fatalf("no warning at New: %q", log.String())
+		}
+		alice := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", "")
+		bob := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", "")
+		if bob.Header.Get("Idempotency-Replay") != "true" || bob.Body != alice.Body || c.Count("k") != 1 {
+			t.Fatalf("ShareAnonymous: bob got %d %q; want alice's replay", bob.Status, bob.Body)
+		}
+	})
+}
+
+// TestCookieScope: APIs with cookie sessions scope keys by the session:
+// two sessions with the same key and body are two requests; a session's
+// retry replays its own response; no cookie is anonymous (refused).
+func TestCookieScope(t *testing.T) {
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{Scope: idemhttp.CookieScope("sid")}, c)
+	alice := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "sid=alice; theme=dark")
+	bob := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "theme=dark; sid=bob")
+	again := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "sid=alice")
+	if alice.Status != 201 || bob.Status != 201 || bob.Header.Get("Idempotency-Replay") == "true" || bob.Body == alice.Body {
+		t.Fatalf("two sessions, one key: alice %d %q, bob %d %q; want two first requests", alice.Status, alice.Body, bob.Status, bob.Body)
+	}
+	if again.Header.Get("Idempotency-Replay") != "true" || again.Body != alice.Body {
+		t.Fatalf("alice's retry: %d %q; want her replay", again.Status, again.Body)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "theme=dark"); r.Status != http.StatusBadRequest {
+		t.Fatalf("no session cookie: %d; want 400", r.Status)
+	}
+	if n := c.Count("k"); n != 2 {
+		t.Fatalf("handler ran %d times; want 2", n)
 	}
 }

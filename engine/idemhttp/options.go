@@ -58,14 +58,20 @@ type Options struct {
 	// ScopeHeader is the request header whose value identifies the
 	// tenant. Keys are stored under a SHA-256 digest of its value (see
 	// CredentialScope); the value itself is never stored. A request
-	// without it falls in a shared anonymous scope. Default
-	// "Authorization".
+	// without it has no scope: see Anonymous. Default "Authorization".
 	ScopeHeader string
 
 	// Scope, if set, replaces ScopeHeader: it returns the tenant of a
-	// request (up to 1024 bytes; "" is the anonymous scope). What it
-	// returns is stored as is, so it should not be a secret.
+	// request (up to 1024 bytes; "" when the request has none: see
+	// Anonymous). What it returns is stored as is, so it should not be a
+	// secret. CookieScope scopes by a session cookie.
 	Scope func(*http.Request) string
+
+	// Anonymous is what happens to a request with a key but no scope
+	// (no ScopeHeader, or Scope returned ""). Default RefuseAnonymous:
+	// without it, every such client would share one scope, where one can
+	// replay another's stored response by sending its key.
+	Anonymous AnonymousPolicy
 
 	// CanonicalJSON makes the fingerprint of a request whose body is
 	// valid JSON ignore whitespace and the order of object keys. Default
@@ -139,6 +145,23 @@ type Route struct {
 	RequireKey bool
 }
 
+// AnonymousPolicy says what a request with a key but no scope gets.
+type AnonymousPolicy uint8
+
+const (
+	// RefuseAnonymous answers 400 idempotency_scope_missing; the handler
+	// does not run. The default.
+	RefuseAnonymous AnonymousPolicy = iota
+	// PassAnonymous runs the handler without idempotency (counted in
+	// Stats.AnonymousPassed), as if the request had no key.
+	PassAnonymous
+	// ShareAnonymous puts every such request in one shared scope: any
+	// client that sends another's key (and body) gets that client's
+	// stored response, and a 409 confirms that a key is in use. Only for
+	// a single-tenant API; New logs a warning.
+	ShareAnonymous
+)
+
 // InProgressPolicy says what a duplicate gets while the first request runs.
 type InProgressPolicy uint8
 
@@ -198,6 +221,9 @@ type config struct {
 	mux    *http.ServeMux
 	stored []string // canonical header names
 	retry  string   // Retry-After value
+	// scopeMissing is the detail of the problem that refuses an
+	// anonymous keyed request.
+	scopeMissing string
 }
 
 func newConfig(o *Options) (*config, error) {
@@ -244,7 +270,14 @@ func newConfig(o *Options) (*config, error) {
 	if c.ScopeHeader == "" {
 		c.ScopeHeader = "Authorization"
 	}
+	if c.Anonymous > ShareAnonymous {
+		return nil, fmt.Errorf("%w: unknown Anonymous policy %d", ErrInvalidOptions, c.Anonymous)
+	}
 	c.ScopeHeader = http.CanonicalHeaderKey(c.ScopeHeader)
+	c.scopeMissing = "an idempotency key needs a credential to be scoped to (the " + c.ScopeHeader + " header); this request has none"
+	if c.Scope != nil {
+		c.scopeMissing = "an idempotency key needs a credential to be scoped to (a session or API key); this request has none"
+	}
 	if c.MaxRequestBody == 0 {
 		c.MaxRequestBody = DefaultMaxRequestBody
 	}

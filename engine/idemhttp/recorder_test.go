@@ -56,6 +56,7 @@ func TestContentEncodedBodyIsNotSniffed(t *testing.T) {
 	get := func(u string) http.Header {
 		req, _ := http.NewRequest("POST", u, nil)
 		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Authorization", idemtest.DefaultCredential)
 		req.Header.Set("Accept-Encoding", "gzip") // keep the transport from decoding
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -85,6 +86,7 @@ func TestDeclaredTrailersAreSent(t *testing.T) {
 	srv, _ := newServer(t, idemtest.NewEngine(t, nil), nil, handler)
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -116,6 +118,7 @@ func TestFailedHijackKeepsBufferedResponse(t *testing.T) {
 	defer srv.Close()
 	req, _ := http.NewRequest("POST", srv.URL+"/x", strings.NewReader("a"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -151,6 +154,7 @@ func TestEarlyHintsSentNotRecorded(t *testing.T) {
 		}}
 		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "POST", srv.URL+"/x", strings.NewReader("a"))
 		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Authorization", idemtest.DefaultCredential)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -212,6 +216,7 @@ func TestReplayKeepsFraming(t *testing.T) {
 	raw := func(path string) (*http.Response, []byte) {
 		req, _ := http.NewRequest("POST", srv.URL+path, nil)
 		req.Header.Set("Idempotency-Key", "k")
+		req.Header.Set("Authorization", idemtest.DefaultCredential)
 		req.Header.Set("Accept-Encoding", "gzip")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

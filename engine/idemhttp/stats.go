@@ -12,19 +12,22 @@ import (
 
 // Stats are the middleware's counters since New. Counters only grow.
 type Stats struct {
-	Requests       uint64 // requests with a valid key that reached the store
-	PassedThrough  uint64 // selected requests without a key, run unprotected
-	Proceeded      uint64 // first requests: the handler ran
-	Recovered      uint64 // of Proceeded, after an interrupted attempt
-	Replayed       uint64 // stored responses replayed
-	Conflicts      uint64 // keys reused with a different request
-	InProgress     uint64 // 409 idempotency_request_in_progress answers
-	Recorded       uint64 // responses recorded
-	Released       uint64 // claims released: not recorded (status, stream, panic...)
-	BadRequests    uint64 // 400 and 413 answers
-	StoreErrors    uint64 // 503 and 500 answers caused by the store
-	CompleteErrors uint64 // responses sent but not recorded, the store failed
-	Canceled       uint64 // requests whose client left while waiting
+	Requests      uint64 // requests with a valid key that reached the store
+	PassedThrough uint64 // selected requests without a key, run unprotected
+	// Requests with a key but no scope (see Options.Anonymous): refused,
+	// or run unprotected under PassAnonymous.
+	AnonymousRefused, AnonymousPassed uint64
+	Proceeded                         uint64 // first requests: the handler ran
+	Recovered                         uint64 // of Proceeded, after an interrupted attempt
+	Replayed                          uint64 // stored responses replayed
+	Conflicts                         uint64 // keys reused with a different request
+	InProgress                        uint64 // 409 idempotency_request_in_progress answers
+	Recorded                          uint64 // responses recorded
+	Released                          uint64 // claims released: not recorded (status, stream, panic...)
+	BadRequests                       uint64 // 400 and 413 answers
+	StoreErrors                       uint64 // 503 and 500 answers caused by the store
+	CompleteErrors                    uint64 // responses sent but not recorded, the store failed
+	Canceled                          uint64 // requests whose client left while waiting
 
 	// Latency is a histogram of the time requests spent in the middleware
 	// (handler included), by outcome.
@@ -63,7 +66,8 @@ type histogram struct {
 
 type stats struct {
 	requests, passedThrough, proceeded, recovered, replayed, conflicts, inProgress,
-	recorded, released, badRequests, storeErrors, completeErrors, canceled atomic.Uint64
+	recorded, released, badRequests, storeErrors, completeErrors, canceled,
+	anonymousRefused, anonymousPassed atomic.Uint64
 	latency [len(outcomes)]histogram
 }
 
@@ -83,6 +87,7 @@ func (m *Middleware) Stats() Stats {
 	s := &m.st
 	out := Stats{
 		Requests: s.requests.Load(), PassedThrough: s.passedThrough.Load(),
+		AnonymousRefused: s.anonymousRefused.Load(), AnonymousPassed: s.anonymousPassed.Load(),
 		Proceeded: s.proceeded.Load(), Recovered: s.recovered.Load(), Replayed: s.replayed.Load(),
 		Conflicts: s.conflicts.Load(), InProgress: s.inProgress.Load(), Recorded: s.recorded.Load(),
 		Released: s.released.Load(), BadRequests: s.badRequests.Load(), StoreErrors: s.storeErrors.Load(),
@@ -120,6 +125,8 @@ func WriteMetrics(w io.Writer, s Stats, e engine.Stats) {
 	}
 	counter("idemkv_http_requests_total", "Requests with a valid idempotency key.", s.Requests)
 	counter("idemkv_http_passed_through_total", "Selected requests without a key, run unprotected.", s.PassedThrough)
+	counter("idemkv_http_anonymous_refused_total", "Requests with a key but no scope credential, refused.", s.AnonymousRefused)
+	counter("idemkv_http_anonymous_passed_total", "Requests with a key but no scope credential, run unprotected (PassAnonymous).", s.AnonymousPassed)
 	counter("idemkv_http_proceeded_total", "First requests: the handler ran.", s.Proceeded)
 	counter("idemkv_http_recovered_total", "First requests after an interrupted attempt.", s.Recovered)
 	counter("idemkv_http_replayed_total", "Stored responses replayed.", s.Replayed)

@@ -191,6 +191,7 @@ func TestProxyConcurrentDuplicates(t *testing.T) {
 		wg.Go(func() {
 			req, _ := http.NewRequest("POST", px.URL+"/v1/charges", strings.NewReader("same"))
 			req.Header.Set("Idempotency-Key", "dup")
+			req.Header.Set("Authorization", "Bearer tenant-1")
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				failed.Add(1)
@@ -237,6 +238,7 @@ func TestProxyClientDisconnectDoesNotRunUpstreamTwice(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", px.URL+"/v1/charges", strings.NewReader("amount=1"))
 	req.Header.Set("Idempotency-Key", "k")
+	req.Header.Set("Authorization", idemtest.DefaultCredential)
 	errc := make(chan error, 1)
 	go func() {
 		resp, err := http.DefaultClient.Do(req)
@@ -398,7 +400,7 @@ func TestProxyUpgradeWithKeyReleasesClaim(t *testing.T) {
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "POST /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nIdempotency-Key: up\r\nContent-Length: 0\r\n\r\n")
+		fmt.Fprintf(c, "POST /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\nIdempotency-Key: up\r\nAuthorization: Bearer tenant-1\r\nContent-Length: 0\r\n\r\n")
 		br := bufio.NewReader(c)
 		resp, err := http.ReadResponse(br, nil)
 		if err != nil {

@@ -59,6 +59,7 @@ func (s *server) stop() { _ = s.cmd.Process.Kill() }
 
 func post(addr, key string) (int, string, error) {
 	req, _ := http.NewRequest("POST", addr+"/v1/payments", strings.NewReader(`{"amount":1200}`))
+	req.Header.Set("Authorization", "Bearer sk_test_1")
 	req.Header.Set("Idempotency-Key", key)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)

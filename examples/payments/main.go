@@ -13,9 +13,9 @@
 // recording that point, to show it:
 //
 //	go run ./examples/payments -crash-after charged &
-//	curl -X POST localhost:8093/v1/payments -H 'Idempotency-Key: p1' -d '{"amount":1200}'   # the server dies
+//	curl -X POST localhost:8093/v1/payments -H 'Authorization: Bearer sk_test_1' -H 'Idempotency-Key: p1' -d '{"amount":1200}'   # the server dies
 //	go run ./examples/payments &
-//	curl -X POST localhost:8093/v1/payments -H 'Idempotency-Key: p1' -d '{"amount":1200}'   # resumes: emails only
+//	curl -X POST localhost:8093/v1/payments -H 'Authorization: Bearer sk_test_1' -H 'Idempotency-Key: p1' -d '{"amount":1200}'   # resumes: emails only
 //	cat payments-ledger/*.log                                                                  # one order, one charge, one email
 package main
 

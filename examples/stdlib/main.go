@@ -69,12 +69,13 @@ func main() {
 	}
 	base := "http://" + ln.Addr().String()
 	if !*once {
-		fmt.Printf("listening on %s; try:\n  curl -i %s/v1/orders -H 'Idempotency-Key: o-1' -d '{\"sku\":\"A1\"}'\n", base, base)
+		fmt.Printf("listening on %s; try:\n  curl -i %s/v1/orders -H 'Authorization: Bearer sk_test_1' -H 'Idempotency-Key: o-1' -d '{\"sku\":\"A1\"}'\n", base, base)
 		log.Fatal(http.Serve(ln, mux))
 	}
 	go http.Serve(ln, mux)
 	for _, body := range []string{`{"sku":"A1"}`, `{"sku":"A1"}`, `{"sku":"B2"}`} {
 		req, _ := http.NewRequest("POST", base+"/v1/orders", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer sk_test_1") // the tenant
 		req.Header.Set("Idempotency-Key", "o-1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {

@@ -76,6 +76,10 @@ func (c *Counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, `{"data":{"id":%d,"echo":%q}}`, n, body)
 }
 
+// DefaultCredential is the Authorization that Do sends unless told
+// otherwise.
+const DefaultCredential = "Bearer sk_test"
+
 // Reply is what a client got: status, headers and body.
 type Reply struct {
 	Status int
@@ -87,13 +91,16 @@ type Reply struct {
 var NoRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 // Do sends a request with an idempotency key (none if key is "") and the
-// header pairs hdr, and returns the reply.
+// header pairs hdr, and returns the reply. Like most API clients it
+// authenticates, as DefaultCredential, unless hdr sets Authorization
+// (to "" for an anonymous request).
 func Do(t testing.TB, method, url, key, body string, hdr ...string) Reply {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Header.Set("Authorization", DefaultCredential)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
