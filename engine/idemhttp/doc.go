@@ -29,13 +29,15 @@
 //	malformed key                      400     idempotency_key_invalid
 //	no key on a route that needs one   400     idempotency_key_missing
 //	a key but no tenant credential     400     idempotency_scope_missing (Anonymous)
+//	two Authorization headers          400     idempotency_scope_invalid
 //	body over MaxRequestBody           413     request_body_too_large
 //	store failing                      503     idempotency_store_unavailable,
 //	                                           Retry-After; the handler never runs
 //	stored record damaged              500     idempotency_record_damaged
 //
 // Keys are scoped per tenant: by default a SHA-256 digest of the
-// Authorization header (Options.ScopeHeader), so the raw credential is never
+// Authorization header, normalised (NormalizeCredential: "bearer  x" is
+// "Bearer x"), or of Options.ScopeHeader, so the raw credential is never
 // stored (Options.Scope replaces it; CookieScope scopes cookie sessions). A
 // keyed request without one is refused with 400 idempotency_scope_missing
 // unless Options.Anonymous says otherwise (PassAnonymous: no idempotency;

@@ -165,8 +165,10 @@ func checkIsolation(t *testing.T, base string, h *isolationHandler, reqs []isola
 // goroutines, with the same body: each combination runs once and gets
 // only its own response.
 func TestIsolationHTTPProperty(t *testing.T) {
+	// (Spellings of one credential, "bearer a" for "Bearer a", are one
+	// tenant: TestCredentialSpellingsAreOneTenant.)
 	creds := []string{
-		"", "Bearer a", "Bearer ab", "bearer a", "Bearer \u0430", "Bearer caf\u00e9", "Bearer cafe\u0301",
+		"", "Bearer a", "Bearer ab", "Bearer A", "Bearer \u0430", "Bearer caf\u00e9", "Bearer cafe\u0301",
 		"Bearer a:b", "Bearer a|b", "Bearer a/b", "Basic YTpi", "Bearer a\tb", "Bearer \u212a",
 	}
 	methods := []string{"POST", "PUT", "PATCH", "DELETE"}
@@ -547,22 +549,34 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 }
 
 // The middleware's scope for a credential is a 32-byte digest that
-// depends on every byte of it, look-alikes and normalisation forms
-// included; no credential is the anonymous scope "".
+// depends on every byte of the credentials, look-alikes and Unicode
+// normalisation forms included, and on the auth scheme but for its letter
+// case and the blanks around it (one credential to HTTP); no credential is
+// the anonymous scope "".
 func TestIsolationCredentialScopes(t *testing.T) {
-	creds := []string{"Bearer a", "Bearer \u0430", "Bearer caf\u00e9", "Bearer cafe\u0301", "bearer a", "Bearer a ", "Bearer a\x00", "Bearer a\tb", "Bearer a b"}
+	tenants := [][]string{ // each: spellings of one tenant
+		{"Bearer a", "bearer a", "BEARER a", "Bearer  a", "Bearer\ta", " Bearer a "},
+		{"Bearer \u0430"}, {"Bearer caf\u00e9"}, {"Bearer cafe\u0301"}, {"Bearer A"},
+		{"Bearer a\x00"}, {"Bearer a\tb"}, {"Bearer a b"}, {"Bearer a  b"}, {"Basic a"},
+		{"B\xffearer a"}, {"B\xfeearer a"}, {"a"}, {"A"},
+	}
 	if s := idemhttp.CredentialScope(""); s != "" {
 		t.Fatalf("scope of no credential %x; want the anonymous scope", s)
 	}
 	seen := map[string]string{}
-	for _, c := range creds {
-		s := idemhttp.CredentialScope(c)
+	for _, spellings := range tenants {
+		s := idemhttp.CredentialScope(spellings[0])
+		for _, c := range spellings[1:] {
+			if idemhttp.CredentialScope(c) != s {
+				t.Fatalf("%q and %q are one credential but two scopes", spellings[0], c)
+			}
+		}
 		if len(s) != 32 {
-			t.Fatalf("scope of %q is %d bytes; want a 32-byte digest", c, len(s))
+			t.Fatalf("scope of %q is %d bytes; want a 32-byte digest", spellings[0], len(s))
 		}
 		if o, dup := seen[s]; dup {
-			t.Fatalf("credentials %q and %q share a scope", o, c)
+			t.Fatalf("credentials %q and %q share a scope", o, spellings[0])
 		}
-		seen[s] = c
+		seen[s] = spellings[0]
 	}
 }

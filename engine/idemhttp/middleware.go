@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
@@ -76,28 +75,6 @@ const (
 	contentTypeJSON = "application/problem+json"
 )
 
-// CredentialScope returns the scope that the default Options store a
-// request's keys under: a SHA-256 digest of the credential (the whole
-// value of the ScopeHeader), or "" (the anonymous scope) for an empty
-// one. The digest is 32 bytes of binary; the credential cannot be read
-// back from it.
-func CredentialScope(credential string) string {
-	if credential == "" {
-		return ""
-	}
-	h := sha256.New()
-	io.WriteString(h, "idemkv scope v1\x00")
-	io.WriteString(h, credential)
-	return string(h.Sum(nil))
-}
-
-func (m *Middleware) scope(r *http.Request) string {
-	if m.c.Scope != nil {
-		return m.c.Scope(r)
-	}
-	return CredentialScope(r.Header.Get(m.c.ScopeHeader))
-}
-
 // selects reports whether r is handled, its route pattern, and whether a
 // key is required.
 //
@@ -147,7 +124,13 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
-	scope := m.scope(r)
+	scope, legacy, ok := m.scope(r)
+	if !ok {
+		m.st.badRequests.Add(1)
+		m.problem(w, "", http.StatusBadRequest, CodeScopeInvalid,
+			"the request has more than one "+m.c.ScopeHeader+" header; send one credential", nil)
+		return
+	}
 	if scope == "" {
 		switch m.c.Anonymous {
 		case RefuseAnonymous:
@@ -185,6 +168,12 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.beginFailed(w, r, req, err)
 		m.st.observe(outcomeError, start)
 		return
+	}
+	if res.Outcome == engine.Proceed && !res.Recovered && legacy != "" {
+		if rec := m.storedUnderLegacyScope(r.Context(), req, legacy); rec != nil {
+			_ = res.Claim.Release(r.Context()) // if it fails, a retry recovers the claim
+			res = answerFor(rec, req)
+		}
 	}
 	switch res.Outcome {
 	case engine.Proceed:

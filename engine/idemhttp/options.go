@@ -224,6 +224,9 @@ type config struct {
 	// scopeMissing is the detail of the problem that refuses an
 	// anonymous keyed request.
 	scopeMissing string
+	// authScheme is set if ScopeHeader holds "scheme credentials" values
+	// (Authorization, Proxy-Authorization), whose scheme is folded.
+	authScheme bool
 }
 
 func newConfig(o *Options) (*config, error) {
@@ -274,6 +277,7 @@ func newConfig(o *Options) (*config, error) {
 		return nil, fmt.Errorf("%w: unknown Anonymous policy %d", ErrInvalidOptions, c.Anonymous)
 	}
 	c.ScopeHeader = http.CanonicalHeaderKey(c.ScopeHeader)
+	c.authScheme = c.ScopeHeader == "Authorization" || c.ScopeHeader == "Proxy-Authorization"
 	c.scopeMissing = "an idempotency key needs a credential to be scoped to (the " + c.ScopeHeader + " header); this request has none"
 	if c.Scope != nil {
 		c.scopeMissing = "an idempotency key needs a credential to be scoped to (a session or API key); this request has none"

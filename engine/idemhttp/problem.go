@@ -12,6 +12,7 @@ const (
 	CodeKeyInvalid     = "idempotency_key_invalid"         // 400
 	CodeKeyMissing     = "idempotency_key_missing"         // 400
 	CodeScopeMissing   = "idempotency_scope_missing"       // 400
+	CodeScopeInvalid   = "idempotency_scope_invalid"       // 400
 	CodeBodyTooLarge   = "request_body_too_large"          // 413
 	CodeBodyUnreadable = "request_body_unreadable"         // 400
 	CodeConflict       = "idempotency_conflict"            // 409 or 422

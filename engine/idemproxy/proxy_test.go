@@ -598,3 +598,32 @@ func TestBadRoutePatternRefused(t *testing.T) {
 		t.Fatalf("New with a bad pattern: %v; want ErrInvalidOptions", err)
 	}
 }
+
+// TestProxyCredentialSpellingsRunUpstreamOnce: "Bearer x", "bearer x" and
+// "Bearer  x" are one credential to HTTP and to most upstreams, so with one
+// key and body they run the upstream once; a second Authorization header
+// is refused.
+func TestProxyCredentialSpellingsRunUpstreamOnce(t *testing.T) {
+	u, _, px := setup(t)
+	for _, cred := range []string{"Bearer x", "bearer x", "Bearer  x", "BEARER\tx"} {
+		r := idemtest.Do(t, "POST", px.URL+"/v1/charges", "spell", "amount=1", "Authorization", cred)
+		if r.Status != 201 {
+			t.Fatalf("Authorization %q: %d %s", cred, r.Status, r.Body)
+		}
+	}
+	if n := u.Count("spell"); n != 1 {
+		t.Fatalf("upstream ran %d times for one credential spelled four ways; want 1", n)
+	}
+	req, _ := http.NewRequest("POST", px.URL+"/v1/charges", strings.NewReader("amount=1"))
+	req.Header.Set("Idempotency-Key", "two")
+	req.Header.Add("Authorization", "Bearer x")
+	req.Header.Add("Authorization", "Bearer y")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 || u.Count("two") != 0 {
+		t.Fatalf("two Authorization headers: %d, upstream ran %d times; want 400, 0", resp.StatusCode, u.Count("two"))
+	}
+}
