@@ -88,24 +88,35 @@ func TestCorruptionCampaign(t *testing.T) {
 		}
 		offsets = append(offsets, size-1, max(0, size-40))
 		slices.Sort(offsets)
+		// Damage to bytes past the last proof of their fsync (the last
+		// fsync before the kill, whose proof was not yet written) cannot
+		// be told from a torn tail: see "The sync mark" in the package
+		// doc. Such cases are counted, not checked.
+		beyondMark := func(at int64, what string) bool {
+			if kind != "write-ahead log" || markCovers(t, killed, name, at) {
+				return false
+			}
+			c.cases++
+			c.beyondMark++
+			t.Logf("%s %s: past the sync mark, not checked", name, what)
+			return true
+		}
 		for _, off := range slices.Compact(offsets) {
-			c.run(t, killed, name, kind, fmt.Sprintf("flip at %d of %d", off, size), acks,
-				func(b []byte) []byte { b[off] ^= 0x10; return b })
+			what := fmt.Sprintf("flip at %d of %d", off, size)
+			if beyondMark(off, what) {
+				continue
+			}
+			c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { b[off] ^= 0x10; return b })
 		}
 		for _, keep := range []int64{size / 2, size - 1} {
 			what := fmt.Sprintf("cut to %d of %d", keep, size)
-			if kind == "write-ahead log" && !markCovers(t, killed, name, keep) {
-				// Bytes past the last proof of their fsync: a cut there
-				// cannot be told from a torn tail (see "The sync mark").
-				c.cases++
-				c.beyondMark++
-				t.Logf("%s %s: past the sync mark, not checked", name, what)
+			if beyondMark(keep, what) {
 				continue
 			}
 			c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { return b[:keep] })
 		}
 	}
-	t.Logf("%d cases over %d files (%d acknowledged completions each): %d refused at Open, %d opened with every completion replayed, %d opened with some completions refused (%d refusals), 0 silent losses; %d cuts of the newest log past its sync mark not checked",
+	t.Logf("%d cases over %d files (%d acknowledged completions each): %d refused at Open, %d opened with every completion replayed, %d opened with some completions refused (%d refusals), 0 silent losses; %d cuts and flips of the newest log past its sync mark not checked",
 		c.cases, c.files, len(acks), c.refusedOpen, c.clean, c.partial, c.refusedKeys, c.beyondMark)
 	t.Logf("repair of those %d directories: %d completions replayed, %d lost and named in the report, %d lost inside damage the report describes, 0 unreported, 0 wrong",
 		c.repaired, c.repairReplayed, c.repairLostNamed, c.repairLostUnnamed)
