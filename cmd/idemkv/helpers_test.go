@@ -153,13 +153,22 @@ func (p *process) stop(t *testing.T) error {
 	}
 }
 
-func send(t *testing.T, method, url, key, body string) (int, http.Header, string) {
+// send sends a JSON request as tenant "Bearer sk_test" with key (none if
+// "") and the header pairs hdr (a pair with value "" removes the header).
+func send(t *testing.T, method, url, key, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer sk_test")
 	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i+1] == "" {
+			req.Header.Del(hdr[i])
+		} else {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
