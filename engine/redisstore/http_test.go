@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,5 +79,57 @@ func TestTwoReplicasOverHTTP(t *testing.T) {
 				t.Fatalf("key %d: copy %d got %q, copy 0 %q", k, c, bodies[k][c], bodies[k][0])
 			}
 		}
+	}
+}
+
+// TestRecordsStoredBeforeNormalisationReplayFromRedis: a record that an
+// earlier version stored in Redis under the digest of the credential as
+// spelled ("bearer  x") is found after the upgrade, through the store's
+// Get: the retry replays it, another body conflicts, the handler never
+// runs again.
+func TestRecordsStoredBeforeNormalisationReplayFromRedis(t *testing.T) {
+	url := redistest.Start(t, nil)
+	st := openStore(t, url, redisstore.Options{Prefix: "legacy:"})
+	var runs atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	})
+	serve := func(o *idemhttp.Options) string {
+		m, err := idemhttp.New(st, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(m.Handler(h))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	post := func(base, body string) (int, string, string) {
+		rq, _ := http.NewRequest("POST", base+"/v1/payments", strings.NewReader(body))
+		rq.Header.Set("Idempotency-Key", "k")
+		rq.Header.Set("Authorization", "bearer  x")
+		resp, err := http.DefaultClient.Do(rq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Idempotency-Replay"), string(b)
+	}
+	// The earlier version: the version-1 digest of the raw value.
+	old := serve(&idemhttp.Options{Scope: func(r *http.Request) string {
+		d := sha256.Sum256([]byte("idemkv scope v1\x00" + r.Header.Get("Authorization")))
+		return string(d[:])
+	}})
+	_, _, first := post(old, `{"amount":1}`)
+	now := serve(nil)
+	if s, replay, b := post(now, `{"amount":1}`); replay != "true" || b != first {
+		t.Fatalf("retry after the upgrade: %d %q replay=%q; want the replay of %q", s, b, replay, first)
+	}
+	if s, _, _ := post(now, `{"amount":2}`); s != http.StatusConflict {
+		t.Fatalf("another body after the upgrade: %d; want 409", s)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("handler ran %d times; want 1", n)
 	}
 }
