@@ -48,14 +48,15 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 
 // CookieScope returns a Scope function for APIs that identify clients by
 // a session cookie: the scope is a digest of the named cookie's value
-// (see CredentialScope), "" without the cookie.
+// (as CredentialScope makes, without its normalisation), "" without
+// the cookie.
 func CookieScope(name string) func(*http.Request) string {
 	return func(r *http.Request) string {
 		c, err := r.Cookie(name)
 		if err != nil || c.Value == "" {
 			return ""
 		}
-		return CredentialScope("cookie " + name + "=" + c.Value)
+		return digestScope("cookie " + name + "=" + c.Value) // not an Authorization value: nothing to normalise
 	}
 }
 
