@@ -99,6 +99,9 @@ type Engine struct {
 	stalled, bgFailing atomic.Bool
 
 	st stats
+
+	// scoper digests credentials into scopes (see scope.go).
+	scoper *Scoper
 }
 
 // metaKey holds the data directory's metadata. It sorts before every
@@ -317,6 +320,9 @@ func (e *Engine) openStore(po *pebble.Options) (err error) {
 	}
 	created, err := e.loadMeta()
 	if err != nil {
+		return err
+	}
+	if err := e.loadScopes(created); err != nil {
 		return err
 	}
 	if created {

@@ -71,3 +71,11 @@ func WithFSForTest(o *Options, fs vfs.FS) *Options {
 	o.fs = fs
 	return o
 }
+
+// The scope secret file and scope metadata codecs, for their fuzz tests.
+var (
+	ParseScopeFileForTest  = parseScopeFile
+	EncodeScopeFileForTest = encodeScopeFile
+	DecodeScopeMetaForTest = decodeScopeMeta
+	EncodeScopeMetaForTest = encodeScopeMeta
+)

@@ -141,6 +141,22 @@ type Options struct {
 	// The wait starts at the first failure. Default 30s.
 	OpenFaultWait time.Duration
 
+	// ScopeSecret keys the digests that the middleware stores credentials
+	// as (see Scoper); at least MinScopeSecretLen bytes. Default: the
+	// secret in the data directory's ScopeSecretFile, created (32 random
+	// bytes, mode 0600) at the first open; with InMemory, a random one.
+	// A secret given here is not written to the directory; the file's
+	// secret, if any, is then still accepted as a previous one.
+	ScopeSecret []byte
+
+	// PreviousScopeSecrets are earlier secrets whose records are still
+	// found, for a rotation: keep the old secret here for one TTL and
+	// Lease after the new one took over. Open refuses a directory whose
+	// records were stored under a secret that is neither ScopeSecret nor
+	// one of these (ErrInvalid), or whose secret file is missing or
+	// damaged (ErrCorrupt).
+	PreviousScopeSecrets [][]byte
+
 	// Clock tells the time. Default the system clock.
 	Clock expiry.Clock
 

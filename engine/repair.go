@@ -184,6 +184,10 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	// to dst once complete: a repair that is interrupted leaves no
 	// half-written directory that could be taken for a repaired one.
 	building := filepath.Join(work, "new")
+	legacyUntil, err := carryScopeSecret(dir, building, db, &opts)
+	if err != nil {
+		return rep, err
+	}
 	out, err := open(dst, building, opts)
 	if err != nil {
 		return rep, err
@@ -191,6 +195,9 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	err = salvage(db, out, opts.Clock.Now(), rep)
 	if err == nil {
 		err = out.db.Set(metaKey, encodeMeta(width, max(inc, out.incarnation)), pebble.Sync)
+	}
+	if err == nil {
+		err = out.db.Set(scopeMetaKey, encodeScopeMeta(out.scoper.Check(), legacyUntil), pebble.Sync)
 	}
 	if err = errors.Join(err, out.Close()); err != nil {
 		return rep, err
@@ -401,6 +408,47 @@ func logsOnly(dir string, recs [][]byte) (*pebble.DB, error) {
 		}
 	}
 	return db, nil
+}
+
+// carryScopeSecret gives the directory Repair builds in building the scope
+// secret of dir (its file, or Options.ScopeSecret), without which none of
+// the salvaged records could be found, and returns the end of dir's
+// upgrade window: the one dir has, or a new one for a directory of a
+// version without keyed digests.
+func carryScopeSecret(dir, building string, db *pebble.DB, opts *Options) (time.Time, error) {
+	var check []byte
+	legacyUntil := opts.Clock.Now().Add(opts.TTL + opts.Lease)
+	if v, closer, err := db.Get(scopeMetaKey); err == nil {
+		c, until, derr := decodeScopeMeta(v)
+		closer.Close()
+		if derr == nil {
+			check, legacyUntil = c, until
+		}
+	}
+	secret := opts.ScopeSecret
+	if secret == nil {
+		s, err := readScopeFile(vfs.Default, filepath.Join(dir, ScopeSecretFile))
+		if err != nil && check != nil {
+			return time.Time{}, fmt.Errorf("%w (give the directory's secret as Options.ScopeSecret)", err)
+		}
+		secret = s
+	}
+	switch {
+	case secret == nil && check != nil:
+		return time.Time{}, fmt.Errorf("%w: the scope secret file %s is missing: without it no salvaged record could be found (restore it, or give the secret as Options.ScopeSecret)", ErrCorrupt, ScopeSecretFile)
+	case secret == nil:
+		return legacyUntil, nil // a directory of a version without keyed digests
+	}
+	if check != nil {
+		if s, err := NewScoper(ScopeKeys{Secret: secret}); err != nil || s.Knows(check) != 0 {
+			return time.Time{}, fmt.Errorf("%w: the scope secret is not the one the directory's records were stored under (give the right one as Options.ScopeSecret)", ErrCorrupt)
+		}
+	}
+	opts.ScopeSecret = nil
+	if err := os.MkdirAll(building, 0o755); err != nil {
+		return time.Time{}, err
+	}
+	return legacyUntil, writeScopeFile(vfs.Default, building, filepath.Join(building, ScopeSecretFile), secret)
 }
 
 // readMeta reads the directory metadata from db.

@@ -29,6 +29,10 @@ type Store interface {
 	// why not (ErrClosed, ErrFailed, a storage error). It is what a
 	// health check reports.
 	Health(ctx context.Context) error
+	// Scoper returns what turns credentials into the scopes of this
+	// store's records: keyed digests under the deployment's secret, the
+	// same on every replica that shares the store.
+	Scoper() *Scoper
 	// Close releases the store; it is idempotent. Every method returns
 	// ErrClosed after it.
 	Close() error

@@ -89,15 +89,16 @@ func checkDataDir(dir string) error {
 
 // scopeFlags are -scope and -scope-hex, of which at most one may be set.
 type scopeFlags struct {
-	scope string
-	from  string // the flag that set scope, "" if none
+	scope      string
+	credential string // -credential, digested by resolve
+	from       string // the flag that set scope, "" if none
 }
 
 func (s *scopeFlags) register(fs *flag.FlagSet) {
 	fs.Func("scope", "the `scope` (tenant) as text", func(v string) error {
 		return s.set("-scope", v)
 	})
-	fs.Func("scope-hex", "the `scope` in hex (optionally 0x-prefixed), for binary scopes such as the SHA-256 digests of the HTTP middleware",
+	fs.Func("scope-hex", "the `scope` in hex (optionally 0x-prefixed), for binary scopes such as the keyed digests of the HTTP middleware",
 		func(v string) error {
 			b, err := hex.DecodeString(strings.TrimPrefix(v, "0x"))
 			if err != nil {
@@ -105,10 +106,18 @@ func (s *scopeFlags) register(fs *flag.FlagSet) {
 			}
 			return s.set("-scope-hex", string(b))
 		})
-	fs.Func("credential", "the `credential` (the whole value of the scope header, e.g. 'Bearer sk_demo') whose scope the HTTP middleware uses; it is hashed, never stored",
+	fs.Func("credential", "the `credential` (the whole value of the scope header, e.g. 'Bearer sk_demo') whose scope the HTTP middleware uses; it is digested with the directory's scope secret, never stored",
 		func(v string) error {
-			return s.set("-credential", idemhttp.CredentialScope(v))
+			s.credential = v
+			return s.set("-credential", "")
 		})
+}
+
+// resolve sets the scope of -credential, a digest under eng's secret.
+func (s *scopeFlags) resolve(eng *engine.Engine) {
+	if s.from == "-credential" {
+		s.scope = idemhttp.CredentialScope(eng.Scoper(), s.credential)
+	}
 }
 
 func (s *scopeFlags) set(name, v string) error {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -456,12 +455,17 @@ func TestDataDirInUse(t *testing.T) {
 		if err := p.stop(t); err != nil {
 			t.Fatal(err)
 		}
-		scope := "0x" + hex.EncodeToString([]byte(idemhttp.CredentialScope("Bearer sk_test")))
-		code, out, errOut = runCmd(t, "inspect", "-data", dir, "-scope-hex", scope)
-		if code != 0 || !strings.Contains(out, scope) || !strings.Contains(out, "key-1") || !strings.Contains(out, "1 record,") {
+		// The scope is keyed with the directory's secret: -credential
+		// finds it, the unkeyed digest of earlier versions does not.
+		code, out, errOut = runCmd(t, "inspect", "-data", dir, "-credential", "Bearer sk_test")
+		if code != 0 || !strings.Contains(out, "key-1") || !strings.Contains(out, "1 record,") {
 			t.Fatalf("after serving: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}
-		code, out, errOut = runCmd(t, "get", "-data", dir, "-scope-hex", scope, "-endpoint", "POST /v1/calls", "-key", "key-1", "-body-only")
+		unkeyed := "0x" + hex.EncodeToString([]byte(engine.LegacyScope("Bearer sk_test")))
+		if code, out, _ := runCmd(t, "inspect", "-data", dir, "-scope-hex", unkeyed); code != 0 || strings.Contains(out, "key-1") {
+			t.Fatalf("the unkeyed digest of the credential finds its record (exit %d):\n%s", code, out)
+		}
+		code, out, errOut = runCmd(t, "get", "-data", dir, "-credential", "Bearer sk_test", "-endpoint", "POST /v1/calls", "-key", "key-1", "-body-only")
 		if code != 0 || !strings.Contains(out, "+15550100") {
 			t.Errorf("get: exit %d; stdout:\n%s\nstderr:\n%s", code, out, errOut)
 		}

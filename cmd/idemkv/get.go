@@ -52,6 +52,8 @@ func runGet(args []string) (err error) {
 		return err
 	}
 	defer closeEngine(eng, &err)
+	sf.resolve(eng)
+	k.Scope = sf.scope
 	r, err := eng.Get(context.Background(), k)
 	switch {
 	case errors.Is(err, engine.ErrNotFound):

@@ -24,7 +24,7 @@ func runInspect(args []string) (err error) {
 		"of expiry: state (completed, expired, interrupted or damaged), scope, endpoint,\n"+
 		"key, status, request id, attempt, stored size, and the times it was created,\n"+
 		"completed and expires (RFC 3339, UTC). Parts that are not printable ASCII, such\n"+
-		"as the SHA-256 scopes of the HTTP middleware, are shown in 0x-prefixed hex.\n"+
+		"as the keyed digests that the HTTP middleware stores as scopes, are shown in 0x-prefixed hex.\n"+
 		"Damaged records are listed with their error, and make the command exit 1.\n\n")
 	var df dataFlags
 	df.register(fs)
@@ -40,15 +40,8 @@ func runInspect(args []string) (err error) {
 	if *limit < 0 {
 		return usageError(fs, "-limit must not be negative")
 	}
-	// Expired records are visited even without -expired, to count them.
-	opts := engine.ScanOptions{Prefix: record.AllKeys(), IncludeExpired: true}
-	switch {
-	case isSet(fs, "endpoint") && sf.from == "":
+	if isSet(fs, "endpoint") && sf.from == "" {
 		return usageError(fs, "-endpoint needs -scope or -scope-hex (which may be empty: -scope '')")
-	case isSet(fs, "endpoint"):
-		opts.Prefix = record.EndpointPrefix(sf.scope, *endpoint)
-	case sf.from != "":
-		opts.Prefix = record.ScopePrefix(sf.scope)
 	}
 
 	eng, err := openDataDir(&df, false)
@@ -56,6 +49,15 @@ func runInspect(args []string) (err error) {
 		return err
 	}
 	defer closeEngine(eng, &err)
+	sf.resolve(eng)
+	// Expired records are visited even without -expired, to count them.
+	opts := engine.ScanOptions{Prefix: record.AllKeys(), IncludeExpired: true}
+	switch {
+	case isSet(fs, "endpoint"):
+		opts.Prefix = record.EndpointPrefix(sf.scope, *endpoint)
+	case sf.from != "":
+		opts.Prefix = record.ScopePrefix(sf.scope)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 

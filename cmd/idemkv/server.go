@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -37,6 +38,7 @@ type serverFlags struct {
 	redisNoPersistence                                        bool
 	anonymous                                                 idemhttp.AnonymousPolicy
 	scopeCookie                                               string
+	scopeSecretFile, previousScopeSecretFile                  string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -51,7 +53,9 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 			f.durability, err = engine.ParseDurability(s)
 			return err
 		})
-	fs.StringVar(&f.scopeHeader, "scope-header", "Authorization", "request `header` that names the tenant (stored as a SHA-256 digest)")
+	fs.StringVar(&f.scopeHeader, "scope-header", "Authorization", "request `header` that names the tenant (stored as a digest keyed with the scope secret)")
+	fs.StringVar(&f.scopeSecretFile, "scope-secret-file", "", "read the scope secret (what tenant credentials are digested with; at least 16 bytes, surrounding blanks and newlines trimmed) from `file`, instead of the environment variable "+scopeSecretEnv+"; required with -redis, the same on every replica; default for a data directory: its own "+engine.ScopeSecretFile+" file")
+	fs.StringVar(&f.previousScopeSecretFile, "previous-scope-secret-file", "", "during a rotation, the old scope secret's `file` (or "+previousScopeSecretEnv+"): records stored under it are still found; keep it for one TTL after every replica has the new secret")
 	fs.StringVar(&f.scopeCookie, "scope-cookie", "", "name the tenant by this session `cookie` instead of -scope-header (stored as a digest), for APIs with cookie sessions")
 	fs.Func("anonymous", "what a request with a key but no tenant credential gets: `refuse` (400 idempotency_scope_missing), pass (run without idempotency) or shared (one scope for all such clients: one can replay another's response; warns at start) (default refuse)",
 		func(s string) error {
@@ -89,10 +93,26 @@ type store = engine.Store
 
 // openStore opens the store the flags name.
 func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
+	secret, err := readSecret(f.scopeSecretFile, scopeSecretEnv)
+	if err != nil {
+		return nil, "", err
+	}
+	previous, err := readSecret(f.previousScopeSecretFile, previousScopeSecretEnv)
+	if err != nil {
+		return nil, "", err
+	}
+	var previousList [][]byte
+	if previous != nil {
+		previousList = [][]byte{previous}
+	}
 	if f.redisURL != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, AllowNoPersistence: f.redisNoPersistence})
+		if secret == nil {
+			return nil, "", fmt.Errorf("-redis needs a scope secret, the same on every replica: set %s or give -scope-secret-file (what credentials are digested with; at least %d bytes)", scopeSecretEnv, engine.MinScopeSecretLen)
+		}
+		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, AllowNoPersistence: f.redisNoPersistence,
+			ScopeSecret: secret, PreviousScopeSecrets: previousList})
 		if errors.Is(err, redisstore.ErrNoPersistence) {
 			return nil, "", fmt.Errorf("%w; turn on appendonly (or save points) on the server, or accept it with -redis-no-persistence", err)
 		}
@@ -111,11 +131,45 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 		// operator learns that the records are gone.
 		logger.Warn("the data directory does not exist: creating a new, empty one (if it held records before, they are not here)", "dir", f.data)
 	}
-	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger})
+	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger,
+		ScopeSecret: secret, PreviousScopeSecrets: previousList})
 	if err != nil {
 		return nil, "", err
 	}
 	return eng, f.data, nil
+}
+
+// The environment variables that give the scope secrets (see
+// -scope-secret-file).
+const (
+	scopeSecretEnv         = "IDEMKV_SCOPE_SECRET"
+	previousScopeSecretEnv = "IDEMKV_PREVIOUS_SCOPE_SECRET"
+)
+
+// readSecret reads a scope secret from file, or else from the
+// environment variable env; nil if neither is set. Blanks and newlines
+// around it are trimmed; a secret is never logged.
+func readSecret(file, env string) ([]byte, error) {
+	v, fromEnv := os.LookupEnv(env)
+	var b []byte
+	switch {
+	case file != "" && fromEnv && v != "":
+		return nil, fmt.Errorf("both %s and a secret file are set: give one", env)
+	case file != "":
+		var err error
+		if b, err = os.ReadFile(file); err != nil {
+			return nil, fmt.Errorf("reading the scope secret: %w", err)
+		}
+	case v != "":
+		b = []byte(v)
+	default:
+		return nil, nil
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) < engine.MinScopeSecretLen {
+		return nil, fmt.Errorf("the scope secret has %d bytes; it needs at least %d (for example 32 random bytes in hex: openssl rand -hex 32)", len(b), engine.MinScopeSecretLen)
+	}
+	return b, nil
 }
 
 // redactURL hides a password in a Redis URL, for logs.
@@ -139,9 +193,7 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 		o = &idemhttp.Options{}
 	}
 	o.ScopeHeader = f.scopeHeader
-	if f.scopeCookie != "" {
-		o.Scope = idemhttp.CookieScope(f.scopeCookie)
-	}
+	o.ScopeCookie = f.scopeCookie
 	o.Anonymous = f.anonymous
 	o.Logger = logger
 	m, err := idemhttp.New(eng, o)

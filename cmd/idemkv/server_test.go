@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,7 +130,12 @@ func TestServeHeaderLimits(t *testing.T) {
 // is refused there too, and the records outlive both processes.
 func TestServeRedisReplicas(t *testing.T) {
 	url := redistest.Start(t, nil)
-	a := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	secretFile := filepath.Join(t.TempDir(), "scope-secret")
+	if err := os.WriteFile(secretFile, []byte("a secret every replica shares\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url, "-scope-secret-file", secretFile)
+	t.Setenv("IDEMKV_SCOPE_SECRET", "a secret every replica shares") // the same, from the environment
 	b := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
 	key := fmt.Sprint("replicas-", time.Now().UnixNano())
 	s1, _, b1 := send(t, "POST", a.addr+"/v1/calls", key, `{"to":"+15550100"}`)
@@ -146,6 +153,21 @@ func TestServeRedisReplicas(t *testing.T) {
 	s4, h4, b4 := send(t, "POST", c.addr+"/v1/calls", key, `{"to":"+15550100"}`)
 	if s4 != 201 || b4 != b1 || h4.Get("Idempotency-Replay") != "true" {
 		t.Fatalf("after both replicas restarted: %d %s", s4, b4)
+	}
+
+	// A replica given another secret would find none of the records: it
+	// is refused at start, as is one given none.
+	t.Setenv("IDEMKV_SCOPE_SECRET", "another secret, of another team")
+	if code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url); code != 1 || !strings.Contains(errOut, "scope secret differs") {
+		t.Fatalf("a replica with another secret: exit %d, stderr:\n%s", code, errOut)
+	}
+	t.Setenv("IDEMKV_SCOPE_SECRET", "")
+	if code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url); code != 1 || !strings.Contains(errOut, "-redis needs a scope secret") {
+		t.Fatalf("a replica without a secret: exit %d, stderr:\n%s", code, errOut)
+	}
+	t.Setenv("IDEMKV_SCOPE_SECRET", "short")
+	if code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url); code != 1 || !strings.Contains(errOut, "at least 16") {
+		t.Fatalf("a replica with a short secret: exit %d, stderr:\n%s", code, errOut)
 	}
 }
 
@@ -213,6 +235,7 @@ func TestServeTimeoutsFreeSlowClients(t *testing.T) {
 // that persists nothing, saying how to fix or accept it; with
 // -redis-no-persistence it starts and warns.
 func TestServeRefusesRedisWithoutPersistence(t *testing.T) {
+	t.Setenv("IDEMKV_SCOPE_SECRET", "the scope secret of this test")
 	url := redistest.Start(t, &redistest.Options{Config: []string{"--appendonly", "no", "--save", ""}})
 	code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
 	if code != 1 || !strings.Contains(errOut, "persists nothing") || !strings.Contains(errOut, "-redis-no-persistence") {

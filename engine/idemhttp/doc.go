@@ -35,10 +35,11 @@
 //	                                           Retry-After; the handler never runs
 //	stored record damaged              500     idempotency_record_damaged
 //
-// Keys are scoped per tenant: by default a SHA-256 digest of the
-// Authorization header, normalised (NormalizeCredential: "bearer  x" is
-// "Bearer x"), or of Options.ScopeHeader, so the raw credential is never
-// stored (Options.Scope replaces it; CookieScope scopes cookie sessions). A
+// Keys are scoped per tenant: by default a digest of the Authorization
+// header, normalised (NormalizeCredential: "bearer  x" is "Bearer x"), or
+// of Options.ScopeHeader or Options.ScopeCookie, keyed with the store's
+// secret (engine.Scoper), so the raw credential is never stored and its
+// digest cannot be tested without the secret (Options.Scope replaces it). A
 // keyed request without one is refused with 400 idempotency_scope_missing
 // unless Options.Anonymous says otherwise (PassAnonymous: no idempotency;
 // ShareAnonymous: one shared scope, single-tenant APIs only). The

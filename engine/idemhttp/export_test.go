@@ -1,5 +1,7 @@
 package idemhttp
 
+import "github.com/idemkv/idemkv/engine"
+
 // LegacyCredentialScopeForTest is the digest that versions before
 // credential normalisation stored keys under: the raw value's.
-var LegacyCredentialScopeForTest = digestScope
+var LegacyCredentialScopeForTest = engine.LegacyScope

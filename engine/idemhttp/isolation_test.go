@@ -433,6 +433,9 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 				"raw":    []byte(secret),
 				"hex":    []byte(hex.EncodeToString([]byte(secret))),
 				"base64": []byte(base64.StdEncoding.EncodeToString([]byte(cred))),
+				// The unkeyed digest that anyone could compute from a
+				// guessed credential: only the keyed one may be stored.
+				"unkeyed digest": []byte(engine.LegacyScope(cred)),
 			}
 
 			var runs atomic.Int64
@@ -489,7 +492,7 @@ func TestIsolationCanaryCredentialNeverStored(t *testing.T) {
 					t.Fatalf("the run did not exercise replays, conflicts and releases: %+v", s)
 				}
 				// What is stored under the tenant is its digest.
-				scope := idemhttp.CredentialScope(cred)
+				scope := idemhttp.CredentialScope(e.Scoper(), cred)
 				n := 0
 				err := e.Scan(context.Background(), engine.ScanOptions{}, func(en engine.Entry) error {
 					n++
@@ -560,14 +563,18 @@ func TestIsolationCredentialScopes(t *testing.T) {
 		{"Bearer a\x00"}, {"Bearer a\tb"}, {"Bearer a b"}, {"Bearer a  b"}, {"Basic a"},
 		{"B\xffearer a"}, {"B\xfeearer a"}, {"a"}, {"A"},
 	}
-	if s := idemhttp.CredentialScope(""); s != "" {
+	scoper, err := engine.NewScoper(engine.ScopeKeys{Secret: engine.NewScopeSecret()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := idemhttp.CredentialScope(scoper, ""); s != "" {
 		t.Fatalf("scope of no credential %x; want the anonymous scope", s)
 	}
 	seen := map[string]string{}
 	for _, spellings := range tenants {
-		s := idemhttp.CredentialScope(spellings[0])
+		s := idemhttp.CredentialScope(scoper, spellings[0])
 		for _, c := range spellings[1:] {
-			if idemhttp.CredentialScope(c) != s {
+			if idemhttp.CredentialScope(scoper, c) != s {
 				t.Fatalf("%q and %q are one credential but two scopes", spellings[0], c)
 			}
 		}

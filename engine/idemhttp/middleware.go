@@ -46,20 +46,6 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 	return &Middleware{store: store, c: c}, nil
 }
 
-// CookieScope returns a Scope function for APIs that identify clients by
-// a session cookie: the scope is a digest of the named cookie's value
-// (as CredentialScope makes, without its normalisation), "" without
-// the cookie.
-func CookieScope(name string) func(*http.Request) string {
-	return func(r *http.Request) string {
-		c, err := r.Cookie(name)
-		if err != nil || c.Value == "" {
-			return ""
-		}
-		return digestScope("cookie " + name + "=" + c.Value) // not an Authorization value: nothing to normalise
-	}
-}
-
 // Handler returns next wrapped with the idempotency contract. Its type is
 // the standard middleware signature, func(http.Handler) http.Handler.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
@@ -125,11 +111,14 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		next.ServeHTTP(w, r)
 		return
 	}
-	scope, legacy, ok := m.scope(r)
-	if !ok {
+	var scope, credential, asSent string
+	if m.c.Scope != nil {
+		scope = m.c.Scope(r)
+	} else if credential, asSent, ok = m.credential(r); ok {
+		scope = m.store.Scoper().Scope(credential)
+	} else {
 		m.st.badRequests.Add(1)
-		m.problem(w, "", http.StatusBadRequest, CodeScopeInvalid,
-			"the request has more than one "+m.c.ScopeHeader+" header; send one credential", nil)
+		m.problem(w, "", http.StatusBadRequest, CodeScopeInvalid, m.c.scopeTwice, nil)
 		return
 	}
 	if scope == "" {
@@ -170,8 +159,8 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.st.observe(outcomeError, start)
 		return
 	}
-	if res.Outcome == engine.Proceed && !res.Recovered && legacy != "" {
-		if rec := m.storedUnderLegacyScope(r.Context(), req, legacy); rec != nil {
+	if res.Outcome == engine.Proceed && !res.Recovered && credential != "" {
+		if rec := m.storedEarlier(r.Context(), req, credential, asSent); rec != nil {
 			_ = res.Claim.Release(r.Context()) // if it fails, a retry recovers the claim
 			res = answerFor(rec, req)
 		}

@@ -750,7 +750,7 @@ func TestRecordsStoredBeforeContentTypeStillReplay(t *testing.T) {
 	h.FieldString("/v1/charges")
 	h.FieldString("raw")
 	h.Write([]byte(body))
-	key := record.Key{Scope: idemhttp.CredentialScope("Bearer old"), Endpoint: "POST /v1/charges", Key: "before"}
+	key := record.Key{Scope: idemhttp.CredentialScope(e.Scoper(), "Bearer old"), Endpoint: "POST /v1/charges", Key: "before"}
 	res, err := e.Begin(context.Background(), engine.Request{Key: key, Fingerprint: h.Sum(), RequestID: "req-old"})
 	if err != nil || res.Outcome != engine.Proceed {
 		t.Fatalf("Begin: %v, %v", res.Outcome, err)
@@ -828,7 +828,7 @@ func TestAnonymousPolicies(t *testing.T) {
 // retry replays its own response; no cookie is anonymous (refused).
 func TestCookieScope(t *testing.T) {
 	c := idemtest.NewCounter()
-	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{Scope: idemhttp.CookieScope("sid")}, c)
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{ScopeCookie: "sid"}, c)
 	alice := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "sid=alice; theme=dark")
 	bob := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "theme=dark; sid=bob")
 	again := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "sid=alice")
@@ -840,6 +840,9 @@ func TestCookieScope(t *testing.T) {
 	}
 	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "theme=dark"); r.Status != http.StatusBadRequest {
 		t.Fatalf("no session cookie: %d; want 400", r.Status)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Cookie", "sid=alice; sid=bob"); r.Status != http.StatusBadRequest {
+		t.Fatalf("two sessions in one request: %d; want 400", r.Status)
 	}
 	if n := c.Count("k"); n != 2 {
 		t.Fatalf("handler ran %d times; want 2", n)

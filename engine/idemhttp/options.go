@@ -56,15 +56,25 @@ type Options struct {
 	CaseInsensitivePaths bool
 
 	// ScopeHeader is the request header whose value identifies the
-	// tenant. Keys are stored under a SHA-256 digest of its value (see
-	// CredentialScope); the value itself is never stored. A request
-	// without it has no scope: see Anonymous. Default "Authorization".
+	// tenant. Keys are stored under a digest of its value keyed with the
+	// store's secret (see CredentialScope and engine.Scoper); the value
+	// itself is never stored. A request without it has no scope: see
+	// Anonymous. A request with two is refused (400
+	// idempotency_scope_invalid). Default "Authorization".
 	ScopeHeader string
 
-	// Scope, if set, replaces ScopeHeader: it returns the tenant of a
-	// request (up to 1024 bytes; "" when the request has none: see
-	// Anonymous). What it returns is stored as is, so it should not be a
-	// secret. CookieScope scopes by a session cookie.
+	// ScopeCookie, if set, replaces ScopeHeader: the tenant is the value
+	// of the named session cookie, stored as a keyed digest as
+	// ScopeHeader's value is, for APIs whose clients are identified by a
+	// cookie session. A request without the cookie has no scope; one
+	// with two different values of it is refused.
+	ScopeCookie string
+
+	// Scope, if set, replaces ScopeHeader and ScopeCookie: it returns the
+	// tenant of a request (up to 1024 bytes; "" when the request has
+	// none: see Anonymous). What it returns is stored as is, not
+	// digested, so it should not be a secret: an account id, or a
+	// digest the application keys itself.
 	Scope func(*http.Request) string
 
 	// Anonymous is what happens to a request with a key but no scope
@@ -224,6 +234,9 @@ type config struct {
 	// scopeMissing is the detail of the problem that refuses an
 	// anonymous keyed request.
 	scopeMissing string
+	// scopeTwice is the detail of the problem that refuses a request
+	// with two credentials.
+	scopeTwice string
 	// authScheme is set if ScopeHeader holds "scheme credentials" values
 	// (Authorization, Proxy-Authorization), whose scheme is folded.
 	authScheme bool
@@ -279,6 +292,11 @@ func newConfig(o *Options) (*config, error) {
 	c.ScopeHeader = http.CanonicalHeaderKey(c.ScopeHeader)
 	c.authScheme = c.ScopeHeader == "Authorization" || c.ScopeHeader == "Proxy-Authorization"
 	c.scopeMissing = "an idempotency key needs a credential to be scoped to (the " + c.ScopeHeader + " header); this request has none"
+	c.scopeTwice = "the request has more than one " + c.ScopeHeader + " header; send one credential"
+	if c.ScopeCookie != "" {
+		c.scopeMissing = "an idempotency key needs a credential to be scoped to (the session cookie " + c.ScopeCookie + "); this request has none"
+		c.scopeTwice = "the request has two different " + c.ScopeCookie + " cookies; send one session"
+	}
 	if c.Scope != nil {
 		c.scopeMissing = "an idempotency key needs a credential to be scoped to (a session or API key); this request has none"
 	}

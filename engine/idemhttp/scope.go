@@ -2,8 +2,6 @@ package idemhttp
 
 import (
 	"context"
-	"crypto/sha256"
-	"io"
 	"net/http"
 	"strings"
 
@@ -12,23 +10,20 @@ import (
 )
 
 // CredentialScope returns the scope that the default Options store a
-// request's keys under: a SHA-256 digest of the normalised credential (the
-// value of the Authorization header, see NormalizeCredential), or "" (no
-// scope, see Options.Anonymous) for an empty one. The digest is 32 bytes of
-// binary; the credential cannot be read back from it.
-func CredentialScope(credential string) string {
-	return digestScope(NormalizeCredential(credential))
+// request's keys under, in a store whose Scoper is s: the keyed digest
+// (see engine.Scoper) of the normalised credential (the value of the
+// Authorization header, see NormalizeCredential), or "" (no scope, see
+// Options.Anonymous) for an empty one. The digest is 32 bytes of binary;
+// the credential cannot be read back from it, nor tested without the
+// store's secret.
+func CredentialScope(s *engine.Scoper, credential string) string {
+	return s.Scope(NormalizeCredential(credential))
 }
 
-// digestScope is the version-1 digest of a credential as given.
-func digestScope(credential string) string {
-	if credential == "" {
-		return ""
-	}
-	h := sha256.New()
-	io.WriteString(h, "idemkv scope v1\x00")
-	io.WriteString(h, credential)
-	return string(h.Sum(nil))
+// cookieCredential is what a session cookie is digested as (see
+// Options.ScopeCookie).
+func cookieCredential(name, value string) string {
+	return "cookie " + name + "=" + value
 }
 
 // NormalizeCredential returns an Authorization value in the form its
@@ -80,13 +75,25 @@ func title(s string) string {
 	return string(b)
 }
 
-// scope returns r's scope, and the scope that versions before credential
-// normalisation stored its keys under if that differs ("" otherwise). ok is
-// false if r names two credentials (the ScopeHeader repeated), which the
+// credential returns what r's scope is the digest of, and the spelling
+// that versions before credential normalisation digested (asSent; equal
+// to credential when that is already normal). ok is false if r names two
+// credentials (the ScopeHeader, or the ScopeCookie, repeated), which the
 // middleware refuses: which one counts would depend on the server.
-func (m *Middleware) scope(r *http.Request) (scope, legacy string, ok bool) {
-	if m.c.Scope != nil {
-		return m.c.Scope(r), "", true
+func (m *Middleware) credential(r *http.Request) (credential, asSent string, ok bool) {
+	if name := m.c.ScopeCookie; name != "" {
+		var value string
+		for _, c := range r.CookiesNamed(name) {
+			if value != "" && c.Value != "" && c.Value != value {
+				return "", "", false
+			}
+			value = c.Value
+		}
+		if value == "" {
+			return "", "", true
+		}
+		cred := cookieCredential(name, value) // not an Authorization value: nothing to normalise
+		return cred, cred, true
 	}
 	vs := r.Header.Values(m.c.ScopeHeader)
 	switch {
@@ -99,32 +106,32 @@ func (m *Middleware) scope(r *http.Request) (scope, legacy string, ok bool) {
 	if !m.c.authScheme {
 		// An API key header: a blank inside is part of the key.
 		v = strings.Trim(v, " \t")
-		return digestScope(v), "", true
+		return v, v, true
 	}
-	n := NormalizeCredential(v)
-	scope = digestScope(n)
-	if n != v {
-		legacy = digestScope(v)
-	}
-	return scope, legacy, true
+	return NormalizeCredential(v), v, true
 }
 
-// storedUnderLegacyScope finds what an earlier version stored for req under
-// legacy, the digest of the credential spelled as this request spells it:
-// before normalisation, "bearer  x" was a tenant of its own. It is asked
-// only for a fresh claim (not Recovered) of a request whose credential was
-// not already normal ("bearer x", "OAuth x"), at the cost of one more read
-// of the store; a request spelled the usual way ("Bearer x") costs nothing. A record found
-// is what the request gets (a replay, a conflict, or in progress) instead
-// of a second run.
-func (m *Middleware) storedUnderLegacyScope(ctx context.Context, req engine.Request, legacy string) *record.Record {
-	k := req.Key
-	k.Scope = legacy
-	rec, err := m.store.Get(ctx, k)
-	if err != nil || rec == nil {
-		return nil
+// storedEarlier finds what was stored for req under one of the scopes
+// that the same credential had before (see engine.Scoper.Earlier): under
+// a previous secret during a rotation, or, during the upgrade window
+// after an upgrade from a version without keyed digests, under its
+// version-1 digest (of the credential normalised or spelled as sent:
+// before normalisation, "bearer  x" was a tenant of its own). It is asked
+// only for a fresh claim (not Recovered), at the cost of one more read of
+// the store per earlier scope; with no previous secret and no upgrade
+// window there is none, and it costs nothing. A record found is what the
+// request gets (a replay, a conflict, or in progress) instead of a
+// second run.
+func (m *Middleware) storedEarlier(ctx context.Context, req engine.Request, credential, asSent string) *record.Record {
+	var buf [4]string
+	for _, scope := range m.store.Scoper().Earlier(buf[:0], credential, asSent) {
+		k := req.Key
+		k.Scope = scope
+		if rec, err := m.store.Get(ctx, k); err == nil && rec != nil {
+			return rec
+		}
 	}
-	return rec
+	return nil
 }
 
 // answerFor is what req gets from rec, a record stored for its key that

@@ -1,11 +1,15 @@
 package idemhttp_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/idemtest"
 )
@@ -78,7 +82,7 @@ func TestTwoCredentialsRefused(t *testing.T) {
 // ("bearer  x") is found after the upgrade: the retry replays it, a
 // different body conflicts with it, and the handler never runs again.
 func TestRecordsStoredBeforeNormalisationStillReplay(t *testing.T) {
-	e := idemtest.NewEngine(t, nil)
+	e := idemtest.NewUpgradedEngine(t)
 	c := idemtest.NewCounter()
 	// The earlier version: the digest of the raw value.
 	old, _ := newServer(t, e, &idemhttp.Options{Scope: func(r *http.Request) string {
@@ -131,4 +135,105 @@ func asciiFold(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// scopesStored returns the scopes of every record in e.
+func scopesStored(t *testing.T, e *engine.Engine) []string {
+	t.Helper()
+	var scopes []string
+	err := e.Scan(context.Background(), engine.ScanOptions{}, func(en engine.Entry) error {
+		scopes = append(scopes, en.Key.Scope)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return scopes
+}
+
+// TestScopeIsKeyedPerDeployment (finding 1): what is stored for a tenant
+// is a digest keyed with the deployment's secret: not the unkeyed digest
+// that anyone could compute from a guessed credential, and not the same
+// in two deployments, so a digest read from one data directory can be
+// tested against guesses only with that directory's secret.
+func TestScopeIsKeyedPerDeployment(t *testing.T) {
+	const cred = "Bearer sk_9xQz"
+	var stored []string
+	for range 2 {
+		e := idemtest.NewEngine(t, nil)
+		srv, _ := newServer(t, e, nil, idemtest.NewCounter())
+		if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`, "Authorization", cred); r.Status != 201 {
+			t.Fatalf("POST: %d", r.Status)
+		}
+		scopes := scopesStored(t, e)
+		if len(scopes) != 1 || scopes[0] != e.Scoper().Scope(cred) {
+			t.Fatalf("stored scopes %x; want the keyed digest of the credential", scopes)
+		}
+		if scopes[0] == engine.LegacyScope(cred) {
+			t.Fatal("the stored scope is the unkeyed digest of the credential")
+		}
+		stored = append(stored, scopes[0])
+	}
+	if stored[0] == stored[1] {
+		t.Fatal("two deployments store one credential under the same scope")
+	}
+}
+
+// TestScopeSecretRotationKeepsRecords: after the secret is rotated (the
+// old one kept as a previous secret), a retry of a request completed
+// under the old secret replays it and a different body conflicts with it:
+// the handler never runs again. Then new records are stored under the new
+// secret's digest.
+func TestScopeSecretRotationKeepsRecords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	oldSecret, newSecret := []byte("the old secret of the deployment"), []byte("the new secret of the deployment")
+	c := idemtest.NewCounter()
+	open := func(o *engine.Options) *engine.Engine {
+		e, err := engine.Open(dir, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open(&engine.Options{ScopeSecret: oldSecret})
+	srv, _ := newServer(t, e, nil, c)
+	first := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"a":1}`)
+	srv.Close()
+	e.Close()
+
+	e = open(&engine.Options{ScopeSecret: newSecret, PreviousScopeSecrets: [][]byte{oldSecret}})
+	defer e.Close()
+	srv, _ = newServer(t, e, nil, c)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"a":1}`); r.Header.Get("Idempotency-Replay") != "true" || r.Body != first.Body {
+		t.Fatalf("retry after the rotation: %d %q; want the replay of %q", r.Status, r.Body, first.Body)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"a":2}`); r.Status != http.StatusConflict {
+		t.Fatalf("another body after the rotation: %d; want 409", r.Status)
+	}
+	if n := c.Count("k"); n != 1 {
+		t.Fatalf("handler ran %d times; want 1", n)
+	}
+	idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k2", `{}`)
+	if !slices.Contains(scopesStored(t, e), idemhttp.CredentialScope(e.Scoper(), idemtest.DefaultCredential)) {
+		t.Fatal("a new record is not stored under the new secret's digest")
+	}
+}
+
+// TestRecordsOfVersion1ReplayDuringTheUpgrade: a record stored by a
+// version before keyed digests, under the unkeyed digest of the
+// credential, is found after the upgrade: its retry replays.
+func TestRecordsOfVersion1ReplayDuringTheUpgrade(t *testing.T) {
+	e := idemtest.NewUpgradedEngine(t)
+	c := idemtest.NewCounter()
+	old, _ := newServer(t, e, &idemhttp.Options{Scope: func(r *http.Request) string {
+		return engine.LegacyScope(idemhttp.NormalizeCredential(r.Header.Get("Authorization")))
+	}}, c)
+	first := idemtest.Do(t, "POST", old.URL+"/v1/charges", "k", `{"a":1}`)
+	srv, _ := newServer(t, e, nil, c)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"a":1}`); r.Header.Get("Idempotency-Replay") != "true" || r.Body != first.Body {
+		t.Fatalf("retry after the upgrade: %d %q; want the replay of %q", r.Status, r.Body, first.Body)
+	}
+	if n := c.Count("k"); n != 1 {
+		t.Fatalf("handler ran %d times; want 1", n)
+	}
 }

@@ -17,6 +17,9 @@ import (
 // openStore opens a Store on the server at url, closed when t ends.
 func openStore(t testing.TB, url string, o redisstore.Options) *redisstore.Store {
 	t.Helper()
+	if o.ScopeSecret == nil {
+		o.ScopeSecret = testSecret
+	}
 	s, err := redisstore.Open(context.Background(), url, &o)
 	if err != nil {
 		t.Fatal(err)
@@ -24,6 +27,9 @@ func openStore(t testing.TB, url string, o redisstore.Options) *redisstore.Store
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
+
+// testSecret is the scope secret of the tests' stores.
+var testSecret = []byte("a test scope secret, 32 bytes..")
 
 func request(k string) engine.Request {
 	return engine.Request{
@@ -97,7 +103,7 @@ func TestCloseDuringBegin(t *testing.T) {
 	url := redistest.Start(t, nil)
 	ctx := context.Background()
 	for i := range 30 {
-		s, err := redisstore.Open(ctx, url, &redisstore.Options{Prefix: "close:"})
+		s, err := redisstore.Open(ctx, url, &redisstore.Options{Prefix: "close:", ScopeSecret: testSecret})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +164,7 @@ func proceed(t *testing.T, s *redisstore.Store, k string) engine.Result {
 func TestOpenRefusesServerWithoutPersistence(t *testing.T) {
 	ctx := context.Background()
 	volatile := redistest.Start(t, &redistest.Options{Config: []string{"--appendonly", "no", "--save", ""}})
-	if _, err := redisstore.Open(ctx, volatile, nil); !errors.Is(err, redisstore.ErrNoPersistence) {
+	if _, err := redisstore.Open(ctx, volatile, &redisstore.Options{ScopeSecret: testSecret}); !errors.Is(err, redisstore.ErrNoPersistence) {
 		t.Fatalf("Open of a server without persistence: %v; want ErrNoPersistence", err)
 	}
 	s := openStore(t, volatile, redisstore.Options{AllowNoPersistence: true})

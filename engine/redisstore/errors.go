@@ -24,3 +24,10 @@ var ErrNoPersistence = errors.New("redisstore: the Redis server persists nothing
 func storageErr(op string, err error) error {
 	return fmt.Errorf("redisstore: %s: %w: %w", op, engine.ErrStorage, err)
 }
+
+// ErrScopeSecret is returned by Open (and CheckScopeSecret) when
+// Options.ScopeSecret is not the secret that the server's records are
+// stored under, nor one of Options.PreviousScopeSecrets: this replica
+// would find none of them, and every retry it took would run its handler
+// again. Every replica must be given the same secret.
+var ErrScopeSecret = errors.New("redisstore: the scope secret differs from the one the server's records are stored under (every replica needs the same ScopeSecret; during a rotation, the old one in PreviousScopeSecrets)")

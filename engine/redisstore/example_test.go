@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"net/http"
+	"os"
 
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/redisstore"
@@ -13,7 +14,10 @@ import (
 // handlers with the middleware, exactly as with the embedded engine. (Not
 // run: it needs a Redis server.)
 func Example() {
-	store, err := redisstore.Open(context.Background(), "redis://127.0.0.1:6379/0", nil)
+	// Every replica is given the same scope secret (here from the
+	// environment), which keys the digests that credentials are stored as.
+	store, err := redisstore.Open(context.Background(), "redis://127.0.0.1:6379/0",
+		&redisstore.Options{ScopeSecret: []byte(os.Getenv("IDEMKV_SCOPE_SECRET"))})
 	if err != nil {
 		log.Fatal(err)
 	}

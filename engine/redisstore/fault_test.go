@@ -194,7 +194,7 @@ func TestDamagedHash(t *testing.T) {
 	}
 	rc := redis.NewClient(opt)
 	defer rc.Close()
-	keys, err := rc.Keys(ctx, "dmg:*").Result()
+	keys, err := rc.Keys(ctx, "dmg:{*").Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("keys %v %v", keys, err)
 	}
@@ -219,12 +219,15 @@ func TestDamagedHash(t *testing.T) {
 // TestOptions: settings that cannot work are refused.
 func TestOptions(t *testing.T) {
 	for _, o := range []redisstore.Options{
-		{Lease: time.Second, RenewEvery: 600 * time.Millisecond}, // a late renewal would lose the key
-		{Lease: time.Millisecond},
-		{MaxHold: -time.Second},
-		{PollInterval: time.Second, MaxPollInterval: time.Millisecond},
-		{Prefix: "a{b}"},
-		{MaxBodySize: -1},
+		{Lease: time.Second, RenewEvery: 600 * time.Millisecond, ScopeSecret: testSecret}, // a late renewal would lose the key
+		{Lease: time.Millisecond, ScopeSecret: testSecret},
+		{MaxHold: -time.Second, ScopeSecret: testSecret},
+		{PollInterval: time.Second, MaxPollInterval: time.Millisecond, ScopeSecret: testSecret},
+		{Prefix: "a{b}", ScopeSecret: testSecret},
+		{MaxBodySize: -1, ScopeSecret: testSecret},
+		{},                             // no scope secret: replicas could not agree on scopes
+		{ScopeSecret: []byte("short")}, // too short to key anything
+		{ScopeSecret: testSecret, PreviousScopeSecrets: [][]byte{[]byte("short")}},
 	} {
 		if _, err := redisstore.New(nil, &o); !errors.Is(err, engine.ErrInvalid) {
 			t.Errorf("New(%+v): %v; want ErrInvalid", o, err)

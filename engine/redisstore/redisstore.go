@@ -106,6 +106,17 @@ type Options struct {
 	// AllowNoPersistence makes Open accept a server that persists nothing
 	// (see ErrNoPersistence). Default false: Open refuses it.
 	AllowNoPersistence bool
+	// ScopeSecret keys the digests that credentials are stored as (see
+	// engine.Scoper). Required, at least engine.MinScopeSecretLen bytes,
+	// and the same on every replica that shares the server: a replica
+	// with another secret would not find the others' records. Open
+	// refuses a secret that differs from the one the server's records
+	// are stored under (ErrScopeSecret).
+	ScopeSecret []byte
+	// PreviousScopeSecrets are earlier secrets whose records are still
+	// found, for a rotation: keep the old secret here for one TTL (and
+	// MaxHold) after every replica took the new one.
+	PreviousScopeSecrets [][]byte
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -153,6 +164,8 @@ func (o *Options) withDefaults() (Options, error) {
 		return c, fmt.Errorf("%w: PollInterval %v, MaxPollInterval %v", engine.ErrInvalid, c.PollInterval, c.MaxPollInterval)
 	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:
 		return c, fmt.Errorf("%w: MaxBodySize %d", engine.ErrInvalid, c.MaxBodySize)
+	case c.ScopeSecret == nil:
+		return c, fmt.Errorf("%w: ScopeSecret is required: a secret of at least %d bytes, the same on every replica (the credentials of requests are stored as digests keyed with it)", engine.ErrInvalid, engine.MinScopeSecretLen)
 	case strings.ContainsAny(c.Prefix, "{}"):
 		return c, fmt.Errorf("%w: Prefix %q must not contain braces (they are the hash tag)", engine.ErrInvalid, c.Prefix)
 	}
@@ -173,6 +186,10 @@ type Store struct {
 
 	st counters // reported by Stats
 
+	// scoper digests credentials; Open (CheckScopeSecret) replaces it by
+	// one that knows the server's upgrade window.
+	scoper atomic.Pointer[engine.Scoper]
+
 	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
 	work   sync.WaitGroup // Begin calls and renewal goroutines
@@ -191,7 +208,12 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 	}
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	scoper, err := engine.NewScoper(engine.ScopeKeys{Secret: opts.ScopeSecret, Previous: opts.PreviousScopeSecrets})
+	if err != nil {
+		return nil, err
+	}
 	s := &Store{c: client, opts: opts, id: hex.EncodeToString(b[:])}
+	s.scoper.Store(scoper)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -237,6 +259,10 @@ func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 			_ = client.Close()
 			return nil, err
 		}
+	}
+	if err := s.CheckScopeSecret(ctx); err != nil {
+		_ = client.Close()
+		return nil, err
 	}
 	return s, nil
 }

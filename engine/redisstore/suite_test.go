@@ -24,7 +24,7 @@ func TestStoreSuite(t *testing.T) {
 // cluster) at url, each case under a key prefix of its own.
 func deployments(url string) storetest.Factory {
 	return func(t *testing.T, s storetest.Settings) storetest.Deployment {
-		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("suite%d:", prefixes.Add(1))}
+		o := redisstore.Options{TTL: s.TTL, Lease: s.Lease, Prefix: fmt.Sprintf("suite%d:", prefixes.Add(1)), ScopeSecret: testSecret}
 		if s.NoRenew {
 			o.RenewEvery = -1
 		}

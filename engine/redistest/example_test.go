@@ -15,7 +15,7 @@ import (
 func ExampleStart() {
 	_ = func(t *testing.T) {
 		url := redistest.Start(t, nil)
-		st, err := redisstore.Open(context.Background(), url, &redisstore.Options{Prefix: "test:" + t.Name() + ":"})
+		st, err := redisstore.Open(context.Background(), url, &redisstore.Options{Prefix: "test:" + t.Name() + ":", ScopeSecret: []byte("the tests' scope secret, 32 B..")})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -170,6 +170,23 @@ var cases = []testCase{
 		complete(t, begin(t, s, r, engine.Proceed), "refunds")
 		checkReplay(t, begin(t, s, req("k", "a"), engine.Replay), resp("tenant a"))
 	}},
+	{name: "scopes are keyed digests, one on every replica and after a crash", run: func(t *testing.T, d Deployment) {
+		const cred = "Bearer sk_storetest"
+		s := d.Store().Scoper()
+		if s == nil {
+			t.Fatal("the store has no Scoper")
+		}
+		scope := s.Scope(cred)
+		if len(scope) != 32 || scope == engine.LegacyScope(cred) || s.Scope("") != "" {
+			t.Fatalf("scope %x of %q: want a 32-byte keyed digest", scope, cred)
+		}
+		if other(d).Scoper().Scope(cred) != scope {
+			t.Fatal("two replicas digest a credential differently: neither would find the other's records")
+		}
+		if d.Crash().Scoper().Scope(cred) != scope {
+			t.Fatal("the store digests a credential differently after a crash")
+		}
+	}},
 	{name: "in flight: NoWait answers InProgress", run: func(t *testing.T, d Deployment) {
 		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
 		r := req("k", "a")

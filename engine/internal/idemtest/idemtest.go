@@ -10,6 +10,9 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -32,6 +35,31 @@ func NewEngine(t testing.TB, o *engine.Options) *engine.Engine {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// NewUpgradedEngine opens, on a copy of the golden data directory that
+// a version before keyed scope digests wrote (engine/testdata/datadir-v1),
+// an engine as it runs just after the upgrade: its upgrade window is open,
+// so records stored under version-1 digests are still found. Closed when
+// t ends.
+func NewUpgradedEngine(t testing.TB) *engine.Engine {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	src := filepath.Join(filepath.Dir(file), "..", "..", "testdata", "datadir-v1")
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.CopyFS(dir, os.DirFS(src)); err != nil {
+		t.Fatal(err)
+	}
+	// The golden directory was written with a one-hour TTL.
+	e, err := engine.Open(dir, &engine.Options{TTL: time.Hour, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	if !e.Scoper().Upgrading() {
+		t.Fatal("the upgraded directory has no upgrade window")
+	}
 	return e
 }
 
