@@ -435,13 +435,13 @@ func carryScopeSecret(dir, building string, db *pebble.DB, opts *Options) (time.
 	}
 	switch {
 	case secret == nil && check != nil:
-		return time.Time{}, fmt.Errorf("%w: the scope secret file %s is missing: without it no salvaged record could be found (restore it, or give the secret as Options.ScopeSecret)", ErrCorrupt, ScopeSecretFile)
+		return time.Time{}, damaged("the scope secret file "+ScopeSecretFile+" is missing: without it no salvaged record could be found (restore it, or give the secret as Options.ScopeSecret)", nil)
 	case secret == nil:
 		return legacyUntil, nil // a directory of a version without keyed digests
 	}
 	if check != nil {
 		if s, err := NewScoper(ScopeKeys{Secret: secret}); err != nil || s.Knows(check) != 0 {
-			return time.Time{}, fmt.Errorf("%w: the scope secret is not the one the directory's records were stored under (give the right one as Options.ScopeSecret)", ErrCorrupt)
+			return time.Time{}, damaged("the scope secret is not the one the directory's records were stored under (give the right one as Options.ScopeSecret)", nil)
 		}
 	}
 	opts.ScopeSecret = nil

@@ -320,8 +320,14 @@ func (e *Engine) loadScopes(created bool) error {
 		}
 	case fileSecret != nil:
 		secret = fileSecret
+	case check != nil && e.opts.ReadOnly:
+		// A reader that was not given the secret (configured elsewhere,
+		// the directory has no file): it reads records, but digests no
+		// credential.
+		e.scoper = nil
+		return nil
 	case check != nil:
-		return fmt.Errorf("%w: the scope secret file %s is missing: without it no stored record can be found (restore it from a backup of the directory, or give the secret as Options.ScopeSecret)", ErrCorrupt, ScopeSecretFile)
+		return damaged("the scope secret file "+ScopeSecretFile+" is missing: without it no stored record can be found (restore it from a backup of the directory, or give the secret as Options.ScopeSecret)", nil)
 	case e.opts.ReadOnly:
 		// A directory of a version without keyed digests, read: its
 		// records are found under their version-1 digests.
@@ -342,7 +348,7 @@ func (e *Engine) loadScopes(created bool) error {
 		if e.opts.ScopeSecret != nil {
 			return fmt.Errorf("%w: Options.ScopeSecret is not the secret this directory's records were stored under (nor is any of PreviousScopeSecrets)", ErrInvalid)
 		}
-		return fmt.Errorf("%w: the scope secret file %s does not hold the secret this directory's records were stored under (restore it from a backup, or give the secret as Options.ScopeSecret)", ErrCorrupt, ScopeSecretFile)
+		return damaged("the scope secret file "+ScopeSecretFile+" does not hold the secret this directory's records were stored under (restore it from a backup, or give the secret as Options.ScopeSecret)", nil)
 	}
 	e.scoper = s
 	if e.opts.ReadOnly || check != nil && s.Knows(check) == 0 && stored.Equal(legacyUntil) {
@@ -406,5 +412,8 @@ func writeScopeFile(fs vfs.FS, dir, path string, secret []byte) error {
 	return nil
 }
 
-// Scoper returns the engine's Scoper (see Options.ScopeSecret).
+// Scoper returns the engine's Scoper (see Options.ScopeSecret). It is nil
+// only for a read-only engine on a directory whose secret was configured
+// (it has no ScopeSecretFile) and not given to this Open: such an engine
+// reads records but cannot digest credentials.
 func (e *Engine) Scoper() *Scoper { return e.scoper }

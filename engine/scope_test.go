@@ -107,8 +107,16 @@ func TestOpenRefusesALostOrDamagedScopeSecret(t *testing.T) {
 		if _, err := engine.Open(dir, &engine.Options{Logger: quietLogger()}); !errors.Is(err, engine.ErrCorrupt) {
 			t.Fatalf("%s: Open: %v; want ErrCorrupt", name, err)
 		}
-		if _, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()}); !errors.Is(err, engine.ErrCorrupt) {
+		r, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()})
+		switch {
+		case content == nil && (err != nil || r.Scoper() != nil):
+			// A reader without the secret reads records, digests nothing.
+			t.Fatalf("%s: read-only Open: %v; want an engine without a Scoper", name, err)
+		case content != nil && !errors.Is(err, engine.ErrCorrupt):
 			t.Fatalf("%s: read-only Open: %v; want ErrCorrupt", name, err)
+		}
+		if err == nil {
+			mustClose(t, r)
 		}
 	}
 	if err := os.WriteFile(path, good, 0o600); err != nil {
@@ -319,4 +327,34 @@ func BenchmarkScope(b *testing.B) {
 			_ = engine.LegacyScope(cred)
 		}
 	})
+}
+
+// TestConfiguredScopeSecretIsNotWritten: a secret given in Options is not
+// written to the directory; a writable open without it is refused, a
+// read-only one reads the records but digests no credential (Scoper nil),
+// and one given the secret digests as the server did.
+func TestConfiguredScopeSecretIsNotWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	secret := []byte("a secret from the configuration")
+	e := openScoped(t, dir, &engine.Options{ScopeSecret: secret})
+	scope := e.Scoper().Scope("Bearer x")
+	res := begin(t, e, engine.Request{Key: record.Key{Scope: scope, Endpoint: "POST /x", Key: "k"}, Fingerprint: record.Sum(nil), RequestID: "r"})
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 201}); err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, e)
+	if _, err := os.Stat(filepath.Join(dir, engine.ScopeSecretFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the configured secret was written: %v", err)
+	}
+	if _, err := engine.Open(dir, &engine.Options{Logger: quietLogger()}); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("a writable open without the secret: %v; want ErrCorrupt", err)
+	}
+	r := openScoped(t, dir, &engine.Options{ReadOnly: true})
+	n := 0
+	if err := r.Scan(ctx, engine.ScanOptions{}, func(engine.Entry) error { n++; return nil }); err != nil || n != 1 || r.Scoper() != nil {
+		t.Fatalf("read-only without the secret: %d records, %v, Scoper %v; want 1 record and no Scoper", n, err, r.Scoper())
+	}
+	if got := openScoped(t, dir, &engine.Options{ReadOnly: true, ScopeSecret: secret}).Scoper().Scope("Bearer x"); got != scope {
+		t.Fatal("read-only with the secret digests otherwise")
+	}
 }

@@ -22,13 +22,15 @@ import (
 
 // dataFlags are the flags every data-directory tool takes.
 type dataFlags struct {
-	dir string
-	ttl time.Duration
+	dir        string
+	ttl        time.Duration
+	secretFile string
 }
 
 func (f *dataFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.dir, "data", "./idemkv-data", "data `directory` to open; it must exist and is never created")
 	fs.DurationVar(&f.ttl, "ttl", expiry.DefaultTTL, "the TTL the server uses (get looks for records within it)")
+	fs.StringVar(&f.secretFile, "scope-secret-file", "", "the scope secret's `file`, if the server was given one (else "+scopeSecretEnv+", else the directory's own "+engine.ScopeSecretFile+"); needed by -credential")
 }
 
 // noSweep is the sweep interval of the tools: in effect, never.
@@ -43,9 +45,14 @@ func openDataDir(f *dataFlags, write bool) (*engine.Engine, error) {
 	if err := checkDataDir(f.dir); err != nil {
 		return nil, err
 	}
+	secret, err := readSecret(f.secretFile, scopeSecretEnv)
+	if err != nil {
+		return nil, err
+	}
 	eng, err := engine.Open(f.dir, &engine.Options{
-		TTL:      f.ttl,
-		ReadOnly: !write,
+		TTL:         f.ttl,
+		ScopeSecret: secret,
+		ReadOnly:    !write,
 		// The tools sweep only when told to (idemkv sweep): looking must
 		// not change what there is to see.
 		SweepInterval: noSweep,
@@ -114,10 +121,15 @@ func (s *scopeFlags) register(fs *flag.FlagSet) {
 }
 
 // resolve sets the scope of -credential, a digest under eng's secret.
-func (s *scopeFlags) resolve(eng *engine.Engine) {
-	if s.from == "-credential" {
-		s.scope = idemhttp.CredentialScope(eng.Scoper(), s.credential)
+func (s *scopeFlags) resolve(eng *engine.Engine) error {
+	if s.from != "-credential" {
+		return nil
 	}
+	if eng.Scoper() == nil {
+		return fmt.Errorf("-credential needs the scope secret the server was given: set %s or give -scope-secret-file", scopeSecretEnv)
+	}
+	s.scope = idemhttp.CredentialScope(eng.Scoper(), s.credential)
+	return nil
 }
 
 func (s *scopeFlags) set(name, v string) error {

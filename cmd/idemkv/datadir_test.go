@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -554,5 +555,41 @@ func TestRepair(t *testing.T) {
 	// A destination that holds anything is refused.
 	if code, _, stderr := runCmd(t, "repair", "-data", out, "-out", again); code != 1 || !strings.Contains(stderr, "is not empty") {
 		t.Errorf("repair into a full directory: exit %d; stderr:\n%s", code, stderr)
+	}
+}
+
+// TestToolsReadADirectoryKeyedWithAConfiguredSecret: a directory served
+// with IDEMKV_SCOPE_SECRET has no secret file; inspect still lists it,
+// and -credential finds the tenant's records once given the secret (and
+// says what is missing without it).
+func TestToolsReadADirectoryKeyedWithAConfiguredSecret(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("IDEMKV_SCOPE_SECRET", "the configured secret of this test")
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", dir)
+	if code, _, _ := send(t, "POST", p.addr+"/v1/calls", "key-1", `{"to":"+15550100"}`); code != 201 {
+		t.Fatalf("POST: %d", code)
+	}
+	if err := p.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, engine.ScopeSecretFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a configured secret was written to the directory: %v", err)
+	}
+	if code, out, errOut := runCmd(t, "inspect", "-data", dir, "-credential", "Bearer sk_test"); code != 0 || !strings.Contains(out, "key-1") {
+		t.Fatalf("inspect -credential with the secret in the environment: exit %d\n%s\n%s", code, out, errOut)
+	}
+	t.Setenv("IDEMKV_SCOPE_SECRET", "")
+	if code, out, errOut := runCmd(t, "inspect", "-data", dir); code != 0 || !strings.Contains(out, "key-1") {
+		t.Fatalf("inspect without the secret: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(t, "inspect", "-data", dir, "-credential", "Bearer sk_test"); code != 1 || !strings.Contains(errOut, "IDEMKV_SCOPE_SECRET") {
+		t.Fatalf("inspect -credential without the secret: exit %d\n%s", code, errOut)
+	}
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secretFile, []byte("the configured secret of this test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runCmd(t, "get", "-data", dir, "-scope-secret-file", secretFile, "-credential", "Bearer sk_test", "-endpoint", "POST /v1/calls", "-key", "key-1", "-body-only"); code != 0 || !strings.Contains(out, "+15550100") {
+		t.Fatalf("get -credential with -scope-secret-file: exit %d\n%s\n%s", code, out, errOut)
 	}
 }

@@ -52,7 +52,9 @@ func runGet(args []string) (err error) {
 		return err
 	}
 	defer closeEngine(eng, &err)
-	sf.resolve(eng)
+	if err := sf.resolve(eng); err != nil {
+		return err
+	}
 	k.Scope = sf.scope
 	r, err := eng.Get(context.Background(), k)
 	switch {

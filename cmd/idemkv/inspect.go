@@ -49,7 +49,9 @@ func runInspect(args []string) (err error) {
 		return err
 	}
 	defer closeEngine(eng, &err)
-	sf.resolve(eng)
+	if err := sf.resolve(eng); err != nil {
+		return err
+	}
 	// Expired records are visited even without -expired, to count them.
 	opts := engine.ScanOptions{Prefix: record.AllKeys(), IncludeExpired: true}
 	switch {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -38,6 +39,9 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 	c, err := newConfig(o)
 	if err != nil {
 		return nil, err
+	}
+	if c.Scope == nil && store.Scoper() == nil {
+		return nil, fmt.Errorf("%w: the store cannot digest credentials (a read-only engine without its scope secret)", ErrInvalidOptions)
 	}
 	if c.Anonymous == ShareAnonymous {
 		c.Logger.Warn("idemhttp: requests without a scope share one anonymous scope (Anonymous: ShareAnonymous): a client that sends another's key gets that client's stored response",

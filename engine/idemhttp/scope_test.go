@@ -3,6 +3,7 @@ package idemhttp_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -235,5 +236,25 @@ func TestRecordsOfVersion1ReplayDuringTheUpgrade(t *testing.T) {
 	}
 	if n := c.Count("k"); n != 1 {
 		t.Fatalf("handler ran %d times; want 1", n)
+	}
+}
+
+// TestNewRefusesAStoreThatCannotDigest: a read-only engine opened without
+// its configured secret has no Scoper; the middleware refuses it rather
+// than store keys under no tenant.
+func TestNewRefusesAStoreThatCannotDigest(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	e, err := engine.Open(dir, &engine.Options{ScopeSecret: []byte("a configured secret, not written")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	r, err := engine.Open(dir, &engine.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := idemhttp.New(r, nil); !errors.Is(err, idemhttp.ErrInvalidOptions) {
+		t.Fatalf("New on a store without a Scoper: %v; want ErrInvalidOptions", err)
 	}
 }
