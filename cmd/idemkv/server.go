@@ -30,6 +30,9 @@ type serverFlags struct {
 	scopeHeader         string
 	shutdownTimeout     time.Duration
 	maxHeaderBytes      int
+	// The middleware's memory limits (idemhttp.Options).
+	maxBufferedBytes             int64
+	maxWaiters, maxWaitersPerKey int
 	// The listener's timeouts (see http.Server): a client that trickles
 	// its headers or body, reads its response slowly, or holds an idle
 	// connection does not hold a connection, a goroutine and a buffered
@@ -72,6 +75,9 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 			return nil
 		})
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for requests in flight")
+	fs.Int64Var(&f.maxBufferedBytes, "max-buffered-bytes", idemhttp.DefaultMaxBufferedBytes, "memory for request bodies held at once, in `bytes` (running, and waiting for a duplicate); a request whose body does not fit gets 503 idempotency_overloaded with Retry-After; -1: no limit")
+	fs.IntVar(&f.maxWaiters, "max-waiters", idemhttp.DefaultMaxWaiters, "duplicates that may wait at once for running requests (`n`); one more gets 409 idempotency_request_in_progress with Retry-After; -1: no limit")
+	fs.IntVar(&f.maxWaitersPerKey, "max-waiters-per-key", idemhttp.DefaultMaxWaitersPerKey, "duplicates that may wait at once for one key (`n`); -1: no limit")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request header block accepted, in `bytes`; larger requests get 431")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "how long a client may take to send a request's headers")
 	fs.DurationVar(&f.readTimeout, "read-timeout", time.Minute, "how long a client may take to send a whole request, body included")
@@ -195,6 +201,7 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	o.ScopeHeader = f.scopeHeader
 	o.ScopeCookie = f.scopeCookie
 	o.Anonymous = f.anonymous
+	o.MaxBufferedBytes, o.MaxWaiters, o.MaxWaitersPerKey = f.maxBufferedBytes, f.maxWaiters, f.maxWaitersPerKey
 	o.Logger = logger
 	m, err := idemhttp.New(eng, o)
 	if err != nil {

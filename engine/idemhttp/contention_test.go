@@ -121,7 +121,7 @@ func runContention(t *testing.T, bodies int, seed uint64) {
 		h.index[keyOf(k)] = k
 	}
 	eng := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Logger: idemtest.QuietLogger()}) // the defaults: Synced
-	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger()}, h)
+	srv, m := newServer(t, eng, &idemhttp.Options{Logger: idemtest.QuietLogger(), MaxWaitersPerKey: -1}, h)
 	srv.Config.ErrorLog = idemtest.QuietHTTPLog()
 	tr := &http.Transport{MaxIdleConns: workers, MaxIdleConnsPerHost: workers, DisableCompression: true}
 	defer tr.CloseIdleConnections()

@@ -24,9 +24,11 @@ import (
 // for concurrent use; one Middleware may wrap any number of handlers, which
 // then share its options and statistics.
 type Middleware struct {
-	store engine.Store
-	c     *config
-	st    stats
+	store   engine.Store
+	c       *config
+	st      stats
+	budget  bodyBudget // request bodies held (see limits.go)
+	waiters waiters    // duplicates waiting
 }
 
 // New returns a Middleware over store. A nil o means the defaults
@@ -47,7 +49,10 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 		c.Logger.Warn("idemhttp: requests without a scope share one anonymous scope (Anonymous: ShareAnonymous): a client that sends another's key gets that client's stored response",
 			"scope_header", c.ScopeHeader)
 	}
-	return &Middleware{store: store, c: c}, nil
+	m := &Middleware{store: store, c: c}
+	m.budget.limit = c.MaxBufferedBytes
+	m.waiters.max, m.waiters.perKey = c.MaxWaiters, c.MaxWaitersPerKey
+	return m, nil
 }
 
 // Handler returns next wrapped with the idempotency contract. Its type is
@@ -141,7 +146,15 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 
 	buf := getBuffer()
 	defer putBuffer(buf)
-	if code, detail := m.readBody(r, buf); code != 0 {
+	var held int64 // bytes of the budget this request holds
+	defer func() { m.budget.give(held) }()
+	if code, detail := m.readBody(r, buf, &held); code != 0 {
+		if code == http.StatusServiceUnavailable {
+			m.st.overBudget.Add(1)
+			w.Header().Set(headerRetry, m.c.retry)
+			m.problem(w, "", code, CodeOverloaded, detail, nil)
+			return
+		}
 		m.st.badRequests.Add(1)
 		m.problem(w, "", code, codeForStatus(code), detail, nil)
 		return
@@ -204,36 +217,70 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 }
 
 // begin asks the store, bounding a wait for a running duplicate by
-// WaitTimeout, or not waiting at all under RejectInProgress.
+// WaitTimeout, or not waiting at all under RejectInProgress. It asks
+// without waiting first: a duplicate (InProgress) then waits only if the
+// waiter limits let it (MaxWaiters, MaxWaitersPerKey), and is otherwise
+// answered InProgress at once. A duplicate thus costs one more Begin.
 func (m *Middleware) begin(ctx context.Context, req engine.Request) (engine.Result, error) {
-	if m.c.WhenInProgress == RejectInProgress {
-		req.WhenInProgress = engine.NoWait
-		return m.store.Begin(ctx, req)
+	req.WhenInProgress = engine.NoWait
+	res, err := m.store.Begin(ctx, req)
+	if err != nil || res.Outcome != engine.InProgress || m.c.WhenInProgress == RejectInProgress {
+		return res, err
 	}
+	h := keyHash(req.Key)
+	if !m.waiters.enter(h) {
+		m.st.waitersRefused.Add(1)
+		return res, nil
+	}
+	defer m.waiters.leave(h)
+	req.WhenInProgress = engine.Wait
 	ctx, cancel := context.WithTimeout(ctx, m.c.WaitTimeout)
 	defer cancel()
 	return m.store.Begin(ctx, req)
 }
 
-// readBody reads r's body into buf. It returns a status and a message for
-// the client when the body cannot be used.
-func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer) (int, string) {
+// readBody reads r's body into buf, holding (in *held) the bytes of the
+// memory budget that buf takes (see limits.go): a body of known length
+// reserves them before it is read. It returns a status and a message for
+// the client when the body cannot be used: 503 when the budget cannot
+// take it.
+func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (int, string) {
 	max := m.c.MaxRequestBody
 	tooLarge := "the request body is larger than " + strconv.FormatInt(max, 10) + " bytes"
+	const overloaded = "the server holds as many request bodies as it may (MaxBufferedBytes); retry later"
 	if r.ContentLength > max {
 		return http.StatusRequestEntityTooLarge, tooLarge
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, ""
 	}
-	_, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	if r.ContentLength >= 0 {
+		// Room for the body and the end of the read, so that the buffer
+		// does not grow past it.
+		want := max64(r.ContentLength+bytes.MinRead, int64(buf.Cap()))
+		if !m.budget.take(want) {
+			return http.StatusServiceUnavailable, overloaded
+		}
+		*held = want
+		buf.Grow(int(r.ContentLength + bytes.MinRead))
+	}
+	_, err := buf.ReadFrom(budgetReader{r: io.LimitReader(r.Body, max+1), buf: buf, b: &m.budget, held: held})
 	switch {
+	case errors.Is(err, errOverBudget):
+		return http.StatusServiceUnavailable, overloaded
 	case int64(buf.Len()) > max:
 		return http.StatusRequestEntityTooLarge, tooLarge
 	case err != nil:
 		return http.StatusBadRequest, "the request body could not be read: " + err.Error()
 	}
 	return 0, ""
+}
+
+func max64(a, b int64) int64 {
+	if a > b {
+		return a
+	}
+	return b
 }
 
 // fingerprint hashes the method, the endpoint, the request target as sent

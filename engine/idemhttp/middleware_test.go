@@ -161,7 +161,8 @@ func TestConcurrentDuplicatesRunOnce(t *testing.T) {
 		w.WriteHeader(201)
 		fmt.Fprintf(w, `{"run":%d}`, runs.Add(1))
 	})
-	srv, m := newServer(t, idemtest.NewEngine(t, nil), nil, h)
+	// Every duplicate may wait (TestWaiterLimits tests the limits).
+	srv, m := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{MaxWaiters: -1, MaxWaitersPerKey: -1}, h)
 	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 0}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr}

@@ -1,8 +1,10 @@
 package idemhttp
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"path"
@@ -126,6 +128,25 @@ type Options struct {
 	// 30s.
 	WaitTimeout time.Duration
 
+	// MaxBufferedBytes bounds the memory of the request bodies that the
+	// middleware holds at once (each is read whole, and held while its
+	// handler runs or while it waits for a duplicate's), counted as the
+	// capacity of their buffers. A request whose body does not fit gets
+	// 503 idempotency_overloaded with Retry-After (its handler does not
+	// run). At least MaxRequestBody+512; negative: no limit. Default
+	// DefaultMaxBufferedBytes (64 MiB). A body of unknown length (chunked)
+	// may grow its buffer past its reservation by up to one doubling
+	// before it is refused.
+	MaxBufferedBytes int64
+
+	// MaxWaiters bounds the duplicates that wait at once for a running
+	// request (under WaitForOriginal), and MaxWaitersPerKey those that
+	// wait for one key. A duplicate over either gets 409
+	// idempotency_request_in_progress with Retry-After at once. Defaults
+	// DefaultMaxWaiters (1024) and DefaultMaxWaitersPerKey (16); negative:
+	// no limit.
+	MaxWaiters, MaxWaitersPerKey int
+
 	// RetryAfter is the Retry-After sent with 409
 	// idempotency_request_in_progress and 503. Default 1s; whole seconds.
 	RetryAfter time.Duration
@@ -191,6 +212,10 @@ const (
 	DefaultMaxResponseBody = 16 << 20
 	DefaultWaitTimeout     = 30 * time.Second
 	DefaultRetryAfter      = time.Second
+
+	DefaultMaxBufferedBytes = 64 << 20
+	DefaultMaxWaiters       = 1024
+	DefaultMaxWaitersPerKey = 16
 )
 
 // defaultStoredHeaders are recorded and replayed unless configured out.
@@ -331,6 +356,24 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.WhenInProgress > RejectInProgress {
 		return nil, fmt.Errorf("%w: WhenInProgress policy %d", ErrInvalidOptions, c.WhenInProgress)
+	}
+	if c.MaxBufferedBytes == 0 {
+		c.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if c.MaxBufferedBytes > 0 && c.MaxBufferedBytes < c.MaxRequestBody+bytes.MinRead {
+		return nil, fmt.Errorf("%w: MaxBufferedBytes %d cannot hold one body of MaxRequestBody %d (and 512 bytes of slack)", ErrInvalidOptions, c.MaxBufferedBytes, c.MaxRequestBody)
+	}
+	if c.MaxWaiters == 0 {
+		c.MaxWaiters = DefaultMaxWaiters
+	}
+	if c.MaxWaitersPerKey == 0 {
+		c.MaxWaitersPerKey = DefaultMaxWaitersPerKey
+	}
+	if c.MaxWaiters < 0 {
+		c.MaxWaiters = math.MaxInt
+	}
+	if c.MaxWaitersPerKey < 0 {
+		c.MaxWaitersPerKey = math.MaxInt
 	}
 	if c.WaitTimeout == 0 {
 		c.WaitTimeout = DefaultWaitTimeout

@@ -18,6 +18,7 @@ const (
 	CodeConflict       = "idempotency_conflict"            // 409 or 422
 	CodeInProgress     = "idempotency_request_in_progress" // 409
 	CodeUnavailable    = "idempotency_store_unavailable"   // 503
+	CodeOverloaded     = "idempotency_overloaded"          // 503: see Options.MaxBufferedBytes
 	CodeRecordDamaged  = "idempotency_record_damaged"      // 500
 )
 

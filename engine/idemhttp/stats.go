@@ -29,6 +29,13 @@ type Stats struct {
 	CompleteErrors                    uint64 // responses sent but not recorded, the store failed
 	Canceled                          uint64 // requests whose client left while waiting
 
+	// The memory limits (see Options.MaxBufferedBytes, MaxWaiters):
+	// requests refused because their body did not fit the budget (503),
+	// duplicates refused a wait (409, counted in InProgress too), and,
+	// now, the bytes of request bodies held and the duplicates waiting.
+	OverBudget, WaitersRefused uint64
+	BufferedBytes, Waiting     int64
+
 	// Latency is a histogram of the time requests spent in the middleware
 	// (handler included), by outcome.
 	Latency map[string]Histogram
@@ -67,7 +74,7 @@ type histogram struct {
 type stats struct {
 	requests, passedThrough, proceeded, recovered, replayed, conflicts, inProgress,
 	recorded, released, badRequests, storeErrors, completeErrors, canceled,
-	anonymousRefused, anonymousPassed atomic.Uint64
+	anonymousRefused, anonymousPassed, overBudget, waitersRefused atomic.Uint64
 	latency [len(outcomes)]histogram
 }
 
@@ -92,6 +99,8 @@ func (m *Middleware) Stats() Stats {
 		Conflicts: s.conflicts.Load(), InProgress: s.inProgress.Load(), Recorded: s.recorded.Load(),
 		Released: s.released.Load(), BadRequests: s.badRequests.Load(), StoreErrors: s.storeErrors.Load(),
 		CompleteErrors: s.completeErrors.Load(), Canceled: s.canceled.Load(),
+		OverBudget: s.overBudget.Load(), WaitersRefused: s.waitersRefused.Load(),
+		BufferedBytes: m.budget.used.Load(), Waiting: m.waiters.total.Load(),
 		Latency: make(map[string]Histogram, len(outcomes)),
 	}
 	for i, o := range outcomes {
@@ -138,6 +147,10 @@ func WriteMetrics(w io.Writer, s Stats, e engine.Stats) {
 	counter("idemkv_http_store_errors_total", "Answers 503 and 500 caused by the store.", s.StoreErrors)
 	counter("idemkv_http_complete_errors_total", "Responses sent but not recorded.", s.CompleteErrors)
 	counter("idemkv_http_canceled_total", "Requests whose client left while waiting.", s.Canceled)
+	counter("idemkv_http_over_budget_total", "Requests refused (503) because their body did not fit MaxBufferedBytes.", s.OverBudget)
+	counter("idemkv_http_waiters_refused_total", "Duplicates refused a wait (409) by MaxWaiters or MaxWaitersPerKey.", s.WaitersRefused)
+	gauge("idemkv_http_buffered_bytes", "Bytes of request bodies held now.", float64(s.BufferedBytes))
+	gauge("idemkv_http_waiting", "Duplicates waiting now for a running request.", float64(s.Waiting))
 
 	const lat = "idemkv_http_request_duration_seconds"
 	fmt.Fprintf(w, "# HELP %s Time spent in the middleware, handler included.\n# TYPE %s histogram\n", lat, lat)
