@@ -62,6 +62,22 @@ type Request struct {
 	RequestID string
 	// WhenInProgress overrides Options.WhenInProgress for this call.
 	WhenInProgress WaitPolicy
+	// Gate, if set, bounds waiting: under Wait, Begin asks it before it
+	// waits for a request in flight, and answers InProgress at once if it
+	// refuses (see WaitGate).
+	Gate WaitGate
+}
+
+// A WaitGate bounds the Begins that wait for a request in flight (the
+// HTTP middleware's MaxWaiters and MaxWaitersPerKey). Every store honours
+// it.
+type WaitGate interface {
+	// Enter is called before a Begin waits for the request holding key.
+	// If it returns false, Begin answers InProgress at once instead.
+	Enter(key record.Key) bool
+	// Leave is called once when a Begin that Enter admitted stops
+	// waiting (whatever it then answers).
+	Leave(key record.Key)
 }
 
 // Result is Begin's answer.
@@ -136,7 +152,12 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 	// allocate; it is copied into a string only when it must be stored.
 	h := xxhash.Sum64(*kb)
 	s := &e.stripes[h&e.mask]
-	first := true
+	first, admitted := true, false
+	defer func() {
+		if admitted {
+			req.Gate.Leave(req.Key)
+		}
+	}()
 	for {
 		now := e.clock.Now()
 		s.mu.Lock()
@@ -190,11 +211,12 @@ func (e *Engine) Begin(ctx context.Context, req Request) (Result, error) {
 				e.st.conflicts.Add(1)
 				return Result{Outcome: Conflict, OriginalRequestID: c.requestID}, nil
 			}
-			if wait == NoWait {
+			if wait == NoWait || req.Gate != nil && !admitted && !req.Gate.Enter(req.Key) {
 				s.mu.Unlock()
 				e.st.inprogress.Add(1)
 				return Result{Outcome: InProgress, OriginalRequestID: c.requestID}, nil
 			}
+			admitted = admitted || req.Gate != nil
 			e.st.waits.Add(1)
 		}
 		s.mu.Unlock()

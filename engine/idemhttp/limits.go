@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
 )
 
@@ -22,8 +23,10 @@ import (
 //     request whose body does not fit gets 503 idempotency_overloaded with
 //     Retry-After before it is read further.
 //   - waiters bounds the duplicates that wait, in all and per key
-//     (Options.MaxWaiters, MaxWaitersPerKey): one over either gets 409
-//     idempotency_request_in_progress with Retry-After at once.
+//     (Options.MaxWaiters, MaxWaitersPerKey): it is the engine.WaitGate
+//     of the middleware's requests, so the store answers one over either
+//     InProgress instead of waiting, and the middleware 409
+//     idempotency_request_in_progress with Retry-After, at once.
 
 // bodyBudget is a counter of reserved bytes under a limit (negative: no
 // limit).
@@ -79,9 +82,11 @@ func (br budgetReader) Read(p []byte) (int, error) {
 }
 
 // waiters counts the duplicates waiting for a running request, in all and
-// per key, in stripes.
+// per key, in stripes. It is the engine.WaitGate the middleware gives the
+// store.
 type waiters struct {
 	max, perKey int
+	refused     *atomic.Uint64 // counts refusals
 	total       atomic.Int64
 	stripes     [64]struct {
 		mu sync.Mutex
@@ -94,18 +99,24 @@ func keyHash(k record.Key) uint64 {
 	return xxhash.Sum64(k.Append(buf[:0]))
 }
 
-// enter counts a waiter for the key with hash h; false (and nothing
-// counted) if that would pass a limit.
-func (w *waiters) enter(h uint64) bool {
+var _ engine.WaitGate = (*waiters)(nil)
+
+// Enter counts a waiter for key; false (and nothing counted) if that
+// would pass a limit. The store calls it (under its own locks: it must
+// not block).
+func (w *waiters) Enter(key record.Key) bool {
 	if w.total.Add(1) > int64(w.max) {
 		w.total.Add(-1)
+		w.refused.Add(1)
 		return false
 	}
+	h := keyHash(key)
 	s := &w.stripes[h%uint64(len(w.stripes))]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.n[h] >= w.perKey {
 		w.total.Add(-1)
+		w.refused.Add(1)
 		return false
 	}
 	if s.n == nil {
@@ -115,8 +126,9 @@ func (w *waiters) enter(h uint64) bool {
 	return true
 }
 
-// leave uncounts a waiter that enter counted.
-func (w *waiters) leave(h uint64) {
+// Leave uncounts a waiter that Enter counted.
+func (w *waiters) Leave(key record.Key) {
+	h := keyHash(key)
 	s := &w.stripes[h%uint64(len(w.stripes))]
 	s.mu.Lock()
 	if s.n[h]--; s.n[h] <= 0 {

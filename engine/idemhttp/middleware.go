@@ -51,7 +51,7 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 	}
 	m := &Middleware{store: store, c: c}
 	m.budget.limit = c.MaxBufferedBytes
-	m.waiters.max, m.waiters.perKey = c.MaxWaiters, c.MaxWaitersPerKey
+	m.waiters.max, m.waiters.perKey, m.waiters.refused = c.MaxWaiters, c.MaxWaitersPerKey, &m.st.waitersRefused
 	return m, nil
 }
 
@@ -217,23 +217,15 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 }
 
 // begin asks the store, bounding a wait for a running duplicate by
-// WaitTimeout, or not waiting at all under RejectInProgress. It asks
-// without waiting first: a duplicate (InProgress) then waits only if the
-// waiter limits let it (MaxWaiters, MaxWaitersPerKey), and is otherwise
-// answered InProgress at once. A duplicate thus costs one more Begin.
+// WaitTimeout, or not waiting at all under RejectInProgress. A duplicate
+// waits only if the waiter limits let it (MaxWaiters, MaxWaitersPerKey:
+// the store asks m's gate), and is otherwise answered InProgress at once.
 func (m *Middleware) begin(ctx context.Context, req engine.Request) (engine.Result, error) {
-	req.WhenInProgress = engine.NoWait
-	res, err := m.store.Begin(ctx, req)
-	if err != nil || res.Outcome != engine.InProgress || m.c.WhenInProgress == RejectInProgress {
-		return res, err
+	if m.c.WhenInProgress == RejectInProgress {
+		req.WhenInProgress = engine.NoWait
+		return m.store.Begin(ctx, req)
 	}
-	h := keyHash(req.Key)
-	if !m.waiters.enter(h) {
-		m.st.waitersRefused.Add(1)
-		return res, nil
-	}
-	defer m.waiters.leave(h)
-	req.WhenInProgress = engine.Wait
+	req.Gate = &m.waiters
 	ctx, cancel := context.WithTimeout(ctx, m.c.WaitTimeout)
 	defer cancel()
 	return m.store.Begin(ctx, req)

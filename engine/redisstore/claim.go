@@ -105,12 +105,12 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid).Int64()
+	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid, s.channel()).Int64()
 	switch {
 	case err != nil:
 		// Fenced by the claim id: if the write did happen after all,
 		// the record is completed and this does nothing.
-		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Err()
+		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid, s.channel()).Err()
 		err = s.scriptErr("complete", ctx, err)
 		s.st.countErr(err)
 		return err
@@ -160,7 +160,7 @@ func (c *claim) Release(ctx context.Context) error {
 		return engine.ErrClosed
 	}
 	ctx = context.WithoutCancel(ctx)
-	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid).Int64()
+	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid, s.channel()).Int64()
 	switch {
 	case err != nil:
 		err = s.scriptErr("release", ctx, err)

@@ -93,8 +93,14 @@ type Options struct {
 	// fingerprint holds the key: engine.Wait (the default) or
 	// engine.NoWait.
 	WhenInProgress engine.WaitPolicy
-	// PollInterval is the first pause of a waiting Begin; it doubles up
-	// to MaxPollInterval. Defaults 2ms and 50ms.
+	// MaxPollInterval is the longest a waiting Begin goes without asking
+	// Redis whether the request it waits for has ended: it is told by a
+	// notification (see waiting.go), and asks itself only as a fallback
+	// (of the waiters of one key in one Store, one asks per interval), and
+	// when the holder's lease runs out. Without a subscription (a server
+	// that refuses SUBSCRIBE), a waiting Begin polls instead, its first
+	// pause PollInterval doubling up to MaxPollInterval. Defaults 2ms and
+	// 1s.
 	PollInterval, MaxPollInterval time.Duration
 	// MaxBodySize is the largest response body Complete accepts. Default
 	// 16 MiB.
@@ -143,7 +149,7 @@ func (o *Options) withDefaults() (Options, error) {
 		c.PollInterval = 2 * time.Millisecond
 	}
 	if c.MaxPollInterval == 0 {
-		c.MaxPollInterval = 50 * time.Millisecond
+		c.MaxPollInterval = time.Second
 	}
 	if c.MaxBodySize == 0 {
 		c.MaxBodySize = 16 << 20
@@ -189,6 +195,9 @@ type Store struct {
 	// scoper digests credentials; Open (CheckScopeSecret) replaces it by
 	// one that knows the server's upgrade window.
 	scoper atomic.Pointer[engine.Scoper]
+
+	// watches are what waiting Begins wait on (see waiting.go).
+	watches watches
 
 	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
@@ -377,37 +386,137 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 	ek := req.Key.Append(nil)
 	rk := s.keyOf(ek)
 	fp := fpString(req.Fingerprint)
+	waitFlag := "0"
+	if wait == engine.Wait {
+		waitFlag = "1"
+	}
+	ask := func() (engine.Result, time.Duration, error) {
+		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
+		v, err := beginScript.Run(ctx, s.c, []string{rk},
+			fp, req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
+			strconv.FormatInt(time.Now().UnixNano(), 10), ek, cid, waitFlag).Slice()
+		if err != nil {
+			return engine.Result{}, 0, s.scriptErr("begin", ctx, err)
+		}
+		return s.answer(rk, cid, req, v)
+	}
+	// Waiting (see waiting.go): on the key's watch, registered before the
+	// ask it follows so that no publication is missed, woken by a
+	// publication, with a poll timer as the fallback; without a
+	// subscription, polling with backoff.
+	var wt *watch
+	if wait == engine.Wait && s.subscribed() {
+		wt = s.watch(rk)
+	}
+	admitted, waited, woken, polled := false, false, false, false
+	defer func() {
+		if wt != nil {
+			s.unwatch(rk, wt)
+		}
+		if admitted {
+			req.Gate.Leave(req.Key)
+		}
+	}()
 	pause := s.opts.PollInterval
-	waited := false
 	for {
 		if s.closed.Load() {
 			return engine.Result{}, engine.ErrClosed
 		}
-		now := time.Now()
-		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
-		v, err := beginScript.Run(ctx, s.c, []string{rk},
-			fp, req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
-			strconv.FormatInt(now.UnixNano(), 10), ek, cid).Slice()
-		if err != nil {
-			return engine.Result{}, s.scriptErr("begin", ctx, err)
+		leading := false
+		if woken {
+			// Of the Begins that the publication woke, one asks; the
+			// others take its replay, or ask themselves if it has none.
+			if leading = wt.leader.CompareAndSwap(false, true); !leading {
+				select {
+				case <-wt.answered:
+				case <-ctx.Done():
+					return engine.Result{}, ctx.Err()
+				case <-s.ctx.Done():
+					return engine.Result{}, engine.ErrClosed
+				}
+				if wt.replay != nil {
+					return engine.Result{Outcome: engine.Replay, Record: wt.replay}, nil
+				}
+			}
 		}
-		res, left, err := s.answer(rk, cid, req, v)
+		res, left, err := ask()
+		if leading {
+			wt.share(res, err)
+		}
 		if err != nil || res.Outcome != engine.InProgress || wait == engine.NoWait {
+			if err == nil && polled && wt != nil {
+				s.notify(rk) // the request ended: wake the other waiters here
+			}
 			return res, err
+		}
+		if !admitted && req.Gate != nil {
+			if !req.Gate.Enter(req.Key) {
+				return res, nil
+			}
+			admitted = true
 		}
 		if !waited {
 			waited = true
 			s.st.waits.Add(1)
 		}
-		d := min(pause, max(left, time.Millisecond))
-		pause = min(2*pause, s.opts.MaxPollInterval)
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return engine.Result{}, ctx.Err()
-		case <-s.ctx.Done():
-			return engine.Result{}, engine.ErrClosed
+		if woken || wt == nil && s.subscribed() {
+			// A new watch (the first, or after a wake that found the key
+			// claimed again), then ask again: a publication after the
+			// last answer and before the watch is not missed.
+			if wt != nil {
+				s.unwatch(rk, wt)
+			}
+			wt, woken = s.watch(rk), false
+			continue
 		}
+		d := min(pause, max(left, time.Millisecond))
+		if wt != nil {
+			d = min(s.opts.MaxPollInterval, max(left, time.Millisecond))
+		}
+		pause = min(2*pause, s.opts.MaxPollInterval)
+		if err := s.sleep(ctx, wt, d, time.Now().Add(left)); err != nil {
+			return engine.Result{}, err
+		}
+		woken = wt != nil && isClosed(wt.done)
+		polled = !woken
+	}
+}
+
+// sleep waits d, or until wt (if any) is woken, ctx ends or the Store
+// closes. With a watch, a timer that fires while another waiter of the
+// key in this Store polled recently (see watch.shouldPoll) waits on.
+func (s *Store) sleep(ctx context.Context, wt *watch, d time.Duration, leaseEnd time.Time) error {
+	var done chan struct{}
+	if wt != nil {
+		done = wt.done
+	}
+	for {
+		t := time.NewTimer(d)
+		select {
+		case <-done:
+			t.Stop()
+			return nil
+		case <-t.C:
+			if wt == nil || wt.shouldPoll(time.Now(), leaseEnd, s.opts.MaxPollInterval) {
+				return nil
+			}
+			d = s.opts.MaxPollInterval
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-s.ctx.Done():
+			t.Stop()
+			return engine.ErrClosed
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -486,7 +595,7 @@ func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.
 			// Closed while the script ran: give the claim back (best
 			// effort; its lease runs out otherwise).
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = releaseScript.Run(ctx, s.c, []string{rk}, cid).Err()
+			_ = releaseScript.Run(ctx, s.c, []string{rk}, cid, s.channel()).Err()
 			cancel()
 			return engine.Result{}, 0, engine.ErrClosed
 		}

@@ -19,6 +19,8 @@ import "github.com/redis/go-redis/v9"
 //	prid the request id of the attempt this claim took over ("f" only)
 //	cpp  the last recovery point's phase, cpd its data ("f" only)
 //	rec  the completed record, in package record's format ("c" only)
+//	w    set while a Begin waits for the claim ("f" only): its Complete
+//	     or Release publishes the key (see waiting.go)
 //
 // The fence is cid and not tok: tok starts again at 1 when a hash is
 // deleted (Release, Delete, expiry) and recreated, so a stale holder could
@@ -38,12 +40,17 @@ import "github.com/redis/go-redis/v9"
 // its own claim id on a completed record reports success, and so does a
 // Release that finds no record.
 //
-// Layout version 1. A hash without k or st is refused as damaged.
+// Layout version 1 (w is optional: a hash without it is read as before).
+// A hash without k or st is refused as damaged.
 
 // beginScript answers Begin atomically.
 //
 //	KEYS[1]  the record
-//	ARGV     fp, rid, lease ms, ttl ms, ca, k, cid
+//	ARGV     fp, rid, lease ms, ttl ms, ca, k, cid, wait
+//
+// wait is "1" if the caller will wait for a request in flight: the record
+// then gets the field w, which makes completeScript and releaseScript
+// publish its key (see waiting.go).
 //
 // It returns one of
 //
@@ -56,7 +63,7 @@ import "github.com/redis/go-redis/v9"
 var beginScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local h = redis.call('HMGET', KEYS[1], 'st', 'fp', 'rid', 'tok', 'lu', 'k', 'att', 'ca', 'cpp', 'cpd', 'rec', 'cid', 'prid')
+local h = redis.call('HMGET', KEYS[1], 'st', 'fp', 'rid', 'tok', 'lu', 'k', 'att', 'ca', 'cpp', 'cpd', 'rec', 'cid', 'prid', 'w')
 local st = h[1]
 if not st then
   if h[6] then
@@ -85,6 +92,7 @@ end
 local lu = tonumber(h[5] or '0')
 if lu > now then
   if h[2] ~= ARGV[1] then return {'x', h[3] or '', ''} end
+  if ARGV[8] == '1' and not h[14] then redis.call('HSET', KEYS[1], 'w', 1) end
   return {'w', h[3] or '', lu - now}
 end
 if h[2] ~= ARGV[1] then
@@ -102,18 +110,20 @@ return {'p', tok, att, h[8] or '0', h[3] or '', h[9] or '', h[10] or ''}
 // was taken over from overwriting the new holder's record.
 //
 //	KEYS[1]  the record
-//	ARGV     cid, rec, ttl ms, rid
+//	ARGV     cid, rec, ttl ms, rid, channel
 //
 // It returns 1, or 0 if the claim is lost. The claim id stays in the
-// completed record, so that a repeat of the call is answered 1.
+// completed record, so that a repeat of the call is answered 1. If a
+// waiter marked the record (w), the key is published on channel.
 var completeScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'w')
 if h[2] ~= ARGV[1] then return 0 end
 if h[1] == 'c' then return 1 end
 if h[1] ~= 'f' then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'c', 'rec', ARGV[2], 'rid', ARGV[4])
-redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd', 'prid')
+redis.call('HDEL', KEYS[1], 'lu', 'cpp', 'cpd', 'prid', 'w')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if h[3] then redis.call('PUBLISH', ARGV[5], KEYS[1]) end
 return 1
 `)
 
@@ -122,12 +132,15 @@ return 1
 // its first run) freed it or a Delete or expiry did.
 //
 //	KEYS[1]  the record
-//	ARGV     cid
+//	ARGV     cid, channel
+//
+// If a waiter marked the record (w), the key is published on channel.
 var releaseScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'w')
 if not h[1] and not h[2] then return 1 end
 if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+if h[3] then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
 return 1
 `)
 

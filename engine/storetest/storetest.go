@@ -187,6 +187,33 @@ var cases = []testCase{
 			t.Fatal("the store digests a credential differently after a crash")
 		}
 	}},
+	{name: "a wait gate bounds waiting", run: func(t *testing.T, d Deployment) {
+		s := d.Store()
+		res := begin(t, s, req("k", "a"), engine.Proceed)
+		refuse := &testGate{admit: false}
+		r := req("k", "a")
+		r.WhenInProgress, r.Gate = engine.Wait, refuse
+		got, err := other(d).Begin(ctx, r) // answered at once: no context deadline needed
+		if err != nil || got.Outcome != engine.InProgress || refuse.entered.Load() != 1 || refuse.left.Load() != 0 {
+			t.Fatalf("a refusing gate: %v %v, entered %d, left %d; want InProgress at once, 1, 0", got.Outcome, err, refuse.entered.Load(), refuse.left.Load())
+		}
+		admit := &testGate{admit: true}
+		r.Gate = admit
+		done := make(chan engine.Result, 1)
+		go func() {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			got, _ := other(d).Begin(wctx, r)
+			done <- got
+		}()
+		for admit.entered.Load() == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		complete(t, res, "done")
+		if got := <-done; got.Outcome != engine.Replay || admit.entered.Load() != 1 || admit.left.Load() != 1 {
+			t.Fatalf("an admitting gate: %v, entered %d, left %d; want Replay, 1, 1", got.Outcome, admit.entered.Load(), admit.left.Load())
+		}
+	}},
 	{name: "in flight: NoWait answers InProgress", run: func(t *testing.T, d Deployment) {
 		res := begin(t, d.Store(), req("k", "a"), engine.Proceed)
 		r := req("k", "a")
@@ -618,3 +645,13 @@ func runOnce(t *testing.T, stores []engine.Store) {
 	}
 	wg.Wait()
 }
+
+// testGate is an engine.WaitGate that admits or refuses every wait, and
+// counts.
+type testGate struct {
+	admit         bool
+	entered, left atomic.Int64
+}
+
+func (g *testGate) Enter(record.Key) bool { g.entered.Add(1); return g.admit }
+func (g *testGate) Leave(record.Key)      { g.left.Add(1) }
