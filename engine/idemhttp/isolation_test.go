@@ -587,3 +587,51 @@ func TestIsolationCredentialScopes(t *testing.T) {
 		seen[s] = spellings[0]
 	}
 }
+
+// Sessions by cookie (Options.ScopeCookie): look-alike session values,
+// the session cookie among others or missing, and cookies whose names
+// differ from it only in case, each with look-alike keys: every session
+// runs a key once and gets only its own response. (A session is the
+// cookie's value as Go parses it: a quoted value is the value.)
+func TestIsolationHTTPCookieSessions(t *testing.T) {
+	cookies := []string{
+		"SID=a", "sid=a", "sid=A", "sid=ab", "sid=a%20b", "sid=a.b", "sid=a_b",
+		"theme=dark; sid=b", "sid=c; theme=dark",
+	}
+	keys := []string{"k", "K", "k:1", "a b"}
+	h := newIsolationHandler(func(r *http.Request) string {
+		sid := ""
+		if c, err := r.Cookie("sid"); err == nil {
+			sid = c.Value
+		}
+		return sid + "\n" + r.Header.Get("Idempotency-Key")
+	})
+	e := idemtest.OpenDiskEngine(t, t.TempDir(), &engine.Options{Durability: engine.Relaxed})
+	// No session is one shared tenant here, so that it is checked too.
+	srv, _ := newServer(t, e, &idemhttp.Options{ScopeCookie: "sid", Anonymous: idemhttp.ShareAnonymous, Logger: idemtest.QuietLogger()}, h)
+	var reqs []isolationReq
+	for _, c := range cookies {
+		sid := "" // as Go parses it: an invalid value (not ASCII) is none
+		if ck, err := (&http.Request{Header: http.Header{"Cookie": {c}}}).Cookie("sid"); err == nil {
+			sid = ck.Value
+		}
+		for _, k := range keys {
+			q := isolationReq{ident: sid + "\n" + k, method: "POST", target: "/v1/charges", hdr: []string{"Idempotency-Key", k}}
+			if c != "" {
+				q.hdr = append(q.hdr, "Cookie", c)
+			}
+			reqs = append(reqs, q)
+		}
+	}
+	checkIsolation(t, srv.URL, h, reqs, 2, 8, 7)
+	// Cookies named like the session cookie are not it: anonymous.
+	anon := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "anon", `{}`, "Authorization", "", "Cookie", "sid2=a")
+	for _, c := range []string{"xsid=a", "SID=a", "Sid=a"} {
+		if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "anon", `{}`, "Authorization", "", "Cookie", c); r.Body != anon.Body {
+			t.Fatalf("cookie %q: %d %q; want the anonymous tenant's %q", c, r.Status, r.Body, anon.Body)
+		}
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "anon", `{}`, "Cookie", "sid=a"); r.Body == anon.Body {
+		t.Fatal("session a got the anonymous tenant's response")
+	}
+}

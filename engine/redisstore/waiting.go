@@ -69,6 +69,7 @@ type watches struct {
 	mu sync.Mutex
 	m  map[string]*watch // by Redis key
 
+	subOK   atomic.Bool // sub is set: the fast path of subscribed
 	subMu   sync.Mutex
 	sub     *redis.PubSub // nil until subscribed
 	subNext time.Time     // after a failed SUBSCRIBE, when to try again
@@ -88,6 +89,9 @@ func (s *Store) channel() string { return s.opts.Prefix + "done" }
 // returns true, so a publication after that is received.
 func (s *Store) subscribed() bool {
 	w := &s.watches
+	if w.subOK.Load() {
+		return true
+	}
 	w.subMu.Lock()
 	defer w.subMu.Unlock()
 	if w.sub != nil {
@@ -105,6 +109,7 @@ func (s *Store) subscribed() bool {
 		return false
 	}
 	w.sub = ps
+	w.subOK.Store(true)
 	s.work.Add(1)
 	go s.dispatch(ps)
 	return true
