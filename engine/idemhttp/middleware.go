@@ -251,6 +251,7 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (
 		// does not grow past it.
 		want := max64(r.ContentLength+bytes.MinRead, int64(buf.Cap()))
 		if !m.budget.take(want) {
+			discard(r.Body, max)
 			return http.StatusServiceUnavailable, overloaded
 		}
 		*held = want
@@ -259,6 +260,7 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (
 	_, err := buf.ReadFrom(budgetReader{r: io.LimitReader(r.Body, max+1), buf: buf, b: &m.budget, held: held})
 	switch {
 	case errors.Is(err, errOverBudget):
+		discard(r.Body, max-int64(buf.Len()))
 		return http.StatusServiceUnavailable, overloaded
 	case int64(buf.Len()) > max:
 		return http.StatusRequestEntityTooLarge, tooLarge
@@ -266,6 +268,15 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (
 		return http.StatusBadRequest, "the request body could not be read: " + err.Error()
 	}
 	return 0, ""
+}
+
+// discard reads and drops up to n bytes of a body that is refused, in
+// small pieces (no memory held): a client still sending it would
+// otherwise have its connection closed under it (the server closes a
+// connection whose unread body is large) and see a broken pipe instead of
+// the answer.
+func discard(body io.Reader, n int64) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, n+1))
 }
 
 func max64(a, b int64) int64 {
