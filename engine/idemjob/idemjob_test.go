@@ -80,7 +80,10 @@ func TestErrorsReleaseAndPermanentErrorsStay(t *testing.T) {
 		t.Fatalf("a failed job ran %d times in two deliveries; want 2", runs.Load())
 	}
 	bad := errors.New("invalid address")
-	perm := func(ctx context.Context, run *idemjob.Run) (int, error) { runs.Add(1); return 0, idemjob.Permanent(bad) }
+	perm := func(ctx context.Context, run *idemjob.Run) (int, error) {
+		runs.Add(1)
+		return 0, idemjob.Permanent(bad)
+	}
 	c.Key = "m2"
 	_, err := idemjob.Do(ctx, store, c, perm, nil)
 	var f *idemjob.Failed
