@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -42,6 +43,7 @@ type serverFlags struct {
 	anonymous                                                 idemhttp.AnonymousPolicy
 	scopeCookie                                               string
 	scopeSecretFile, previousScopeSecretFile                  string
+	fingerprintExclude                                        []string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -75,6 +77,15 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 			return nil
 		})
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long SIGINT/SIGTERM waits for requests in flight")
+	fs.Func("fingerprint-exclude", "JSON `fields` (comma-separated; dotted paths for nested ones, e.g. requested_at,meta.trace_id) left out of a request's fingerprint, so that a retry differing only in them replays; repeatable",
+		func(v string) error {
+			for _, name := range strings.Split(v, ",") {
+				if name = strings.TrimSpace(name); name != "" {
+					f.fingerprintExclude = append(f.fingerprintExclude, name)
+				}
+			}
+			return nil
+		})
 	fs.Int64Var(&f.maxBufferedBytes, "max-buffered-bytes", idemhttp.DefaultMaxBufferedBytes, "memory for request bodies held at once, in `bytes` (running, and waiting for a duplicate); a request whose body does not fit gets 503 idempotency_overloaded with Retry-After; -1: no limit")
 	fs.IntVar(&f.maxWaiters, "max-waiters", idemhttp.DefaultMaxWaiters, "duplicates that may wait at once for running requests (`n`); one more gets 409 idempotency_request_in_progress with Retry-After; -1: no limit")
 	fs.IntVar(&f.maxWaitersPerKey, "max-waiters-per-key", idemhttp.DefaultMaxWaitersPerKey, "duplicates that may wait at once for one key (`n`); -1: no limit")
@@ -202,6 +213,7 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	o.ScopeCookie = f.scopeCookie
 	o.Anonymous = f.anonymous
 	o.MaxBufferedBytes, o.MaxWaiters, o.MaxWaitersPerKey = f.maxBufferedBytes, f.maxWaiters, f.maxWaitersPerKey
+	o.FingerprintExclude = f.fingerprintExclude
 	o.Logger = logger
 	m, err := idemhttp.New(eng, o)
 	if err != nil {

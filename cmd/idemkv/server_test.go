@@ -313,3 +313,31 @@ func TestProxyAnonymousPolicy(t *testing.T) {
 		t.Fatalf("-anonymous sometimes: exit %d; want 2", code)
 	}
 }
+
+// TestProxyFingerprintExclude: with -fingerprint-exclude, a retry that
+// differs only in the listed JSON fields replays through the proxy; any
+// other change is a conflict; the upstream runs once.
+func TestProxyFingerprintExclude(t *testing.T) {
+	var runs atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	}))
+	defer up.Close()
+	p := start(t, "proxy", "-listen", "127.0.0.1:0", "-upstream", up.URL, "-data", t.TempDir(),
+		"-fingerprint-exclude", "sent_at", "-fingerprint-exclude", "meta.trace_id,meta.span_id")
+	post := func(body string) (int, http.Header, string) {
+		t.Helper()
+		return send(t, "POST", p.addr+"/v1/charges", "k", body, "Content-Type", "application/json")
+	}
+	_, _, first := post(`{"amount":5,"sent_at":1,"meta":{"trace_id":"t1","span_id":"s1"}}`)
+	if s, h, b := post(`{"amount":5,"sent_at":2,"meta":{"trace_id":"t2","span_id":"s2"}}`); s != 201 || b != first || h.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("retry with other excluded fields: %d %q; want the replay of %q", s, b, first)
+	}
+	if s, _, b := post(`{"amount":6,"sent_at":1,"meta":{"trace_id":"t1","span_id":"s1"}}`); s != 409 {
+		t.Fatalf("another amount: %d %q; want 409", s, b)
+	}
+	if n := runs.Load(); n != 1 {
+		t.Fatalf("upstream ran %d times; want 1", n)
+	}
+}

@@ -13,6 +13,15 @@ import (
 // re-escaped in one way, so equal strings written with different escapes
 // are equal. Of an object's duplicate keys, the last one counts.
 func canonicalJSON(body []byte) ([]byte, bool) {
+	return canonicalJSONExcluding(body, nil)
+}
+
+// canonicalJSONExcluding is canonicalJSON with the fields at the given
+// paths removed first (see Options.FingerprintExclude): each path is the
+// names of nested object fields, outermost first. A path that names no
+// field removes nothing; a path through something other than an object
+// stops there.
+func canonicalJSONExcluding(body []byte, exclude [][]string) ([]byte, bool) {
 	if len(bytes.TrimSpace(body)) == 0 || !utf8.Valid(body) {
 		// encoding/json would replace invalid UTF-8 with U+FFFD, making
 		// different bodies equal.
@@ -27,9 +36,28 @@ func canonicalJSON(body []byte) ([]byte, bool) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, false // trailing data
 	}
+	for _, path := range exclude {
+		removePath(v, path)
+	}
 	out, err := json.Marshal(v) // sorts map keys
 	if err != nil {
 		return nil, false
 	}
 	return out, true
+}
+
+// removePath deletes the field at path from v, if v is an object that has
+// it (through objects only).
+func removePath(v any, path []string) {
+	for i, name := range path {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return
+		}
+		if i == len(path)-1 {
+			delete(obj, name)
+			return
+		}
+		v = obj[name]
+	}
 }

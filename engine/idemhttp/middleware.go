@@ -309,8 +309,8 @@ func (m *Middleware) fingerprintOf(r *http.Request, endpoint string, body []byte
 		h.FieldString("type")
 		h.FieldString(mediaType(r.Header.Get("Content-Type")))
 	}
-	if m.c.CanonicalJSON {
-		if cb, ok := canonicalJSON(body); ok {
+	if m.c.CanonicalJSON || m.c.exclude != nil {
+		if cb, ok := canonicalJSONExcluding(body, m.c.exclude); ok {
 			h.FieldString("json")
 			h.Write(cb)
 			return h.Sum()

@@ -90,6 +90,19 @@ type Options struct {
 	// false: the body's bytes are hashed as they are.
 	CanonicalJSON bool
 
+	// FingerprintExclude names JSON fields left out of the fingerprint of
+	// a request whose body is one valid JSON value: values that change
+	// between a request and its retry without making it another request
+	// (a client timestamp, a trace id). A name is a top-level field; a
+	// dotted path ("metadata.trace_id") a nested one, through objects. A
+	// retry that differs from the first request only in these fields
+	// replays its response. Setting it fingerprints JSON bodies as
+	// CanonicalJSON does (other bodies are hashed as they are). Changing
+	// it (or CanonicalJSON) changes the fingerprints of JSON requests: a
+	// retry across the change of a request completed before it gets a
+	// conflict, not a replay.
+	FingerprintExclude []string
+
 	// MaxRequestBody is the largest request body accepted, in bytes; a
 	// larger one is refused with 413 and nothing is recorded. The body
 	// is read into memory to fingerprint it. Default 1 MiB.
@@ -262,6 +275,8 @@ type config struct {
 	// scopeTwice is the detail of the problem that refuses a request
 	// with two credentials.
 	scopeTwice string
+	// exclude is FingerprintExclude split into paths.
+	exclude [][]string
 	// authScheme is set if ScopeHeader holds "scheme credentials" values
 	// (Authorization, Proxy-Authorization), whose scheme is folded.
 	authScheme bool
@@ -356,6 +371,13 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.WhenInProgress > RejectInProgress {
 		return nil, fmt.Errorf("%w: WhenInProgress policy %d", ErrInvalidOptions, c.WhenInProgress)
+	}
+	for _, f := range c.FingerprintExclude {
+		path := strings.Split(f, ".")
+		if slices.Contains(path, "") {
+			return nil, fmt.Errorf("%w: FingerprintExclude %q: want a field name or a dotted path of names", ErrInvalidOptions, f)
+		}
+		c.exclude = append(c.exclude, path)
 	}
 	if c.MaxBufferedBytes == 0 {
 		c.MaxBufferedBytes = DefaultMaxBufferedBytes

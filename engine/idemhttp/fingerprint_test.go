@@ -1,0 +1,81 @@
+package idemhttp_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+
+	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/internal/idemtest"
+)
+
+// TestFingerprintExcludeIgnoresListedFields: a retry that differs from
+// the first request only in the excluded JSON fields (a client timestamp,
+// a nested trace id), or in whitespace and key order, replays it; a
+// change anywhere else, nested fields beside the excluded one included,
+// is another request (409).
+func TestFingerprintExcludeIgnoresListedFields(t *testing.T) {
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{FingerprintExclude: []string{"requested_at", "meta.trace_id"}}, c)
+	post := func(body string) idemtest.Reply {
+		return idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", body, "Content-Type", "application/json")
+	}
+	first := post(`{"amount":100,"requested_at":"2026-12-06T10:00:00Z","meta":{"trace_id":"a1","channel":"web"}}`)
+	for _, retry := range []string{
+		`{"amount":100,"requested_at":"2026-12-06T10:00:07Z","meta":{"trace_id":"b2","channel":"web"}}`,
+		`{ "meta": {"channel":"web", "trace_id":"c3"}, "amount": 100 }`, // reordered, fields missing
+	} {
+		if r := post(retry); r.Header.Get("Idempotency-Replay") != "true" || r.Body != first.Body {
+			t.Fatalf("retry %s: %d %q; want the replay", retry, r.Status, r.Body)
+		}
+	}
+	for _, other := range []string{
+		`{"amount":101,"requested_at":"2026-12-06T10:00:00Z","meta":{"trace_id":"a1","channel":"web"}}`,
+		`{"amount":100,"meta":{"trace_id":"a1","channel":"app"}}`,
+		`{"amount":100,"meta":{"channel":"web"},"trace_id":"a1"}`, // a top-level trace_id is not meta.trace_id
+	} {
+		if r := post(other); r.Status != http.StatusConflict {
+			t.Fatalf("another request %s: %d %q; want 409", other, r.Status, r.Body)
+		}
+	}
+	if n := c.Count("k"); n != 1 {
+		t.Fatalf("handler ran %d times; want 1", n)
+	}
+	for _, bad := range [][]string{{""}, {"a..b"}, {".a"}, {"a."}} {
+		if _, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{FingerprintExclude: bad}); !errors.Is(err, idemhttp.ErrInvalidOptions) {
+			t.Fatalf("FingerprintExclude %q: %v; want ErrInvalidOptions", bad, err)
+		}
+	}
+}
+
+// FuzzCanonicalJSONExcluding: for any body and excluded path, the
+// canonical form is valid JSON without the excluded top-level field, and
+// canonicalising it again changes nothing; a body that is not one JSON
+// value is reported so (and then hashed as it is).
+func FuzzCanonicalJSONExcluding(f *testing.F) {
+	f.Add([]byte(`{"a":1,"b":{"c":2,"d":[1,2]}}`), "b.c")
+	f.Add([]byte(`{"a":1}`), "a")
+	f.Add([]byte(`[{"a":1}]`), "a")
+	f.Add([]byte(`not json`), "x")
+	f.Fuzz(func(t *testing.T, body []byte, path string) {
+		out, ok := idemhttp.CanonicalJSONExcludingForTest(body, path)
+		if !ok {
+			return
+		}
+		var v any
+		if err := json.Unmarshal(out, &v); err != nil {
+			t.Fatalf("canonical form %q of %q is not JSON: %v", out, body, err)
+		}
+		again, ok := idemhttp.CanonicalJSONExcludingForTest(out, path)
+		if !ok || !bytes.Equal(again, out) {
+			t.Fatalf("canonical form %q of %q canonicalises to %q", out, body, again)
+		}
+		if obj, isObj := v.(map[string]any); isObj && path != "" && !bytes.ContainsRune([]byte(path), '.') {
+			if _, has := obj[path]; has {
+				t.Fatalf("excluded field %q is in %q", path, out)
+			}
+		}
+	})
+}
