@@ -79,3 +79,33 @@ func FuzzCanonicalJSONExcluding(f *testing.F) {
 		}
 	})
 }
+
+// TestFingerprintBodyFunction: the application's FingerprintBody decides
+// what of the body makes the request: a retry with the same order id
+// replays whatever else changed; another order id is a conflict; the
+// endpoint still counts (the same bytes on another route are another
+// record).
+func TestFingerprintBodyFunction(t *testing.T) {
+	c := idemtest.NewCounter()
+	orderID := func(r *http.Request, body []byte) []byte {
+		var v struct {
+			OrderID string `json:"order_id"`
+		}
+		_ = json.Unmarshal(body, &v)
+		return []byte(v.OrderID)
+	}
+	srv, _ := newServer(t, idemtest.NewEngine(t, nil), &idemhttp.Options{FingerprintBody: orderID}, c)
+	first := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"order_id":"o1","note":"a"}`)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"order_id":"o1","note":"changed"}`); r.Header.Get("Idempotency-Replay") != "true" || r.Body != first.Body {
+		t.Fatalf("same order id: %d %q; want the replay", r.Status, r.Body)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{"order_id":"o2"}`); r.Status != http.StatusConflict {
+		t.Fatalf("another order id: %d; want 409", r.Status)
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/refunds", "k", `{"order_id":"o1"}`); r.Status != 201 || r.Header.Get("Idempotency-Replay") == "true" {
+		t.Fatalf("another route: %d replay=%q; want a first run", r.Status, r.Header.Get("Idempotency-Replay"))
+	}
+	if n := c.Total.Load(); n != 2 {
+		t.Fatalf("handler ran %d times; want 2", n)
+	}
+}

@@ -309,6 +309,11 @@ func (m *Middleware) fingerprintOf(r *http.Request, endpoint string, body []byte
 		h.FieldString("type")
 		h.FieldString(mediaType(r.Header.Get("Content-Type")))
 	}
+	if m.c.FingerprintBody != nil {
+		h.FieldString("app")
+		h.Write(m.c.FingerprintBody(r, body))
+		return h.Sum()
+	}
 	if m.c.CanonicalJSON || m.c.exclude != nil {
 		if cb, ok := canonicalJSONExcluding(body, m.c.exclude); ok {
 			h.FieldString("json")

@@ -103,6 +103,16 @@ type Options struct {
 	// conflict, not a replay.
 	FingerprintExclude []string
 
+	// FingerprintBody, if set, replaces the body's part of the
+	// fingerprint (and CanonicalJSON and FingerprintExclude): it returns
+	// the bytes that stand for body, for example a request's fields that
+	// make it the request it is, so that a retry differing in anything
+	// else replays. The method, endpoint, request target and media type
+	// are hashed as always. It must not keep body, and must return the
+	// same bytes for a request and its retries (a panic in it reaches the
+	// server as a handler's panic would).
+	FingerprintBody func(r *http.Request, body []byte) []byte
+
 	// MaxRequestBody is the largest request body accepted, in bytes; a
 	// larger one is refused with 413 and nothing is recorded. The body
 	// is read into memory to fingerprint it. Default 1 MiB.
