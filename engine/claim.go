@@ -444,6 +444,13 @@ type Response struct {
 	// RequestID, if set, replaces the claim's request id in the stored
 	// record (for example the id the handler itself assigned).
 	RequestID string
+	// TTL, if set, is how long this record is replayed, from its
+	// completion, instead of the store's TTL (Options.TTL): a route whose
+	// retries come within minutes need not keep its responses for a day.
+	// It is at most the store's TTL (a longer one is cut to it: the
+	// embedded engine's generations are sized by it). Negative is
+	// invalid.
+	TTL time.Duration
 }
 
 // Complete stores resp as the key's record and releases the claim. Every
@@ -461,9 +468,12 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 		return ErrClaimDone
 	}
 	var err error
-	if resp.Status < 100 || resp.Status > 999 {
+	switch {
+	case resp.Status < 100 || resp.Status > 999:
 		err = fmt.Errorf("%w: status %d", ErrInvalid, resp.Status)
-	} else {
+	case resp.TTL < 0:
+		err = fmt.Errorf("%w: TTL %v", ErrInvalid, resp.TTL)
+	default:
 		err = c.b.Complete(ctx, resp)
 	}
 	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
@@ -551,10 +561,14 @@ func (lc *localClaim) Complete(ctx context.Context, resp Response) error {
 		reqID = resp.RequestID
 	}
 	now := e.clock.Now()
+	ttl := e.ttl
+	if resp.TTL > 0 && resp.TTL < ttl {
+		ttl = resp.TTL
+	}
 	r := &record.Record{
 		State: record.Completed, RequestID: reqID, Fingerprint: cl.fp, Attempt: cl.attempt,
 		Status: resp.Status, Header: resp.Header, Body: resp.Body,
-		CreatedAt: cl.createdAt, CompletedAt: now, ExpiresAt: now.Add(e.ttl),
+		CreatedAt: cl.createdAt, CompletedAt: now, ExpiresAt: now.Add(ttl),
 		Lease:      record.Lease{Owner: e.incarnation, Token: cl.token},
 		Checkpoint: cl.checkpoint,
 	}

@@ -44,6 +44,7 @@ type serverFlags struct {
 	scopeCookie                                               string
 	scopeSecretFile, previousScopeSecretFile                  string
 	fingerprintExclude                                        []string
+	routeTTL                                                  map[string]time.Duration
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -84,6 +85,19 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 					f.fingerprintExclude = append(f.fingerprintExclude, name)
 				}
 			}
+			return nil
+		})
+	fs.Func("route-ttl", "how long the responses of one endpoint are replayed, as `'METHOD /route=DURATION'` (the endpoint as stored: the method and the -route pattern, or the path), instead of -ttl (at most it); repeatable",
+		func(v string) error {
+			endpoint, dur, ok := strings.Cut(v, "=")
+			d, err := time.ParseDuration(strings.TrimSpace(dur))
+			if !ok || err != nil || d <= 0 {
+				return errors.New("want 'METHOD /route=DURATION', for example 'POST /v1/sessions=10m'")
+			}
+			if f.routeTTL == nil {
+				f.routeTTL = map[string]time.Duration{}
+			}
+			f.routeTTL[strings.TrimSpace(endpoint)] = d
 			return nil
 		})
 	fs.Int64Var(&f.maxBufferedBytes, "max-buffered-bytes", idemhttp.DefaultMaxBufferedBytes, "memory for request bodies held at once, in `bytes` (running, and waiting for a duplicate); a request whose body does not fit gets 503 idempotency_overloaded with Retry-After; -1: no limit")
@@ -214,6 +228,7 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	o.Anonymous = f.anonymous
 	o.MaxBufferedBytes, o.MaxWaiters, o.MaxWaitersPerKey = f.maxBufferedBytes, f.maxWaiters, f.maxWaitersPerKey
 	o.FingerprintExclude = f.fingerprintExclude
+	o.RouteTTL = f.routeTTL
 	o.Logger = logger
 	m, err := idemhttp.New(eng, o)
 	if err != nil {

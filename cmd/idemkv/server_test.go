@@ -341,3 +341,29 @@ func TestProxyFingerprintExclude(t *testing.T) {
 		t.Fatalf("upstream ran %d times; want 1", n)
 	}
 }
+
+// TestProxyRouteTTL: -route-ttl keeps one route's responses for less than
+// -ttl: past it a retry runs the upstream again; another route still
+// replays.
+func TestProxyRouteTTL(t *testing.T) {
+	var runs atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	}))
+	defer up.Close()
+	p := start(t, "proxy", "-listen", "127.0.0.1:0", "-upstream", up.URL, "-data", t.TempDir(),
+		"-route", "POST /v1/sessions/{id}", "-route", "POST /v1/charges", "-route-ttl", "POST /v1/sessions/{id}=1s")
+	_, _, s1 := send(t, "POST", p.addr+"/v1/sessions/7", "k", `{}`)
+	_, _, c1 := send(t, "POST", p.addr+"/v1/charges", "k", `{}`)
+	time.Sleep(1300 * time.Millisecond)
+	if _, h, s2 := send(t, "POST", p.addr+"/v1/sessions/7", "k", `{}`); s2 == s1 || h.Get("Idempotency-Replay") == "true" {
+		t.Fatalf("past the route's TTL: %q; want a new run", s2)
+	}
+	if _, h, c2 := send(t, "POST", p.addr+"/v1/charges", "k", `{}`); c2 != c1 || h.Get("Idempotency-Replay") != "true" {
+		t.Fatalf("another route: %q; want the replay of %q", c2, c1)
+	}
+	if code := run([]string{"proxy", "-route-ttl", "POST /v1/x"}); code != 2 {
+		t.Fatalf("-route-ttl without a duration: exit %d; want 2", code)
+	}
+}

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+	"time"
 
+	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/idemtest"
+	"github.com/idemkv/idemkv/expiry"
 )
 
 // TestFingerprintExcludeIgnoresListedFields: a retry that differs from
@@ -107,5 +110,32 @@ func TestFingerprintBodyFunction(t *testing.T) {
 	}
 	if n := c.Total.Load(); n != 2 {
 		t.Fatalf("handler ran %d times; want 2", n)
+	}
+}
+
+// TestRouteTTL: an endpoint with its own TTL has its responses replayed
+// for that long, others for the store's TTL; a bad key is refused.
+func TestRouteTTL(t *testing.T) {
+	clock := expiry.NewFakeClock(time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC))
+	c := idemtest.NewCounter()
+	srv, _ := newServer(t, idemtest.NewEngine(t, &engine.Options{Clock: clock}),
+		&idemhttp.Options{RouteTTL: map[string]time.Duration{"post /v1/sessions": 10 * time.Minute}}, c)
+	s1 := idemtest.Do(t, "POST", srv.URL+"/v1/sessions", "k", `{}`)
+	c1 := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`)
+	clock.Advance(9 * time.Minute)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/sessions", "k", `{}`); r.Body != s1.Body {
+		t.Fatalf("within the route's TTL: %q; want the replay of %q", r.Body, s1.Body)
+	}
+	clock.Advance(2 * time.Minute)
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/sessions", "k", `{}`); r.Body == s1.Body || r.Header.Get("Idempotency-Replay") == "true" {
+		t.Fatalf("past the route's TTL: %q replay=%q; want a new run", r.Body, r.Header.Get("Idempotency-Replay"))
+	}
+	if r := idemtest.Do(t, "POST", srv.URL+"/v1/charges", "k", `{}`); r.Body != c1.Body {
+		t.Fatalf("another route after 11 minutes: %q; want the replay of %q (the store's TTL)", r.Body, c1.Body)
+	}
+	for _, bad := range []map[string]time.Duration{{"/v1/x": time.Minute}, {"POST v1": time.Minute}, {"POST /v1": 0}} {
+		if _, err := idemhttp.New(idemtest.NewEngine(t, nil), &idemhttp.Options{RouteTTL: bad}); !errors.Is(err, idemhttp.ErrInvalidOptions) {
+			t.Fatalf("RouteTTL %v: %v; want ErrInvalidOptions", bad, err)
+		}
 	}
 }

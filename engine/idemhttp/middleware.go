@@ -481,7 +481,7 @@ func (m *Middleware) release(claim *engine.Claim, why string) {
 // recorded. The response is sent whatever happens: the handler ran, and
 // hiding its outcome would be worse than a retry that cannot replay it.
 func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, body []byte) {
-	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader)}
+	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader), TTL: m.c.ttl[claim.Key().Endpoint]}
 	for _, name := range m.c.stored {
 		for _, v := range h[name] {
 			resp.Header = append(resp.Header, record.Header{Name: name, Value: v})

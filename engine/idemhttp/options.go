@@ -103,6 +103,14 @@ type Options struct {
 	// conflict, not a replay.
 	FingerprintExclude []string
 
+	// RouteTTL sets how long the responses of some endpoints are
+	// replayed, from their completion, instead of the store's TTL (see
+	// engine.Response.TTL: at most the store's). Its keys are endpoints as
+	// keys are stored under them: the method and the route pattern
+	// ("POST /v1/charges/{id}", the pattern of a Routes entry or of the
+	// ServeMux route), or the path where there is no pattern.
+	RouteTTL map[string]time.Duration
+
 	// FingerprintBody, if set, replaces the body's part of the
 	// fingerprint (and CanonicalJSON and FingerprintExclude): it returns
 	// the bytes that stand for body, for example a request's fields that
@@ -285,6 +293,8 @@ type config struct {
 	// scopeTwice is the detail of the problem that refuses a request
 	// with two credentials.
 	scopeTwice string
+	// ttl is RouteTTL with the methods of its keys in upper case.
+	ttl map[string]time.Duration
 	// exclude is FingerprintExclude split into paths.
 	exclude [][]string
 	// authScheme is set if ScopeHeader holds "scheme credentials" values
@@ -381,6 +391,16 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.WhenInProgress > RejectInProgress {
 		return nil, fmt.Errorf("%w: WhenInProgress policy %d", ErrInvalidOptions, c.WhenInProgress)
+	}
+	for endpoint, d := range c.RouteTTL {
+		method, route, ok := strings.Cut(endpoint, " ")
+		if !ok || method == "" || !strings.HasPrefix(route, "/") || d <= 0 {
+			return nil, fmt.Errorf("%w: RouteTTL %q: %v: want \"METHOD /route\" and a positive duration", ErrInvalidOptions, endpoint, d)
+		}
+		if c.ttl == nil {
+			c.ttl = make(map[string]time.Duration, len(c.RouteTTL))
+		}
+		c.ttl[strings.ToUpper(method)+" "+route] = d
 	}
 	for _, f := range c.FingerprintExclude {
 		path := strings.Split(f, ".")

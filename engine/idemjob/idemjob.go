@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
@@ -107,6 +108,9 @@ var JSON Codec = jsonCodec{}
 type Options struct {
 	// Codec encodes results. Default JSON.
 	Codec Codec
+	// TTL is how long the result is replayed, from the job's end, if not
+	// the store's TTL (at most the store's; see engine.Response.TTL).
+	TTL time.Duration
 	// WhenInProgress is what a call does while another run of the job
 	// holds its key: engine.Wait (the default; bounded by ctx) or
 	// engine.NoWait (ErrInProgress at once).
@@ -172,7 +176,7 @@ func Do[T any](ctx context.Context, store engine.Store, c Call, fn func(ctx cont
 	switch {
 	case errors.As(ferr, &perm):
 		msg := perm.err.Error()
-		if err := claim.Complete(ctx, engine.Response{Status: statusFailed, Body: []byte(msg)}); err != nil {
+		if err := claim.Complete(context.WithoutCancel(ctx), engine.Response{Status: statusFailed, Body: []byte(msg), TTL: opts.TTL}); err != nil {
 			return zero, errors.Join(ferr, fmt.Errorf("idemjob: the failure was not recorded: %w", err))
 		}
 		return zero, &Failed{Message: msg, Attempt: run.Attempt, err: perm.err}
@@ -187,7 +191,7 @@ func Do[T any](ctx context.Context, store engine.Store, c Call, fn func(ctx cont
 		_ = claim.Release(context.WithoutCancel(ctx))
 		return zero, fmt.Errorf("idemjob: the result cannot be encoded (the job ran, and will run again): %w", err)
 	}
-	if err := claim.Complete(context.WithoutCancel(ctx), engine.Response{Status: statusOK, Body: body}); err != nil {
+	if err := claim.Complete(context.WithoutCancel(ctx), engine.Response{Status: statusOK, Body: body, TTL: opts.TTL}); err != nil {
 		return zero, fmt.Errorf("idemjob: the job ran but its result was not recorded: %w", err)
 	}
 	return Result[T]{Value: v, Attempt: run.Attempt}, nil

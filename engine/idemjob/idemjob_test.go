@@ -12,10 +12,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemjob"
 	"github.com/idemkv/idemkv/engine/internal/idemtest"
+	"github.com/idemkv/idemkv/expiry"
 )
 
 type receipt struct {
@@ -237,5 +239,27 @@ func TestCrashedJobResumesFromItsRecoveryPoint(t *testing.T) {
 	ledger, err := os.ReadFile(filepath.Join(dir, "ledger"))
 	if err != nil || string(ledger) != "charged\nshipped\n" {
 		t.Fatalf("ledger %q %v; want each step once", ledger, err)
+	}
+}
+
+// TestDoTTL: Options.TTL keeps a job's result for less than the store's
+// TTL: past it, a delivery runs the job again.
+func TestDoTTL(t *testing.T) {
+	clock := expiry.NewFakeClock(time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC))
+	store := idemtest.NewEngine(t, &engine.Options{Clock: clock})
+	var runs atomic.Int64
+	job := func(ctx context.Context, run *idemjob.Run) (int64, error) { return runs.Add(1), nil }
+	c := idemjob.Call{Name: "daily-report", Key: "2026-12-06"}
+	o := &idemjob.Options{TTL: time.Hour}
+	if _, err := idemjob.Do(ctx, store, c, job, o); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(59 * time.Minute)
+	if r, err := idemjob.Do(ctx, store, c, job, o); err != nil || !r.Replayed {
+		t.Fatalf("within the TTL: %+v %v; want the replay", r, err)
+	}
+	clock.Advance(2 * time.Minute)
+	if r, err := idemjob.Do(ctx, store, c, job, o); err != nil || r.Replayed || r.Value != 2 {
+		t.Fatalf("past the TTL: %+v %v; want a second run", r, err)
 	}
 }

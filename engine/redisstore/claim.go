@@ -91,10 +91,14 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		rid = resp.RequestID
 	}
 	now := time.Now()
+	ttl := s.opts.TTL
+	if resp.TTL > 0 && resp.TTL < ttl {
+		ttl = resp.TTL // see engine.Response.TTL
+	}
 	r := &record.Record{
 		State: record.Completed, RequestID: rid, Fingerprint: c.info.Fingerprint, Attempt: c.info.Attempt,
 		Status: resp.Status, Header: resp.Header, Body: resp.Body,
-		CreatedAt: c.info.CreatedAt, CompletedAt: now, ExpiresAt: now.Add(s.opts.TTL),
+		CreatedAt: c.info.CreatedAt, CompletedAt: now, ExpiresAt: now.Add(ttl),
 		Lease:      record.Lease{Token: c.info.Token},
 		Checkpoint: c.info.Checkpoint,
 	}
@@ -105,7 +109,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, s.opts.TTL.Milliseconds(), rid, s.channel()).Int64()
+	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, max(ttl.Milliseconds(), 1), rid, s.channel()).Int64()
 	switch {
 	case err != nil:
 		// Fenced by the claim id: if the write did happen after all,

@@ -584,6 +584,37 @@ var cases = []testCase{
 		}
 		complete(t, res, "A again")
 	}},
+	{name: "a response's own TTL is kept, and cut to the store's", settings: Settings{TTL: 3 * time.Second}, run: func(t *testing.T, d Deployment) {
+		// The lower bounds are sleeps; each check that a record is still
+		// there comes at least a second before it expires.
+		s := d.Store()
+		short := begin(t, s, req("short", "a"), engine.Proceed)
+		r := resp("S")
+		r.TTL = time.Second
+		if err := short.Claim.Complete(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		checkReplay(t, begin(t, other(d), req("short", "a"), engine.Replay), resp("S"))
+		long := begin(t, s, req("long", "a"), engine.Proceed)
+		r = resp("L")
+		r.TTL = time.Hour // more than the store's: cut to it
+		if err := long.Claim.Complete(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		bad := begin(t, s, req("bad", "a"), engine.Proceed)
+		r.TTL = -time.Second
+		if err := bad.Claim.Complete(ctx, r); !errors.Is(err, engine.ErrInvalid) {
+			t.Fatalf("a negative TTL: %v; want ErrInvalid", err)
+		}
+		complete(t, bad, "B") // refused, the claim is still held
+		time.Sleep(1300 * time.Millisecond)
+		if res := begin(t, other(d), req("short", "a"), engine.Proceed); res.Recovered {
+			t.Fatal("an expired record came back as an interrupted claim")
+		}
+		checkReplay(t, begin(t, other(d), req("long", "a"), engine.Replay), resp("L"))
+		time.Sleep(2 * time.Second)
+		begin(t, other(d), req("long", "a"), engine.Proceed)
+	}},
 }
 
 // deleterOf returns s's Delete, which both stores have but engine.Store
