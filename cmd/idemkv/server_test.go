@@ -259,12 +259,7 @@ func TestServeRefusesRedisWithoutPersistence(t *testing.T) {
 // requests without idempotency, and -anonymous shared (the old behaviour)
 // warns at start.
 func TestProxyAnonymousPolicy(t *testing.T) {
-	var runs atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(201)
-		fmt.Fprintf(w, "run %d", runs.Add(1))
-	}))
-	defer up.Close()
+	up, runs := runCountingUpstream(t)
 	post := func(addr string, hdr ...string) (int, http.Header, string) {
 		t.Helper() // an anonymous client, unless hdr says otherwise
 		return send(t, "POST", addr+"/v1/charges", "k", `{"amount":5}`, append([]string{"Authorization", ""}, hdr...)...)
@@ -318,12 +313,7 @@ func TestProxyAnonymousPolicy(t *testing.T) {
 // differs only in the listed JSON fields replays through the proxy; any
 // other change is a conflict; the upstream runs once.
 func TestProxyFingerprintExclude(t *testing.T) {
-	var runs atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(201)
-		fmt.Fprintf(w, "run %d", runs.Add(1))
-	}))
-	defer up.Close()
+	up, runs := runCountingUpstream(t)
 	p := start(t, "proxy", "-listen", "127.0.0.1:0", "-upstream", up.URL, "-data", t.TempDir(),
 		"-fingerprint-exclude", "sent_at", "-fingerprint-exclude", "meta.trace_id,meta.span_id")
 	post := func(body string) (int, http.Header, string) {
@@ -346,12 +336,7 @@ func TestProxyFingerprintExclude(t *testing.T) {
 // -ttl: past it a retry runs the upstream again; another route still
 // replays.
 func TestProxyRouteTTL(t *testing.T) {
-	var runs atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(201)
-		fmt.Fprintf(w, "run %d", runs.Add(1))
-	}))
-	defer up.Close()
+	up, runs := runCountingUpstream(t)
 	p := start(t, "proxy", "-listen", "127.0.0.1:0", "-upstream", up.URL, "-data", t.TempDir(),
 		"-route", "POST /v1/sessions/{id}", "-route", "POST /v1/charges", "-route-ttl", "POST /v1/sessions/{id}=1s")
 	_, _, s1 := send(t, "POST", p.addr+"/v1/sessions/7", "k", `{}`)
@@ -363,7 +348,23 @@ func TestProxyRouteTTL(t *testing.T) {
 	if _, h, c2 := send(t, "POST", p.addr+"/v1/charges", "k", `{}`); c2 != c1 || h.Get("Idempotency-Replay") != "true" {
 		t.Fatalf("another route: %q; want the replay of %q", c2, c1)
 	}
+	if n := runs.Load(); n != 3 {
+		t.Fatalf("upstream ran %d times; want 3 (the session twice, the charge once)", n)
+	}
 	if code := run([]string{"proxy", "-route-ttl", "POST /v1/x"}); code != 2 {
 		t.Fatalf("-route-ttl without a duration: exit %d; want 2", code)
 	}
+}
+
+// runCountingUpstream is an upstream that answers 201 "run N", counting its
+// runs; closed when t ends.
+func runCountingUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	runs := new(atomic.Int64)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		fmt.Fprintf(w, "run %d", runs.Add(1))
+	}))
+	t.Cleanup(up.Close)
+	return up, runs
 }
