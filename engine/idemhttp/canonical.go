@@ -7,20 +7,15 @@ import (
 	"unicode/utf8"
 )
 
-// canonicalJSON returns body re-encoded with object keys sorted and no
-// insignificant whitespace, and ok = false if body is not one valid JSON
-// value. Numbers keep their text (1.0 and 1 stay different); strings are
-// re-escaped in one way, so equal strings written with different escapes
-// are equal. Of an object's duplicate keys, the last one counts.
-func canonicalJSON(body []byte) ([]byte, bool) {
-	return canonicalJSONExcluding(body, nil)
-}
-
-// canonicalJSONExcluding is canonicalJSON with the fields at the given
-// paths removed first (see Options.FingerprintExclude): each path is the
-// names of nested object fields, outermost first. A path that names no
-// field removes nothing; a path through something other than an object
-// stops there.
+// canonicalJSONExcluding returns body re-encoded with object keys sorted
+// and no insignificant whitespace, without the fields at the paths in
+// exclude (see Options.FingerprintExclude; nil for none), and ok = false
+// if body is not one valid JSON value. Numbers keep their text (1.0 and 1
+// stay different); strings are re-escaped in one way, so equal strings
+// written with different escapes are equal. Of an object's duplicate
+// keys, the last one counts. Each path is the names of nested object
+// fields, outermost first; a path that names no field removes nothing,
+// and one through something other than an object stops there.
 func canonicalJSONExcluding(body []byte, exclude [][]string) ([]byte, bool) {
 	if len(bytes.TrimSpace(body)) == 0 || !utf8.Valid(body) {
 		// encoding/json would replace invalid UTF-8 with U+FFFD, making
