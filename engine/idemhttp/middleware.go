@@ -237,32 +237,49 @@ func (m *Middleware) begin(ctx context.Context, req engine.Request) (engine.Resu
 // the client when the body cannot be used: 503 when the budget cannot
 // take it.
 func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (int, string) {
-	max := m.c.MaxRequestBody
-	tooLarge := "the request body is larger than " + strconv.FormatInt(max, 10) + " bytes"
+	limit := m.c.MaxRequestBody
+	tooLarge := "the request body is larger than " + strconv.FormatInt(limit, 10) + " bytes"
 	const overloaded = "the server holds as many request bodies as it may (MaxBufferedBytes); retry later"
-	if r.ContentLength > max {
+	if r.ContentLength > limit {
 		return http.StatusRequestEntityTooLarge, tooLarge
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		return 0, ""
 	}
+	var err error
 	if r.ContentLength >= 0 {
-		// Room for the body and the end of the read, so that the buffer
-		// does not grow past it.
-		want := max64(r.ContentLength+bytes.MinRead, int64(buf.Cap()))
+		// A known length: reserve it (and room for the end of the read)
+		// before the buffer grows, then what the buffer took. net/http
+		// delivers no more than the length, so the read does not grow
+		// the buffer again.
+		want := max(r.ContentLength+bytes.MinRead, int64(buf.Cap()))
 		if !m.budget.take(want) {
-			discard(r.Body, max)
+			discard(r.Body, limit)
 			return http.StatusServiceUnavailable, overloaded
 		}
 		*held = want
 		buf.Grow(int(r.ContentLength + bytes.MinRead))
+		if c := int64(buf.Cap()); c > *held {
+			if !m.budget.take(c - *held) {
+				discard(r.Body, limit)
+				return http.StatusServiceUnavailable, overloaded
+			}
+			*held = c
+		}
+		_, err = buf.ReadFrom(io.LimitReader(r.Body, limit+1))
+	} else {
+		// Chunked: reserved as the buffer grows. (The count lives here,
+		// so that only chunked requests pay for the reader's pointer to
+		// it.)
+		h := *held
+		_, err = buf.ReadFrom(budgetReader{r: io.LimitReader(r.Body, limit+1), buf: buf, b: &m.budget, held: &h})
+		*held = h
 	}
-	_, err := buf.ReadFrom(budgetReader{r: io.LimitReader(r.Body, max+1), buf: buf, b: &m.budget, held: held})
 	switch {
 	case errors.Is(err, errOverBudget):
-		discard(r.Body, max-int64(buf.Len()))
+		discard(r.Body, limit-int64(buf.Len()))
 		return http.StatusServiceUnavailable, overloaded
-	case int64(buf.Len()) > max:
+	case int64(buf.Len()) > limit:
 		return http.StatusRequestEntityTooLarge, tooLarge
 	case err != nil:
 		return http.StatusBadRequest, "the request body could not be read: " + err.Error()
@@ -277,13 +294,6 @@ func (m *Middleware) readBody(r *http.Request, buf *bytes.Buffer, held *int64) (
 // the answer.
 func discard(body io.Reader, n int64) {
 	_, _ = io.Copy(io.Discard, io.LimitReader(body, n+1))
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // fingerprint hashes the method, the endpoint, the request target as sent
