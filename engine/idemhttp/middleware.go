@@ -59,8 +59,18 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 // the standard middleware signature, func(http.Handler) http.Handler.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.serve(next, w, r)
+		m.serve(next, w, r, "")
 	})
+}
+
+// ServeRoute serves r as Handler(next) does, with route as its route
+// pattern, without the method ("/v1/calls/:id"), in place of what
+// Options.RoutePattern would return: for adapters of routers that know
+// which route a request matched (packages idemgin and idemecho), so that
+// their route templates become endpoints and are what Options.Routes and
+// RouteTTL name. An empty route asks Options.RoutePattern, as Handler does.
+func (m *Middleware) ServeRoute(w http.ResponseWriter, r *http.Request, route string, next http.Handler) {
+	m.serve(next, w, r, route)
 }
 
 // Response headers the middleware sets.
@@ -76,9 +86,17 @@ const (
 //
 // Methods are compared in upper case: a router that takes "post" for POST
 // must not let it past a route guard. Without a ServeMux pattern, the
-// cleaned path is matched (see cleanPath).
-func (m *Middleware) selects(r *http.Request) (route string, require, ok bool) {
+// cleaned path is matched (see cleanPath). A route given by an adapter
+// (ServeRoute) is taken as it is.
+func (m *Middleware) selects(r *http.Request, given string) (route string, require, ok bool) {
 	method := strings.ToUpper(r.Method)
+	if given != "" {
+		if m.c.routes == nil {
+			return given, m.c.RequireKey, m.c.methods[method]
+		}
+		require, ok = m.c.routes[method+" "+given]
+		return given, require, ok
+	}
 	if m.c.routes != nil {
 		if m.c.mux != nil && r.Pattern == "" {
 			if route, ok = m.c.matchRoute(method, m.c.cleanPath(r.URL.Path)); !ok {
@@ -96,8 +114,8 @@ func (m *Middleware) selects(r *http.Request) (route string, require, ok bool) {
 	return m.c.RoutePattern(r), m.c.RequireKey, true
 }
 
-func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Request) {
-	route, require, ok := m.selects(r)
+func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Request, given string) {
+	route, require, ok := m.selects(r, given)
 	if !ok {
 		next.ServeHTTP(w, r)
 		return
