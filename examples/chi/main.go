@@ -4,7 +4,8 @@
 //	go run ./examples/chi [-listen 127.0.0.1:8091] [-data DIR] [-once]
 //
 // With -once it sends a first request, a retry and a conflicting request to
-// itself, prints what came back, and exits.
+// itself, then eight identical requests at once under a new key, prints
+// what came back, and exits; it fails unless the handler ran exactly twice.
 package main
 
 import (
@@ -15,18 +16,18 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/examples/internal/selftest"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:8091", "address to serve on")
 	data := flag.String("data", "", "data directory (default: a new temporary directory)")
-	once := flag.Bool("once", false, "send three requests to itself, print the answers and exit")
+	once := flag.Bool("once", false, "send requests to itself, print the answers and exit")
 	flag.Parse()
 
 	dir := *data
@@ -76,20 +77,7 @@ func main() {
 		log.Fatal(http.Serve(ln, r))
 	}
 	go http.Serve(ln, r)
-	for _, body := range []string{`{"email":"a@example.com"}`, `{"email":"a@example.com"}`, `{"email":"b@example.com"}`} {
-		req, _ := http.NewRequest("POST", base+"/v1/teams/t1/invites", strings.NewReader(body))
-		req.Header.Set("X-Api-Key", "key_1")
-		req.Header.Set("Idempotency-Key", "i-1")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			log.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		fmt.Printf("%d replay=%s %s\n", resp.StatusCode, resp.Header.Get("Idempotency-Replay"), strings.TrimSpace(string(b)))
-	}
-	fmt.Println("invites created:", invites.Load())
-	if invites.Load() != 1 {
-		log.Fatal("the handler ran more than once")
+	if err := selftest.Run(base+"/v1/teams/t1/invites", invites.Load); err != nil {
+		log.Fatal(err)
 	}
 }
