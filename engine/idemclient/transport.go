@@ -2,20 +2,18 @@ package idemclient
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
-	mrand "math/rand/v2"
 	"mime"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/idemkv/idemkv/engine/internal/retry"
 )
 
 // Defaults of the Transport fields left zero.
@@ -333,26 +331,6 @@ func inProgress(resp *http.Response) bool {
 	return json.Unmarshal(buf, &p) == nil && p.Code == codeInProgress
 }
 
-// backoff returns the full-jitter wait before retry n+1: random in
-// [0, min(max, base×2ⁿ)]. A negative base means no wait.
-func backoff(base, max time.Duration, n int) time.Duration {
-	if base <= 0 {
-		return 0
-	}
-	d := min(base, max)
-	for i := 0; i < n && d < max; i++ {
-		if d > max/2 {
-			d = max
-			break
-		}
-		d *= 2
-	}
-	if d == math.MaxInt64 {
-		return mrand.N(d)
-	}
-	return mrand.N(d + 1)
-}
-
 // parseRetryAfter parses a Retry-After value, delta-seconds or an
 // HTTP-date, into the wait it asks for from now. A date in the past is a
 // wait of 0; a number of seconds too large for a Duration is the longest
@@ -385,21 +363,6 @@ func isDigits(s string) bool {
 	return true
 }
 
-// sleep waits for d, or until ctx is done, when it returns ctx's error.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-tm.C:
-		return nil
-	}
-}
-
 // exhausted wraps the error of the last of n tries.
 func exhausted(n int, err error) error {
 	return fmt.Errorf("%w after %s: %w", ErrRetriesExhausted, tries(n), err)
@@ -412,21 +375,9 @@ func tries(n int) string {
 	return strconv.Itoa(n) + " tries"
 }
 
-// newUUID returns a random (version 4) UUID in its canonical form.
-func newUUID() string {
-	var u [16]byte
-	rand.Read(u[:]) // never fails
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], u[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], u[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], u[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], u[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], u[10:])
-	return string(s[:])
-}
+// The retry helpers this package shares with the gRPC client.
+var (
+	backoff = retry.Backoff
+	sleep   = retry.Sleep
+	newUUID = retry.NewUUID
+)

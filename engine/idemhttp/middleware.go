@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/internal/earlier"
 	"github.com/idemkv/idemkv/record"
 )
 
@@ -194,12 +195,7 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		m.st.observe(outcomeError, start)
 		return
 	}
-	if res.Outcome == engine.Proceed && !res.Recovered && credential != "" {
-		if rec := m.storedEarlier(r.Context(), req, credential, asSent); rec != nil {
-			_ = res.Claim.Release(r.Context()) // if it fails, a retry recovers the claim
-			res = answerFor(rec, req)
-		}
-	}
+	res = earlier.Check(r.Context(), m.store, res, req, credential, asSent)
 	switch res.Outcome {
 	case engine.Proceed:
 		m.st.proceeded.Add(1)

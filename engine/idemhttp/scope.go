@@ -1,12 +1,10 @@
 package idemhttp
 
 import (
-	"context"
 	"net/http"
 	"strings"
 
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/record"
 )
 
 // CredentialScope returns the scope that the default Options store a
@@ -109,39 +107,4 @@ func (m *Middleware) credential(r *http.Request) (credential, asSent string, ok 
 		return v, v, true
 	}
 	return NormalizeCredential(v), v, true
-}
-
-// storedEarlier finds what was stored for req under one of the scopes
-// that the same credential had before (see engine.Scoper.Earlier): under
-// a previous secret during a rotation, or, during the upgrade window
-// after an upgrade from a version without keyed digests, under its
-// version-1 digest (of the credential normalised or spelled as sent:
-// before normalisation, "bearer  x" was a tenant of its own). It is asked
-// only for a fresh claim (not Recovered), at the cost of one more read of
-// the store per earlier scope; with no previous secret and no upgrade
-// window there is none, and it costs nothing. A record found is what the
-// request gets (a replay, a conflict, or in progress) instead of a
-// second run.
-func (m *Middleware) storedEarlier(ctx context.Context, req engine.Request, credential, asSent string) *record.Record {
-	var buf [4]string
-	for _, scope := range m.store.Scoper().Earlier(buf[:0], credential, asSent) {
-		k := req.Key
-		k.Scope = scope
-		if rec, err := m.store.Get(ctx, k); err == nil && rec != nil {
-			return rec
-		}
-	}
-	return nil
-}
-
-// answerFor is what req gets from rec, a record stored for its key that
-// Begin did not see: Replay, Conflict, or InProgress for a claim.
-func answerFor(rec *record.Record, req engine.Request) engine.Result {
-	switch {
-	case rec.State != record.Completed:
-		return engine.Result{Outcome: engine.InProgress, OriginalRequestID: rec.RequestID}
-	case rec.Fingerprint != req.Fingerprint:
-		return engine.Result{Outcome: engine.Conflict, Record: rec.WithoutBody(), OriginalRequestID: rec.RequestID}
-	}
-	return engine.Result{Outcome: engine.Replay, Record: rec}
 }
