@@ -64,7 +64,8 @@
 // request (InvalidArgument, NotFound, FailedPrecondition...) are stored
 // and replayed with their code, message and details; errors that say
 // "not this time" (Unavailable, Internal, Unknown, Aborted,
-// DeadlineExceeded, ResourceExhausted, Canceled, DataLoss) are released,
+// DeadlineExceeded, ResourceExhausted, Canceled, DataLoss, and
+// Unimplemented, which a deploy may change) are released,
 // so that a retry runs the handler again. A handler's plain Go error is
 // Unknown. A panic releases the key and goes on up to the server's
 // recovery interceptor. Metadata the handler sets with grpc.SetHeader,

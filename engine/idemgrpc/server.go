@@ -99,9 +99,9 @@ type Options struct {
 //
 //	stored    OK, InvalidArgument, NotFound, AlreadyExists,
 //	          PermissionDenied, FailedPrecondition, OutOfRange,
-//	          Unimplemented, Unauthenticated
+//	          Unauthenticated
 //	released  Canceled, Unknown, DeadlineExceeded, ResourceExhausted,
-//	          Aborted, Internal, Unavailable, DataLoss
+//	          Aborted, Unimplemented, Internal, Unavailable, DataLoss
 //
 // It is idemhttp.DefaultShouldStore (2xx and 4xx stored, 5xx, 408, 409,
 // 425 and 429 released) in gRPC's codes. A handler's plain Go error is

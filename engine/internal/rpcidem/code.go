@@ -29,14 +29,14 @@ const (
 //
 //	stored    OK, InvalidArgument, NotFound, AlreadyExists,
 //	          PermissionDenied, FailedPrecondition, OutOfRange,
-//	          Unimplemented, Unauthenticated
+//	          Unauthenticated
 //	released  Canceled, Unknown, DeadlineExceeded, ResourceExhausted,
-//	          Aborted, Internal, Unavailable, DataLoss, and any code
+//	          Aborted, Unimplemented, Internal, Unavailable, DataLoss, and any code
 //	          above 16
 func ShouldStore(code uint32) bool {
 	switch code {
 	case OK, InvalidArgument, NotFound, AlreadyExists, PermissionDenied,
-		FailedPrecondition, OutOfRange, Unimplemented, Unauthenticated:
+		FailedPrecondition, OutOfRange, Unauthenticated:
 		return true
 	}
 	return false
