@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/rpcidem"
 )
 
@@ -207,7 +208,12 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 			return nil, refusal(&rpcidem.Refusal{Code: rpcidem.InvalidArgument, Reason: rpcidem.ReasonScope,
 				Message: "a call carries one " + s.scopeKey + ", not several"})
 		}
-		call.Credential = cred
+		call.Credential = strings.Trim(cred, " \t")
+		if s.scopeKey == "authorization" {
+			// One tenant, however HTTP lets a client spell it (as
+			// idemhttp digests it).
+			call.Credential = idemhttp.NormalizeCredential(cred)
+		}
 	}
 
 	var resp any

@@ -1,0 +1,378 @@
+package idemconnect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/internal/rpcidem"
+)
+
+// Options configure the interceptor. The zero value, and a nil *Options,
+// give the documented defaults.
+type Options struct {
+	// KeyHeaders are the request headers read for the idempotency key, in
+	// order. Default "Idempotency-Key", then "X-Idempotency-Key".
+	KeyHeaders []string
+
+	// ScopeHeader is the request header whose value identifies the
+	// caller (an API key, a bearer token). Keys are stored under a digest
+	// of it keyed with the store's secret (engine.Scoper); the value
+	// itself is never stored. Default "Authorization".
+	ScopeHeader string
+
+	// Scope, if set, replaces ScopeHeader: it returns the caller of a call
+	// ("" for none), for handlers that authenticate in an earlier
+	// interceptor or middleware and put the account in the context. What
+	// it returns is stored as it is, so it should not be a secret.
+	Scope func(ctx context.Context, req connect.AnyRequest) string
+
+	// AllowAnonymous lets calls that carry a key but no caller share one
+	// anonymous scope. Default false: they are refused with
+	// Unauthenticated.
+	AllowAnonymous bool
+
+	// Procedures, if not empty, are the procedures
+	// ("/payments.v1.Payments/Charge") whose calls are handled; others
+	// pass through untouched. Default: every unary call that carries a
+	// key.
+	Procedures []string
+
+	// RequireKey refuses a call of one of Procedures that carries no key,
+	// with InvalidArgument. Default false: it passes through unprotected.
+	RequireKey bool
+
+	// ShouldStore says whether a call that ended with this code (0 for a
+	// response) is recorded (and replayed to its retries) or released.
+	// Default DefaultShouldStore.
+	ShouldStore func(connect.Code) bool
+
+	// ProcedureTTL sets how long the outcomes of some procedures are
+	// replayed, instead of the store's TTL (at most the store's).
+	ProcedureTTL map[string]time.Duration
+
+	// FingerprintExclude names request fields left out of the
+	// fingerprint, as idemgrpc.Options.FingerprintExclude does.
+	FingerprintExclude []string
+
+	// MaxWait bounds how long a duplicate call waits for the call it
+	// duplicates, within its own deadline, before it is answered Aborted.
+	// Default one minute.
+	MaxWait time.Duration
+
+	// RetryDelay is the delay that the RetryInfo of an Aborted or
+	// Unavailable answer suggests. Default one second.
+	RetryDelay time.Duration
+
+	// MaxResponseSize is the largest response (or error) recorded, in
+	// bytes; a larger one is returned unrecorded and the key released.
+	// Default 16 MiB.
+	MaxResponseSize int
+
+	// Logger receives store failures. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultShouldStore is idemgrpc.DefaultShouldStore in Connect's codes
+// (the same numbers): responses and errors that answer the request are
+// stored; Canceled, Unknown, DeadlineExceeded, ResourceExhausted, Aborted,
+// Unimplemented, Internal, Unavailable and DataLoss are released. A
+// handler's plain Go error is Unknown: released.
+func DefaultShouldStore(c connect.Code) bool { return rpcidem.ShouldStore(uint32(c)) }
+
+// Interceptor is a connect.Interceptor that gives a handler's unary calls
+// the idempotency contract. Streaming calls pass through.
+type Interceptor struct {
+	guard      *rpcidem.Guard
+	keys       []string
+	scopeKey   string
+	scope      func(context.Context, connect.AnyRequest) string
+	procedures map[string]bool
+	requireKey bool
+	exclude    rpcidem.Exclude
+}
+
+var _ connect.Interceptor = (*Interceptor)(nil)
+
+// New returns the interceptor over store; pass it to a handler with
+// connect.WithInterceptors. It returns an error for options that cannot
+// work.
+func New(store engine.Store, o *Options) (*Interceptor, error) {
+	var opts Options
+	if o != nil {
+		opts = *o
+	}
+	if store == nil {
+		return nil, errors.New("idemconnect: nil store")
+	}
+	if opts.Scope == nil && store.Scoper() == nil {
+		return nil, errors.New("idemconnect: the store cannot digest credentials (a read-only engine without its scope secret); set Options.Scope")
+	}
+	exclude, err := rpcidem.ParseExclude(opts.FingerprintExclude)
+	if err != nil {
+		return nil, fmt.Errorf("idemconnect: %w", err)
+	}
+	c := rpcidem.Config{
+		Store:          store,
+		TTL:            opts.ProcedureTTL,
+		MaxWait:        opts.MaxWait,
+		RetryDelay:     opts.RetryDelay,
+		AllowAnonymous: opts.AllowAnonymous,
+		MaxResponse:    opts.MaxResponseSize,
+		Logger:         opts.Logger,
+	}
+	if opts.ShouldStore != nil {
+		c.ShouldStore = func(code uint32) bool { return opts.ShouldStore(connect.Code(code)) }
+	}
+	g, err := rpcidem.New(c)
+	if err != nil {
+		return nil, fmt.Errorf("idemconnect: %w", err)
+	}
+	i := &Interceptor{guard: g, keys: opts.KeyHeaders, scopeKey: opts.ScopeHeader, scope: opts.Scope,
+		requireKey: opts.RequireKey, exclude: exclude}
+	if len(i.keys) == 0 {
+		i.keys = []string{"Idempotency-Key", "X-Idempotency-Key"}
+	}
+	if i.scopeKey == "" {
+		i.scopeKey = "Authorization"
+	}
+	if len(opts.Procedures) > 0 {
+		i.procedures = make(map[string]bool, len(opts.Procedures))
+		for _, p := range opts.Procedures {
+			i.procedures[p] = true
+		}
+	}
+	return i, nil
+}
+
+// WrapStreamingClient passes streams through.
+func (i *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+// WrapStreamingHandler passes streams through: a stream has no single
+// response to store.
+func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
+}
+
+// WrapUnary gives unary handler calls the contract; client calls pass
+// through (for clients, see the package documentation).
+func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		spec := req.Spec()
+		if spec.IsClient || (i.procedures != nil && !i.procedures[spec.Procedure]) {
+			return next(ctx, req)
+		}
+		key, n := first(req.Header(), i.keys)
+		switch {
+		case n == 0 && i.requireKey && i.procedures != nil:
+			return nil, refusal(rpcidem.RefuseKey("this procedure requires an Idempotency-Key"))
+		case n == 0:
+			return next(ctx, req)
+		case n > 1:
+			return nil, refusal(rpcidem.RefuseKey("a call carries one idempotency key, not several"))
+		}
+		msg, ok := req.Any().(proto.Message)
+		if !ok {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("idemconnect: the request of %s is a %T, not a protobuf message", spec.Procedure, req.Any()))
+		}
+		b, err := rpcidem.MarshalForFingerprint(msg, i.exclude)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("idemconnect: the request cannot be encoded: %w", err))
+		}
+		call := rpcidem.Call{Method: spec.Procedure, Key: key, Fingerprint: rpcidem.Fingerprint(spec.Procedure, b)}
+		if i.scope != nil {
+			call.Scope, call.ScopeSet = i.scope(ctx, req), true
+		} else {
+			cred, n := first(req.Header(), []string{i.scopeKey})
+			if n > 1 {
+				return nil, refusal(&rpcidem.Refusal{Code: rpcidem.InvalidArgument, Reason: rpcidem.ReasonScope,
+					Message: "a call carries one " + i.scopeKey + ", not several"})
+			}
+			call.Credential = strings.Trim(cred, " \t")
+			if strings.EqualFold(i.scopeKey, "Authorization") {
+				// One tenant, however HTTP lets a client spell it.
+				call.Credential = idemhttp.NormalizeCredential(cred)
+			}
+		}
+
+		var resp connect.AnyResponse
+		var herr error
+		replay, refused := i.guard.Serve(ctx, call, func(ctx context.Context) *rpcidem.Reply {
+			resp, herr = next(ctx, req)
+			return reply(ctx, resp, herr)
+		})
+		switch {
+		case refused != nil:
+			return nil, refusal(refused)
+		case replay != nil:
+			return replayed(ctx, spec, replay)
+		}
+		if resp != nil {
+			resp.Header().Set(rpcidem.ReplayKey, "false")
+		}
+		return resp, herr
+	}
+}
+
+// first returns the first value under keys and how many values the first
+// key present has.
+func first(h http.Header, keys []string) (string, int) {
+	for _, k := range keys {
+		if vs := h.Values(k); len(vs) > 0 {
+			return vs[0], len(vs)
+		}
+	}
+	return "", 0
+}
+
+// reply is the handler's outcome as it is recorded; nil if it cannot be.
+func reply(ctx context.Context, resp connect.AnyResponse, err error) *rpcidem.Reply {
+	r := &rpcidem.Reply{}
+	info, hasInfo := connect.CallInfoForHandlerContext(ctx)
+	if hasInfo {
+		r.Header = appendHeader(r.Header, info.ResponseHeader())
+		r.Trailer = appendHeader(r.Trailer, info.ResponseTrailer())
+	}
+	if err != nil {
+		ce := new(connect.Error)
+		if !errors.As(err, &ce) {
+			ce = connect.NewError(connect.CodeUnknown, err)
+		}
+		r.Status = rpcidem.Status{Code: uint32(ce.Code()), Message: ce.Message()}
+		for _, d := range ce.Details() {
+			r.Status.Details = append(r.Status.Details, rpcidem.Detail{TypeURL: "type.googleapis.com/" + d.Type(), Value: d.Bytes()})
+		}
+		r.Header = appendHeader(r.Header, ce.Meta())
+		return r
+	}
+	if resp == nil {
+		return nil
+	}
+	m, ok := resp.Any().(proto.Message)
+	if !ok {
+		return nil
+	}
+	b, merr := proto.Marshal(m)
+	if merr != nil {
+		return nil
+	}
+	r.Header = appendHeader(r.Header, resp.Header())
+	r.Trailer = appendHeader(r.Trailer, resp.Trailer())
+	r.Type, r.Message = string(m.ProtoReflect().Descriptor().FullName()), b
+	return r
+}
+
+// appendHeader appends h's storable entries, in lower case, binary
+// ("-Bin") values decoded, as gRPC metadata holds them.
+func appendHeader(dst []rpcidem.Pair, h http.Header) []rpcidem.Pair {
+	for k, vs := range h {
+		k = strings.ToLower(k)
+		if !rpcidem.Storable(k) {
+			continue
+		}
+		for _, v := range vs {
+			if strings.HasSuffix(k, "-bin") {
+				b, err := connect.DecodeBinaryHeader(v)
+				if err != nil {
+					continue
+				}
+				v = string(b)
+			}
+			dst = append(dst, rpcidem.Pair{Key: k, Value: v})
+		}
+	}
+	return dst
+}
+
+func setHeader(h http.Header, pairs []rpcidem.Pair) {
+	for _, p := range pairs {
+		v := p.Value
+		if strings.HasSuffix(p.Key, "-bin") {
+			v = connect.EncodeBinaryHeader([]byte(v))
+		}
+		h.Add(p.Key, v)
+	}
+}
+
+// replayed answers a call with a stored reply. A response is a
+// *dynamicpb.Message of the stored type (see the package documentation).
+func replayed(ctx context.Context, spec connect.Spec, r *rpcidem.Reply) (connect.AnyResponse, error) {
+	info, hasInfo := connect.CallInfoForHandlerContext(ctx)
+	if hasInfo && len(r.Trailer) > 0 {
+		setHeader(info.ResponseTrailer(), r.Trailer)
+	}
+	if r.Status.Code != rpcidem.OK {
+		ce := connect.NewError(connect.Code(r.Status.Code), errors.New(r.Status.Message))
+		for _, d := range r.Status.Details {
+			if ed, err := connect.NewErrorDetail(&anypb.Any{TypeUrl: d.TypeURL, Value: d.Value}); err == nil {
+				ce.AddDetail(ed)
+			}
+		}
+		setHeader(ce.Meta(), r.Header)
+		ce.Meta().Set(rpcidem.ReplayKey, "true")
+		return nil, ce
+	}
+	desc, err := descriptor(spec, r.Type)
+	if err != nil {
+		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged, Message: err.Error()})
+	}
+	m := dynamicpb.NewMessage(desc)
+	if err := proto.Unmarshal(r.Message, m); err != nil {
+		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged,
+			Message: fmt.Sprintf("the stored response does not decode as %s: %v", r.Type, err)})
+	}
+	resp := connect.NewResponse(m)
+	setHeader(resp.Header(), r.Header)
+	resp.Header().Set(rpcidem.ReplayKey, "true")
+	return resp, nil
+}
+
+// descriptor finds the stored response's message type: registered by
+// generated code, or, failing that, the output of the handler's method
+// (Spec.Schema) if it has that name.
+func descriptor(spec connect.Spec, name string) (protoreflect.MessageDescriptor, error) {
+	mt, err := rpcidem.MessageType(name)
+	if err == nil {
+		return mt.Descriptor(), nil
+	}
+	if md, ok := spec.Schema.(protoreflect.MethodDescriptor); ok && string(md.Output().FullName()) == name {
+		return md.Output(), nil
+	}
+	return nil, err
+}
+
+// refusal renders an answer of the contract's own as a connect.Error
+// with a google.rpc.ErrorInfo and, when a retry should wait, a
+// google.rpc.RetryInfo.
+func refusal(r *rpcidem.Refusal) error {
+	ce := connect.NewError(connect.Code(r.Code), errors.New(r.Message))
+	if r.Reason == "" {
+		return ce
+	}
+	if d, err := connect.NewErrorDetail(&errdetails.ErrorInfo{Reason: r.Reason, Domain: rpcidem.Domain, Metadata: r.Metadata}); err == nil {
+		ce.AddDetail(d)
+	}
+	if r.RetryDelay > 0 {
+		if d, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(r.RetryDelay)}); err == nil {
+			ce.AddDetail(d)
+		}
+		ce.Meta().Set("Retry-After", fmt.Sprint(int((r.RetryDelay+time.Second-1)/time.Second)))
+	}
+	return ce
+}
