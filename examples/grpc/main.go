@@ -65,7 +65,9 @@ var paymentsDesc = grpc.ServiceDesc{
 			if err := dec(in); err != nil {
 				return nil, err
 			}
-			h := func(ctx context.Context, req any) (any, error) { return srv.(*payments).charge(ctx, req.(*structpb.Struct)) }
+			h := func(ctx context.Context, req any) (any, error) {
+				return srv.(*payments).charge(ctx, req.(*structpb.Struct))
+			}
 			if icpt == nil {
 				return h(ctx, in)
 			}
