@@ -125,3 +125,16 @@ func TestEchoHandlersSeeParamsAndBody(t *testing.T) {
 		t.Fatalf("the handler ran %d times", runs)
 	}
 }
+
+// BenchmarkReplay: what idemecho adds to an echo route on a replay (bare
+// against replay, same run).
+func BenchmarkReplay(b *testing.B) {
+	adaptertest.BenchReplay(b, func(m *idemhttp.Middleware, h http.Handler) http.Handler {
+		e := echo.New()
+		if m != nil {
+			e.Use(idemecho.Middleware(m))
+		}
+		e.POST("/v1/items/:id", echo.WrapHandler(h))
+		return e
+	})
+}

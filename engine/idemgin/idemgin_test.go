@@ -134,3 +134,16 @@ func TestGinHandlersSeeParamsAndBody(t *testing.T) {
 		t.Fatalf("the handler after ran %d times", after)
 	}
 }
+
+// BenchmarkReplay: what idemgin adds to a gin route on a replay (bare
+// against replay, same run).
+func BenchmarkReplay(b *testing.B) {
+	adaptertest.BenchReplay(b, func(m *idemhttp.Middleware, h http.Handler) http.Handler {
+		r := gin.New()
+		if m != nil {
+			r.Use(idemgin.Middleware(m))
+		}
+		r.POST("/v1/items/:id", gin.WrapH(h))
+		return r
+	})
+}

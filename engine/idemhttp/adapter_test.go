@@ -34,3 +34,16 @@ func recoverer(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r)
 	})
 }
+
+// BenchmarkReplayOverServeMux: what the middleware adds to a ServeMux
+// route on a replay (bare against replay, same run).
+func BenchmarkReplayOverServeMux(b *testing.B) {
+	adaptertest.BenchReplay(b, func(m *idemhttp.Middleware, h http.Handler) http.Handler {
+		mux := http.NewServeMux()
+		if m != nil {
+			h = m.Handler(h)
+		}
+		mux.Handle("POST /v1/items/{id}", h)
+		return mux
+	})
+}
