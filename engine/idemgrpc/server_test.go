@@ -23,6 +23,8 @@ import (
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemgrpc"
 	"github.com/idemkv/idemkv/engine/internal/idemtest"
+	"github.com/idemkv/idemkv/engine/internal/rpcidem"
+	"github.com/idemkv/idemkv/record"
 )
 
 const (
@@ -448,3 +450,78 @@ func TestReplaySurvivesARestart(t *testing.T) {
 		t.Fatalf("after a restart: %v %v, %d runs", again.resp, again.err, p.runs.Load())
 	}
 }
+
+// A response larger than MaxResponseSize is returned, not recorded, and
+// its key released: the retry runs again rather than replaying a part.
+func TestResponseOverMaxResponseSizeIsReleased(t *testing.T) {
+	p := &payments{}
+	cc := serve(t, idemtest.NewEngine(t, nil), &idemgrpc.Options{MaxResponseSize: 8}, p)
+	for i := range 2 {
+		if a := call(t, cc, "k-big", map[string]any{"amount": 1}); a.err != nil || a.resp.Fields["id"].GetStringValue() == "" {
+			t.Fatalf("try %d: %v %v", i, a.resp, a.err)
+		}
+	}
+	if n := p.runs.Load(); n != 2 {
+		t.Errorf("the handler ran %d times, want 2", n)
+	}
+}
+
+// With AllowAnonymous, keyed calls without a caller share one scope.
+func TestAllowAnonymousSharesOneScope(t *testing.T) {
+	p := &payments{}
+	cc := serve(t, idemtest.NewEngine(t, nil), &idemgrpc.Options{AllowAnonymous: true}, p)
+	req, _ := structpb.NewStruct(map[string]any{"amount": 1})
+	var got []*structpb.Struct
+	for range 2 {
+		resp := new(structpb.Struct)
+		ctx := metadata.AppendToOutgoingContext(context.Background(), "idempotency-key", "k-anon")
+		if err := cc.Invoke(ctx, charge, req, resp); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, resp)
+	}
+	if !proto.Equal(got[0], got[1]) || p.runs.Load() != 1 {
+		t.Errorf("anonymous retry: %v then %v, %d runs", got[0], got[1], p.runs.Load())
+	}
+}
+
+// A stored record that is not a well-formed RPC outcome (another layout,
+// a type this program does not know, bytes that do not decode as it) is
+// never replayed as if valid, and the handler does not run: Internal,
+// IDEMPOTENCY_RECORD_DAMAGED.
+func TestUndecodableRecordIsNeverReplayed(t *testing.T) {
+	cases := map[string]engine.Response{
+		"an HTTP record":   {Status: 201, Header: []record.Header{{Name: "Content-Type", Value: "application/json"}}, Body: []byte(`{}`)},
+		"an unknown type":  {Status: 200, Header: []record.Header{{Name: ":code", Value: "0"}, {Name: ":type", Value: "no.such.Message"}}},
+		"undecodable body": {Status: 200, Header: []record.Header{{Name: ":code", Value: "0"}, {Name: ":type", Value: "google.protobuf.Struct"}}, Body: []byte{0x0a, 0xff}},
+	}
+	for name, stored := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := &payments{}
+			eng := idemtest.NewEngine(t, nil)
+			req, _ := structpb.NewStruct(map[string]any{"amount": 1})
+			b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+			key := record.Key{Scope: eng.Scoper().Scope("Bearer sk_test_1"), Endpoint: charge, Key: "k-1"}
+			res, err := eng.Begin(context.Background(), engine.Request{Key: key, Fingerprint: rpcFingerprint(charge, b), RequestID: "req_planted"})
+			if err != nil || res.Outcome != engine.Proceed {
+				t.Fatal(res.Outcome, err)
+			}
+			if err := res.Claim.Complete(context.Background(), stored); err != nil {
+				t.Fatal(err)
+			}
+			a := call(t, serve(t, eng, nil, p), "k-1", map[string]any{"amount": 1})
+			if status.Code(a.err) != codes.Internal {
+				t.Fatalf("%v %v, want Internal", a.resp, a.err)
+			}
+			if ei := errorInfo(a.err); ei == nil || ei.Reason != "IDEMPOTENCY_RECORD_DAMAGED" {
+				t.Errorf("ErrorInfo %v", ei)
+			}
+			if n := p.runs.Load(); n != 0 {
+				t.Errorf("the handler ran %d times, want 0", n)
+			}
+		})
+	}
+}
+
+// rpcFingerprint is the interceptor's fingerprint of a request.
+var rpcFingerprint = rpcidem.Fingerprint
