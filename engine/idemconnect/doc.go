@@ -26,13 +26,12 @@
 // Connect's interceptors see responses as connect.AnyResponse, whose
 // concrete type (*connect.Response[T]) the generated handler fixes and an
 // interceptor cannot create for a T it does not know. A replayed response
-// is therefore a *connect.Response[dynamicpb.Message] of the stored
-// message type (as generated code registers it, or the method's output
-// in Spec.Schema): it encodes on the wire exactly as the original, and
-// interceptors that work with proto.Message see the same fields, but an
-// interceptor outside this one that type-asserts response.Any() to the
-// generated type sees a *dynamicpb.Message instead. Put such
-// interceptors inside (after) this one, or use protoreflect.
+// is therefore a *connect.Response[Replayed], whose Message is the stored
+// response decoded into its generated type: it encodes on the wire exactly
+// as the original, and interceptors that work with proto.Message see the
+// same fields, but an interceptor outside this one that type-asserts
+// response.Any() to the generated type must unwrap a *Replayed first. Put
+// such interceptors inside (after) this one, or unwrap.
 //
 // # Clients
 //

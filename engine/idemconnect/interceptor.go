@@ -310,8 +310,20 @@ func setHeader(h http.Header, pairs []rpcidem.Pair) {
 	}
 }
 
-// replayed answers a call with a stored reply. A response is a
-// *dynamicpb.Message of the stored type (see the package documentation).
+// Replayed is what Any() of a replayed response returns: the stored
+// response, decoded into its generated type (or, for a type this program
+// does not register, a *dynamicpb.Message of the handler's output type),
+// in Message. An interceptor cannot create the generated handler's
+// *connect.Response[T], so a replay is a *connect.Response[Replayed]:
+// outer interceptors that need the concrete type unwrap it,
+//
+//	if r, ok := resp.Any().(*idemconnect.Replayed); ok { msg = r.Message }
+//
+// *Replayed is itself a proto.Message (its methods are Message's), so it
+// encodes exactly as the original did.
+type Replayed struct{ proto.Message }
+
+// replayed answers a call with a stored reply.
 func replayed(ctx context.Context, spec connect.Spec, r *rpcidem.Reply) (connect.AnyResponse, error) {
 	info, hasInfo := connect.CallInfoForHandlerContext(ctx)
 	if hasInfo && len(r.Trailer) > 0 {
@@ -328,31 +340,31 @@ func replayed(ctx context.Context, spec connect.Spec, r *rpcidem.Reply) (connect
 		ce.Meta().Set(rpcidem.ReplayKey, "true")
 		return nil, ce
 	}
-	desc, err := descriptor(spec, r.Type)
+	m, err := newMessage(spec, r.Type)
 	if err != nil {
 		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged, Message: err.Error()})
 	}
-	m := dynamicpb.NewMessage(desc)
 	if err := proto.Unmarshal(r.Message, m); err != nil {
 		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged,
 			Message: fmt.Sprintf("the stored response does not decode as %s: %v", r.Type, err)})
 	}
-	resp := connect.NewResponse(m)
+	resp := connect.NewResponse(&Replayed{m})
 	setHeader(resp.Header(), r.Header)
 	resp.Header().Set(rpcidem.ReplayKey, "true")
 	return resp, nil
 }
 
-// descriptor finds the stored response's message type: registered by
-// generated code, or, failing that, the output of the handler's method
-// (Spec.Schema) if it has that name.
-func descriptor(spec connect.Spec, name string) (protoreflect.MessageDescriptor, error) {
+// newMessage returns an empty message of the stored response's type: the
+// generated type registered by generated code, or, failing that, a
+// dynamic message of the handler's output type (Spec.Schema) if it has
+// that name.
+func newMessage(spec connect.Spec, name string) (proto.Message, error) {
 	mt, err := rpcidem.MessageType(name)
 	if err == nil {
-		return mt.Descriptor(), nil
+		return mt.New().Interface(), nil
 	}
 	if md, ok := spec.Schema.(protoreflect.MethodDescriptor); ok && string(md.Output().FullName()) == name {
-		return md.Output(), nil
+		return dynamicpb.NewMessage(md.Output()), nil
 	}
 	return nil, err
 }
