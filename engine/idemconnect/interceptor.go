@@ -18,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/rpcidem"
 )
 
@@ -97,13 +96,10 @@ func DefaultShouldStore(c connect.Code) bool { return rpcidem.ShouldStore(uint32
 // Interceptor is a connect.Interceptor that gives a handler's unary calls
 // the idempotency contract. Streaming calls pass through.
 type Interceptor struct {
-	guard      *rpcidem.Guard
-	keys       []string
-	scopeKey   string
-	scope      func(context.Context, connect.AnyRequest) string
-	procedures map[string]bool
-	requireKey bool
-	exclude    rpcidem.Exclude
+	guard    *rpcidem.Guard
+	keys     []string
+	scopeKey string
+	scope    func(context.Context, connect.AnyRequest) string
 }
 
 var _ connect.Interceptor = (*Interceptor)(nil)
@@ -116,24 +112,18 @@ func New(store engine.Store, o *Options) (*Interceptor, error) {
 	if o != nil {
 		opts = *o
 	}
-	if store == nil {
-		return nil, errors.New("idemconnect: nil store")
-	}
-	if opts.Scope == nil && store.Scoper() == nil {
-		return nil, errors.New("idemconnect: the store cannot digest credentials (a read-only engine without its scope secret); set Options.Scope")
-	}
-	exclude, err := rpcidem.ParseExclude(opts.FingerprintExclude)
-	if err != nil {
-		return nil, fmt.Errorf("idemconnect: %w", err)
-	}
 	c := rpcidem.Config{
-		Store:          store,
-		TTL:            opts.ProcedureTTL,
-		MaxWait:        opts.MaxWait,
-		RetryDelay:     opts.RetryDelay,
-		AllowAnonymous: opts.AllowAnonymous,
-		MaxResponse:    opts.MaxResponseSize,
-		Logger:         opts.Logger,
+		Store:              store,
+		TTL:                opts.ProcedureTTL,
+		Methods:            opts.Procedures,
+		RequireKey:         opts.RequireKey,
+		FingerprintExclude: opts.FingerprintExclude,
+		OwnScope:           opts.Scope != nil,
+		MaxWait:            opts.MaxWait,
+		RetryDelay:         opts.RetryDelay,
+		AllowAnonymous:     opts.AllowAnonymous,
+		MaxResponse:        opts.MaxResponseSize,
+		Logger:             opts.Logger,
 	}
 	if opts.ShouldStore != nil {
 		c.ShouldStore = func(code uint32) bool { return opts.ShouldStore(connect.Code(code)) }
@@ -142,19 +132,12 @@ func New(store engine.Store, o *Options) (*Interceptor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("idemconnect: %w", err)
 	}
-	i := &Interceptor{guard: g, keys: opts.KeyHeaders, scopeKey: opts.ScopeHeader, scope: opts.Scope,
-		requireKey: opts.RequireKey, exclude: exclude}
+	i := &Interceptor{guard: g, keys: opts.KeyHeaders, scopeKey: opts.ScopeHeader, scope: opts.Scope}
 	if len(i.keys) == 0 {
 		i.keys = []string{"Idempotency-Key", "X-Idempotency-Key"}
 	}
 	if i.scopeKey == "" {
 		i.scopeKey = "Authorization"
-	}
-	if len(opts.Procedures) > 0 {
-		i.procedures = make(map[string]bool, len(opts.Procedures))
-		for _, p := range opts.Procedures {
-			i.procedures[p] = true
-		}
 	}
 	return i, nil
 }
@@ -175,40 +158,22 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		spec := req.Spec()
-		if spec.IsClient || (i.procedures != nil && !i.procedures[spec.Procedure]) {
+		if spec.IsClient {
 			return next(ctx, req)
 		}
-		key, n := first(req.Header(), i.keys)
-		switch {
-		case n == 0 && i.requireKey && i.procedures != nil:
-			return nil, refusal(rpcidem.RefuseKey("this procedure requires an Idempotency-Key"))
-		case n == 0:
+		call, pass, refused := i.guard.Prepare(spec.Procedure, first(req.Header(), i.keys), req.Any())
+		if pass {
 			return next(ctx, req)
-		case n > 1:
-			return nil, refusal(rpcidem.RefuseKey("a call carries one idempotency key, not several"))
 		}
-		msg, ok := req.Any().(proto.Message)
-		if !ok {
-			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("idemconnect: the request of %s is a %T, not a protobuf message", spec.Procedure, req.Any()))
-		}
-		b, err := rpcidem.MarshalForFingerprint(msg, i.exclude)
-		if err != nil {
-			return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("idemconnect: the request cannot be encoded: %w", err))
-		}
-		call := rpcidem.Call{Method: spec.Procedure, Key: key, Fingerprint: rpcidem.Fingerprint(spec.Procedure, b)}
-		if i.scope != nil {
-			call.Scope, call.ScopeSet = i.scope(ctx, req), true
-		} else {
-			cred, n := first(req.Header(), []string{i.scopeKey})
-			if n > 1 {
-				return nil, refusal(&rpcidem.Refusal{Code: rpcidem.InvalidArgument, Reason: rpcidem.ReasonScope,
-					Message: "a call carries one " + i.scopeKey + ", not several"})
+		if refused == nil {
+			if i.scope != nil {
+				call.Scope, call.ScopeSet = i.scope(ctx, req), true
+			} else {
+				refused = call.Caller(i.scopeKey, req.Header().Values(i.scopeKey))
 			}
-			call.Credential = strings.Trim(cred, " \t")
-			if strings.EqualFold(i.scopeKey, "Authorization") {
-				// One tenant, however HTTP lets a client spell it.
-				call.Credential = idemhttp.NormalizeCredential(cred)
-			}
+		}
+		if refused != nil {
+			return nil, refusal(refused)
 		}
 
 		var resp connect.AnyResponse
@@ -230,15 +195,14 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
-// first returns the first value under keys and how many values the first
-// key present has.
-func first(h http.Header, keys []string) (string, int) {
+// first returns the values of the first of keys present.
+func first(h http.Header, keys []string) []string {
 	for _, k := range keys {
 		if vs := h.Values(k); len(vs) > 0 {
-			return vs[0], len(vs)
+			return vs
 		}
 	}
-	return "", 0
+	return nil
 }
 
 // reply is the handler's outcome as it is recorded; nil if it cannot be.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -75,7 +76,7 @@ func UnaryClientInterceptor(o *ClientOptions) grpc.UnaryClientInterceptor {
 	if c.KeyMetadata == "" {
 		c.KeyMetadata = "idempotency-key"
 	}
-	c.KeyMetadata = lower(c.KeyMetadata)
+	c.KeyMetadata = strings.ToLower(c.KeyMetadata)
 	if c.NewKey == nil {
 		c.NewKey = retry.NewUUID
 	}

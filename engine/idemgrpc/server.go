@@ -2,7 +2,6 @@ package idemgrpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/idemkv/idemkv/engine"
-	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/rpcidem"
 )
 
@@ -110,13 +108,10 @@ type Options struct {
 func DefaultShouldStore(c codes.Code) bool { return rpcidem.ShouldStore(uint32(c)) }
 
 type server struct {
-	guard      *rpcidem.Guard
-	keys       []string
-	scopeKey   string
-	scope      func(context.Context) string
-	methods    map[string]bool
-	requireKey bool
-	exclude    rpcidem.Exclude
+	guard    *rpcidem.Guard
+	keys     []string
+	scopeKey string
+	scope    func(context.Context) string
 }
 
 // UnaryServerInterceptor returns the interceptor that gives a server's
@@ -130,24 +125,18 @@ func UnaryServerInterceptor(store engine.Store, o *Options) (grpc.UnaryServerInt
 	if o != nil {
 		opts = *o
 	}
-	if store == nil {
-		return nil, errors.New("idemgrpc: nil store")
-	}
-	if opts.Scope == nil && store.Scoper() == nil {
-		return nil, errors.New("idemgrpc: the store cannot digest credentials (a read-only engine without its scope secret); set Options.Scope")
-	}
-	exclude, err := rpcidem.ParseExclude(opts.FingerprintExclude)
-	if err != nil {
-		return nil, fmt.Errorf("idemgrpc: %w", err)
-	}
 	c := rpcidem.Config{
-		Store:          store,
-		TTL:            opts.MethodTTL,
-		MaxWait:        opts.MaxWait,
-		RetryDelay:     opts.RetryDelay,
-		AllowAnonymous: opts.AllowAnonymous,
-		MaxResponse:    opts.MaxResponseSize,
-		Logger:         opts.Logger,
+		Store:              store,
+		TTL:                opts.MethodTTL,
+		Methods:            opts.Methods,
+		RequireKey:         opts.RequireKey,
+		FingerprintExclude: opts.FingerprintExclude,
+		OwnScope:           opts.Scope != nil,
+		MaxWait:            opts.MaxWait,
+		RetryDelay:         opts.RetryDelay,
+		AllowAnonymous:     opts.AllowAnonymous,
+		MaxResponse:        opts.MaxResponseSize,
+		Logger:             opts.Logger,
 	}
 	if opts.ShouldStore != nil {
 		c.ShouldStore = func(code uint32) bool { return opts.ShouldStore(codes.Code(code)) }
@@ -156,66 +145,35 @@ func UnaryServerInterceptor(store engine.Store, o *Options) (grpc.UnaryServerInt
 	if err != nil {
 		return nil, fmt.Errorf("idemgrpc: %w", err)
 	}
-	s := &server{guard: g, keys: opts.KeyMetadata, scopeKey: opts.ScopeMetadata, scope: opts.Scope,
-		requireKey: opts.RequireKey, exclude: exclude}
+	s := &server{guard: g, keys: opts.KeyMetadata, scopeKey: strings.ToLower(opts.ScopeMetadata), scope: opts.Scope}
 	if len(s.keys) == 0 {
 		s.keys = []string{"idempotency-key", "x-idempotency-key"}
 	}
 	for i, k := range s.keys {
-		s.keys[i] = lower(k)
+		s.keys[i] = strings.ToLower(k)
 	}
 	if s.scopeKey == "" {
 		s.scopeKey = "authorization"
-	}
-	s.scopeKey = lower(s.scopeKey)
-	if len(opts.Methods) > 0 {
-		s.methods = make(map[string]bool, len(opts.Methods))
-		for _, m := range opts.Methods {
-			s.methods[m] = true
-		}
 	}
 	return s.intercept, nil
 }
 
 func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if s.methods != nil && !s.methods[info.FullMethod] {
-		return handler(ctx, req)
-	}
 	md, _ := metadata.FromIncomingContext(ctx)
-	key, n := first(md, s.keys)
-	switch {
-	case n == 0 && s.requireKey && s.methods != nil:
-		return nil, refusal(rpcidem.RefuseKey("this method requires an idempotency-key"))
-	case n == 0:
+	call, pass, refused := s.guard.Prepare(info.FullMethod, first(md, s.keys), req)
+	if pass {
 		return handler(ctx, req)
-	case n > 1:
-		return nil, refusal(rpcidem.RefuseKey("a call carries one idempotency key, not several"))
 	}
-	msg, ok := req.(proto.Message)
-	if !ok {
-		return nil, status.Errorf(codes.Internal, "idemgrpc: the request of %s is a %T, not a protobuf message", info.FullMethod, req)
-	}
-	b, err := rpcidem.MarshalForFingerprint(msg, s.exclude)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "idemgrpc: the request cannot be encoded: %v", err)
-	}
-	call := rpcidem.Call{Method: info.FullMethod, Key: key, Fingerprint: rpcidem.Fingerprint(info.FullMethod, b)}
-	if s.scope != nil {
-		call.Scope, call.ScopeSet = s.scope(ctx), true
-	} else {
-		cred, n := first(md, []string{s.scopeKey})
-		if n > 1 {
-			return nil, refusal(&rpcidem.Refusal{Code: rpcidem.InvalidArgument, Reason: rpcidem.ReasonScope,
-				Message: "a call carries one " + s.scopeKey + ", not several"})
-		}
-		call.Credential = strings.Trim(cred, " \t")
-		if s.scopeKey == "authorization" {
-			// One tenant, however HTTP lets a client spell it (as
-			// idemhttp digests it).
-			call.Credential = idemhttp.NormalizeCredential(cred)
+	if refused == nil {
+		if s.scope != nil {
+			call.Scope, call.ScopeSet = s.scope(ctx), true
+		} else {
+			refused = call.Caller(s.scopeKey, md[s.scopeKey])
 		}
 	}
-
+	if refused != nil {
+		return nil, refusal(refused)
+	}
 	var resp any
 	var herr error
 	replay, refused := s.guard.Serve(ctx, call, func(ctx context.Context) *rpcidem.Reply {
@@ -239,15 +197,14 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	return resp, herr
 }
 
-// first returns the first value under keys and how many values the first
-// key present has.
-func first(md metadata.MD, keys []string) (string, int) {
+// first returns the values of the first of keys present.
+func first(md metadata.MD, keys []string) []string {
 	for _, k := range keys {
 		if vs := md[k]; len(vs) > 0 {
-			return vs[0], len(vs)
+			return vs
 		}
 	}
-	return "", 0
+	return nil
 }
 
 // reply is the handler's outcome as it is recorded; nil if it cannot be.
@@ -359,7 +316,7 @@ func (s *stream) SetTrailer(md metadata.MD) error {
 
 func appendMD(dst []rpcidem.Pair, md metadata.MD) []rpcidem.Pair {
 	for k, vs := range md {
-		k = lower(k)
+		k = strings.ToLower(k)
 		if !rpcidem.Storable(k) {
 			continue
 		}
@@ -369,5 +326,3 @@ func appendMD(dst []rpcidem.Pair, md metadata.MD) []rpcidem.Pair {
 	}
 	return dst
 }
-
-func lower(s string) string { return strings.ToLower(s) }

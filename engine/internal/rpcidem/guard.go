@@ -7,14 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/internal/earlier"
 	"github.com/idemkv/idemkv/record"
 )
 
-// Config configures a Guard; the adapters fill it from their Options.
+// Config configures a Guard; the adapters fill it from their Options
+// (which document each field for their users).
 type Config struct {
 	Store engine.Store
 	// ShouldStore decides by code whether an outcome is recorded.
@@ -22,6 +27,16 @@ type Config struct {
 	ShouldStore func(code uint32) bool
 	// TTL by full method name ("/payments.v1.Payments/Charge").
 	TTL map[string]time.Duration
+	// Methods, if not empty, are the full method names handled (Selects).
+	Methods []string
+	// RequireKey refuses a call of one of Methods without a key.
+	RequireKey bool
+	// FingerprintExclude are request fields left out of fingerprints
+	// (ParseExclude).
+	FingerprintExclude []string
+	// OwnScope is set when the adapter's Options.Scope names callers, so
+	// that the store need not digest credentials.
+	OwnScope bool
 	// MaxWait bounds how long a duplicate waits for the call it
 	// duplicates (besides its own deadline) before it is answered
 	// Aborted, in progress. Default one minute.
@@ -41,13 +56,23 @@ type Config struct {
 
 // Guard runs unary calls under the idempotency contract.
 type Guard struct {
-	c Config
+	c       Config
+	methods map[string]bool
+	exclude Exclude
 }
 
-// New returns a Guard with c's defaults filled in.
+// New returns a Guard with c's defaults filled in, or an error for a
+// configuration that cannot work.
 func New(c Config) (*Guard, error) {
 	if c.Store == nil {
 		return nil, errors.New("nil store")
+	}
+	if !c.OwnScope && c.Store.Scoper() == nil {
+		return nil, errors.New("the store cannot digest credentials (a read-only engine without its scope secret); set Options.Scope")
+	}
+	exclude, err := ParseExclude(c.FingerprintExclude)
+	if err != nil {
+		return nil, err
 	}
 	if c.ShouldStore == nil {
 		c.ShouldStore = ShouldStore
@@ -69,7 +94,60 @@ func New(c Config) (*Guard, error) {
 			return nil, fmt.Errorf("TTL of %s is negative", m)
 		}
 	}
-	return &Guard{c: c}, nil
+	g := &Guard{c: c, exclude: exclude}
+	if len(c.Methods) > 0 {
+		g.methods = make(map[string]bool, len(c.Methods))
+		for _, m := range c.Methods {
+			g.methods[m] = true
+		}
+	}
+	return g, nil
+}
+
+// Prepare turns a unary call to method, with the values of its key
+// metadata (those of the first key name present) and its request, into
+// the Call to Serve: or says to pass it through untouched (a method not
+// selected, no key), or refuses it (two keys; a required key missing; a
+// request that is not a protobuf message). The adapter then sets the
+// call's caller.
+func (g *Guard) Prepare(method string, keys []string, req any) (c Call, pass bool, refused *Refusal) {
+	if g.methods != nil && !g.methods[method] {
+		return Call{}, true, nil
+	}
+	switch {
+	case len(keys) == 0 && g.c.RequireKey && g.methods != nil:
+		return Call{}, false, RefuseKey("this method requires an idempotency key")
+	case len(keys) == 0:
+		return Call{}, true, nil
+	case len(keys) > 1:
+		return Call{}, false, RefuseKey("a call carries one idempotency key, not several")
+	}
+	msg, ok := req.(proto.Message)
+	if !ok {
+		return Call{}, false, &Refusal{Code: Internal, Message: fmt.Sprintf("the request of %s is a %T, not a protobuf message", method, req)}
+	}
+	b, err := MarshalForFingerprint(msg, g.exclude)
+	if err != nil {
+		return Call{}, false, &Refusal{Code: Internal, Message: fmt.Sprintf("the request cannot be encoded: %v", err)}
+	}
+	return Call{Method: method, Key: keys[0], Fingerprint: Fingerprint(method, b)}, false, nil
+}
+
+// Caller sets c's caller from the values of the credential metadata
+// (named name), digested under the store's secret: an Authorization
+// credential normalised as idemhttp does, so that one credential is one
+// tenant over HTTP, gRPC and Connect. Two values are refused.
+func (c *Call) Caller(name string, values []string) *Refusal {
+	if len(values) > 1 {
+		return &Refusal{Code: InvalidArgument, Reason: ReasonScope, Message: "a call carries one " + name + ", not several"}
+	}
+	if len(values) == 1 {
+		c.Credential = strings.Trim(values[0], " \t")
+		if strings.EqualFold(name, "authorization") {
+			c.Credential = idemhttp.NormalizeCredential(values[0])
+		}
+	}
+	return nil
 }
 
 // Call is one unary call with an idempotency key.
