@@ -1,6 +1,7 @@
 package idemhttp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,11 +10,13 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
@@ -30,6 +33,7 @@ type Middleware struct {
 	st      stats
 	budget  bodyBudget // request bodies held (see limits.go)
 	waiters waiters    // duplicates waiting
+	eps     endpoints  // outcomes by endpoint
 }
 
 // New returns a Middleware over store. A nil o means the defaults
@@ -51,6 +55,7 @@ func New(store engine.Store, o *Options) (*Middleware, error) {
 			"scope_header", c.ScopeHeader)
 	}
 	m := &Middleware{store: store, c: c}
+	m.eps.max = c.MaxEndpoints
 	m.budget.limit = c.MaxBufferedBytes
 	m.waiters.max, m.waiters.perKey, m.waiters.refused = c.MaxWaiters, c.MaxWaitersPerKey, &m.st.waitersRefused
 	return m, nil
@@ -122,42 +127,56 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		return
 	}
 	start := time.Now()
+	ev := Event{Endpoint: strings.ToUpper(r.Method) + " " + route}
+	refuse := func(counter *atomic.Uint64, status int, code, detail string) {
+		counter.Add(1)
+		m.problem(w, "", status, code, detail, nil)
+		ev.Status = status
+		m.done(r.Context(), &ev, outcomeRefused, start)
+	}
+	pass := func(counter *atomic.Uint64) {
+		counter.Add(1)
+		if m.c.OnOutcome == nil {
+			next.ServeHTTP(w, r)
+		} else {
+			// The hook is told the status sent.
+			sw := statusWriter{ResponseWriter: w}
+			next.ServeHTTP(&sw, r)
+			ev.Status = sw.sent()
+		}
+		m.done(r.Context(), &ev, outcomePassed, start)
+	}
 	key, err := ParseKey(r.Header, m.c.KeyHeaders)
 	if err != nil {
-		m.st.badRequests.Add(1)
-		m.problem(w, "", http.StatusBadRequest, CodeKeyInvalid, err.Error(), nil)
+		refuse(&m.st.badRequests, http.StatusBadRequest, CodeKeyInvalid, err.Error())
 		return
 	}
 	if key == "" {
 		if require {
-			m.st.badRequests.Add(1)
-			m.problem(w, "", http.StatusBadRequest, CodeKeyMissing,
-				"this endpoint requires an idempotency key in the "+m.c.KeyHeaders[0]+" header", nil)
+			refuse(&m.st.badRequests, http.StatusBadRequest, CodeKeyMissing,
+				"this endpoint requires an idempotency key in the "+m.c.KeyHeaders[0]+" header")
 			return
 		}
-		m.st.passedThrough.Add(1)
-		next.ServeHTTP(w, r)
+		pass(&m.st.passedThrough)
 		return
 	}
+	ev.Key = key
 	var scope, credential, asSent string
 	if m.c.Scope != nil {
 		scope = m.c.Scope(r)
 	} else if credential, asSent, ok = m.credential(r); ok {
 		scope = m.store.Scoper().Scope(credential)
 	} else {
-		m.st.badRequests.Add(1)
-		m.problem(w, "", http.StatusBadRequest, CodeScopeInvalid, m.c.scopeTwice, nil)
+		refuse(&m.st.badRequests, http.StatusBadRequest, CodeScopeInvalid, m.c.scopeTwice)
 		return
 	}
 	if scope == "" {
 		switch m.c.Anonymous {
 		case RefuseAnonymous:
-			m.st.anonymousRefused.Add(1)
-			m.problem(w, "", http.StatusBadRequest, CodeScopeMissing, m.c.scopeMissing, nil)
+			refuse(&m.st.anonymousRefused, http.StatusBadRequest, CodeScopeMissing, m.c.scopeMissing)
 			return
 		case PassAnonymous:
-			m.st.anonymousPassed.Add(1)
-			next.ServeHTTP(w, r)
+			pass(&m.st.anonymousPassed)
 			return
 		}
 	}
@@ -169,30 +188,28 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 	defer func() { m.budget.give(held) }()
 	if code, detail := m.readBody(r, buf, &held); code != 0 {
 		if code == http.StatusServiceUnavailable {
-			m.st.overBudget.Add(1)
 			w.Header().Set(headerRetry, m.c.retry)
-			m.problem(w, "", code, CodeOverloaded, detail, nil)
+			refuse(&m.st.overBudget, code, CodeOverloaded, detail)
 			return
 		}
-		m.st.badRequests.Add(1)
-		m.problem(w, "", code, codeForStatus(code), detail, nil)
+		refuse(&m.st.badRequests, code, codeForStatus(code), detail)
 		return
 	}
 	body := buf.Bytes()
-	endpoint := strings.ToUpper(r.Method) + " " + route
 	req := engine.Request{
-		Key:            record.Key{Scope: scope, Endpoint: endpoint, Key: key},
-		Fingerprint:    m.fingerprint(r, endpoint, body),
+		Key:            record.Key{Scope: scope, Endpoint: ev.Endpoint, Key: key},
+		Fingerprint:    m.fingerprint(r, ev.Endpoint, body),
 		RequestID:      m.c.NewRequestID(),
 		WhenInProgress: engine.Wait,
 	}
 	if len(req.RequestID) > record.MaxRequestIDLen {
 		req.RequestID = req.RequestID[:record.MaxRequestIDLen]
 	}
+	ev.RequestID = req.RequestID
 	res, err := m.begin(r.Context(), req)
 	if err != nil {
-		m.beginFailed(w, r, req, err)
-		m.st.observe(outcomeError, start)
+		ev.Status, ev.Err = m.beginFailed(w, r, req, err), err
+		m.done(r.Context(), &ev, outcomeError, start)
 		return
 	}
 	res = earlier.Check(r.Context(), m.store, res, req, credential, asSent)
@@ -202,32 +219,83 @@ func (m *Middleware) serve(next http.Handler, w http.ResponseWriter, r *http.Req
 		if res.Recovered {
 			m.st.recovered.Add(1)
 		}
-		m.run(next, w, r, req, res, body)
-		m.st.observe(outcomeProceed, start)
+		ev.Attempt, ev.Recovered = res.Claim.Attempt(), res.Recovered
+		ev.Status, ev.Recorded = m.run(next, w, r, req, res, body)
+		m.done(r.Context(), &ev, outcomeProceed, start)
 	case engine.Replay:
-		m.st.replayed.Add(1)
-		m.replay(w, res.Record)
-		m.st.observe(outcomeReplay, start)
+		m.replayed(w, r, &ev, res.Record, start)
 	case engine.Conflict:
 		if rec := m.storedBeforeContentType(r, req, res, body); rec != nil {
-			m.st.replayed.Add(1)
-			m.replay(w, rec)
-			m.st.observe(outcomeReplay, start)
+			m.replayed(w, r, &ev, rec, start)
 			return
 		}
 		m.st.conflicts.Add(1)
 		m.problem(w, req.RequestID, m.c.ConflictStatus, CodeConflict,
 			"this idempotency key was already used with a different request; use a new key for a new request",
 			map[string]string{"conflicts_with": res.OriginalRequestID})
-		m.st.observe(outcomeConflict, start)
+		ev.Status, ev.OriginalRequestID = m.c.ConflictStatus, res.OriginalRequestID
+		m.done(r.Context(), &ev, outcomeConflict, start)
 	case engine.InProgress:
 		m.st.inProgress.Add(1)
 		m.inProgress(w, req.RequestID, res.OriginalRequestID)
-		m.st.observe(outcomeInProgress, start)
+		ev.Status, ev.OriginalRequestID = http.StatusConflict, res.OriginalRequestID
+		m.done(r.Context(), &ev, outcomeInProgress, start)
 	default:
-		m.beginFailed(w, r, req, errors.New("idemhttp: store gave no answer"))
-		m.st.observe(outcomeError, start)
+		err := errors.New("idemhttp: store gave no answer")
+		ev.Status, ev.Err = m.beginFailed(w, r, req, err), err
+		m.done(r.Context(), &ev, outcomeError, start)
 	}
+}
+
+// replayed sends a stored response and ends the request as a replay.
+func (m *Middleware) replayed(w http.ResponseWriter, r *http.Request, ev *Event, rec *record.Record, start time.Time) {
+	m.st.replayed.Add(1)
+	m.replay(w, rec)
+	ev.Status, ev.OriginalRequestID, ev.Attempt = rec.Status, rec.RequestID, rec.Attempt
+	m.done(r.Context(), ev, outcomeReplay, start)
+}
+
+// statusWriter notes the status a handler run without idempotency sends,
+// for Event.Status.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 && code >= 200 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush and Hijack keep what the writer below offers (a handler that
+// type-asserts http.Flusher or http.Hijacker still finds them).
+func (s *statusWriter) Flush() {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	_ = http.NewResponseController(s.ResponseWriter).Flush()
+}
+
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(s.ResponseWriter).Hijack()
+}
+
+func (s *statusWriter) sent() int {
+	if s.status == 0 {
+		return http.StatusOK
+	}
+	return s.status
 }
 
 // begin asks the store, bounding a wait for a running duplicate by
@@ -403,31 +471,36 @@ func mediaType(v string) string {
 
 // beginFailed answers a request whose Begin failed. The handler never runs
 // unprotected.
-func (m *Middleware) beginFailed(w http.ResponseWriter, r *http.Request, req engine.Request, err error) {
+func (m *Middleware) beginFailed(w http.ResponseWriter, r *http.Request, req engine.Request, err error) (status int) {
 	switch {
 	case r.Context().Err() != nil:
 		// The client is gone (or the server is shutting down); no one
 		// reads an answer.
 		m.st.canceled.Add(1)
 		m.problem(w, req.RequestID, http.StatusServiceUnavailable, CodeUnavailable, "the request was canceled", nil)
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		m.st.inProgress.Add(1)
 		m.inProgress(w, req.RequestID, "")
+		return http.StatusConflict
 	case errors.Is(err, engine.ErrInvalidKey):
 		m.st.badRequests.Add(1)
 		m.problem(w, req.RequestID, http.StatusBadRequest, CodeKeyInvalid, err.Error(), nil)
+		return http.StatusBadRequest
 	case errors.Is(err, engine.ErrCorrupt):
 		m.st.storeErrors.Add(1)
 		m.c.Logger.Error("idemhttp: stored record is damaged; it will not be replayed",
 			"endpoint", req.Key.Endpoint, "key", req.Key.Key, "err", err)
 		m.problem(w, req.RequestID, http.StatusInternalServerError, CodeRecordDamaged,
 			"the stored response for this idempotency key is damaged and cannot be replayed", nil)
+		return http.StatusInternalServerError
 	default:
 		m.st.storeErrors.Add(1)
 		m.c.Logger.Error("idemhttp: idempotency store failed", "endpoint", req.Key.Endpoint, "err", err)
 		w.Header().Set(headerRetry, m.c.retry)
 		m.problem(w, req.RequestID, http.StatusServiceUnavailable, CodeUnavailable,
 			"the idempotency store is unavailable; retry later with the same key", nil)
+		return http.StatusServiceUnavailable
 	}
 }
 
@@ -469,7 +542,7 @@ func (m *Middleware) replay(w http.ResponseWriter, rec *record.Record) {
 }
 
 // run runs the handler for a claimed request and records its response.
-func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, req engine.Request, res engine.Result, body []byte) {
+func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Request, req engine.Request, res engine.Result, body []byte) (status int, recorded bool) {
 	claim := res.Claim
 	call := &Call{Key: req.Key, RequestID: req.RequestID, Attempt: claim.Attempt(), Recovered: res.Recovered, Interrupted: res.Record, claim: claim}
 	r2 := r.WithContext(context.WithValue(r.Context(), callKey{}, call))
@@ -489,6 +562,7 @@ func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	defer rec.releaseUnlessDone()
 	next.ServeHTTP(rec, r2)
 	rec.finish()
+	return rec.sent(), rec.recorded
 }
 
 // release gives up claim on a context that a client disconnect cannot
@@ -504,7 +578,7 @@ func (m *Middleware) release(claim *engine.Claim, why string) {
 // complete records a response, or releases the claim if it cannot be
 // recorded. The response is sent whatever happens: the handler ran, and
 // hiding its outcome would be worse than a retry that cannot replay it.
-func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, body []byte) {
+func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, body []byte) (recorded bool) {
 	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader), TTL: m.c.ttl[claim.Key().Endpoint]}
 	for _, name := range m.c.stored {
 		for _, v := range h[name] {
@@ -519,12 +593,13 @@ func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, bo
 	err := claim.Complete(context.Background(), resp)
 	if err == nil {
 		m.st.recorded.Add(1)
-		return
+		return true
 	}
 	m.st.completeErrors.Add(1)
 	m.c.Logger.Error("idemhttp: recording a response failed; a retry will not replay it",
 		"endpoint", claim.Key().Endpoint, "key", claim.Key().Key, "status", status, "err", err)
 	m.release(claim, "recording failed")
+	return false
 }
 
 // bodyAllowed reports whether a response with status may have a body.

@@ -2,6 +2,7 @@ package idemhttp
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
@@ -197,6 +198,23 @@ type Options struct {
 	// Logger receives errors of the store that the client does not see
 	// (a failed Complete). Default slog.Default().
 	Logger *slog.Logger
+
+	// OnOutcome, if set, is called once for every request the middleware
+	// selects (by Methods or Routes), when it is done with it: what
+	// happened (the outcome, the endpoint, the status sent, the attempt,
+	// the time spent), for access logs and audits. It runs on the
+	// request's goroutine after the response was written, so it should
+	// be quick; it must not keep e.Err's request. It is not called for a
+	// request whose handler panicked.
+	OnOutcome func(ctx context.Context, e Event)
+
+	// MaxEndpoints bounds the endpoints counted one by one in
+	// Stats.Endpoints (and the endpoint label of the metrics): requests
+	// of endpoints beyond the first MaxEndpoints are counted under
+	// "other". With route patterns (a ServeMux, Routes, an adapter) there
+	// are as many endpoints as routes; without, every path is one.
+	// Default 100.
+	MaxEndpoints int
 }
 
 // A Route names one endpoint that accepts idempotency keys.
@@ -247,6 +265,7 @@ const (
 	DefaultMaxBufferedBytes = 64 << 20
 	DefaultMaxWaiters       = 1024
 	DefaultMaxWaitersPerKey = 16
+	DefaultMaxEndpoints     = 100
 )
 
 // defaultStoredHeaders are recorded and replayed unless configured out.
@@ -417,6 +436,9 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.MaxWaiters == 0 {
 		c.MaxWaiters = DefaultMaxWaiters
+	}
+	if c.MaxEndpoints <= 0 {
+		c.MaxEndpoints = DefaultMaxEndpoints
 	}
 	if c.MaxWaitersPerKey == 0 {
 		c.MaxWaitersPerKey = DefaultMaxWaitersPerKey

@@ -30,11 +30,12 @@ type recorder struct {
 	reqID string
 	buf   *bytes.Buffer
 
-	status int  // final status, once wrote
-	wrote  bool // WriteHeader called with a final status
-	mode   mode
-	why    string // why the response is not recorded, in pass-through
-	done   bool   // the claim was completed or released
+	status   int  // final status, once wrote
+	wrote    bool // WriteHeader called with a final status
+	mode     mode
+	why      string // why the response is not recorded, in pass-through
+	done     bool   // the claim was completed or released
+	recorded bool   // the response was stored
 }
 
 type mode uint8
@@ -124,6 +125,14 @@ func (rw *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // what the recorder does not intercept (deadlines, full duplex).
 func (rw *recorder) Unwrap() http.ResponseWriter { return rw.w }
 
+// sent is the status sent: 200 if the handler set none.
+func (rw *recorder) sent() int {
+	if rw.wrote {
+		return rw.status
+	}
+	return http.StatusOK
+}
+
 // releaseUnlessDone releases the claim if the response was not recorded.
 // The middleware defers it, so that it runs however the handler ended.
 func (rw *recorder) releaseUnlessDone() {
@@ -192,7 +201,7 @@ func (rw *recorder) finish() {
 	// done is set only once the store has answered: if ShouldStore or
 	// the store panics, the deferred release still runs.
 	if rw.m.c.ShouldStore(status) {
-		rw.m.complete(rw.claim, status, h, body)
+		rw.recorded = rw.m.complete(rw.claim, status, h, body)
 	} else {
 		rw.m.release(rw.claim, "status "+strconv.Itoa(status)+" is not recorded")
 	}

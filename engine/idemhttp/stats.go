@@ -38,7 +38,12 @@ type Stats struct {
 
 	// Latency is a histogram of the time requests spent in the middleware
 	// (handler included), by outcome.
-	Latency map[string]Histogram
+	Latency map[Outcome]Histogram
+
+	// Endpoints counts the requests selected by endpoint and outcome (at
+	// most Options.MaxEndpoints endpoints, then OtherEndpoints); outcomes
+	// that did not happen are left out.
+	Endpoints map[string]map[Outcome]uint64
 }
 
 // Histogram counts observations by upper bound.
@@ -47,17 +52,6 @@ type Histogram struct {
 	Counts []uint64        // len(Bounds)+1, not cumulative
 	Sum    time.Duration
 }
-
-// Outcomes, the labels of Stats.Latency.
-const (
-	outcomeProceed = iota
-	outcomeReplay
-	outcomeConflict
-	outcomeInProgress
-	outcomeError
-)
-
-var outcomes = [...]string{"proceed", "replay", "conflict", "in_progress", "error"}
 
 var latencyBounds = []time.Duration{
 	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
@@ -78,8 +72,7 @@ type stats struct {
 	latency [len(outcomes)]histogram
 }
 
-func (s *stats) observe(outcome int, start time.Time) {
-	d := time.Since(start)
+func (s *stats) observe(outcome int, d time.Duration) {
 	h := &s.latency[outcome]
 	b := 0
 	for b < len(latencyBounds) && d > latencyBounds[b] {
@@ -101,7 +94,8 @@ func (m *Middleware) Stats() Stats {
 		CompleteErrors: s.completeErrors.Load(), Canceled: s.canceled.Load(),
 		OverBudget: s.overBudget.Load(), WaitersRefused: s.waitersRefused.Load(),
 		BufferedBytes: m.budget.used.Load(), Waiting: m.waiters.total.Load(),
-		Latency: make(map[string]Histogram, len(outcomes)),
+		Latency:   make(map[Outcome]Histogram, len(outcomes)),
+		Endpoints: m.eps.snapshot(),
 	}
 	for i, o := range outcomes {
 		h := Histogram{Bounds: latencyBounds, Counts: make([]uint64, len(latencyBounds)+1), Sum: time.Duration(s.latency[i].sum.Load())}
@@ -163,9 +157,9 @@ func WriteMetrics(w io.Writer, s Stats, e engine.Stats) {
 			if i < len(h.Bounds) {
 				le = fmt.Sprint(h.Bounds[i].Seconds())
 			}
-			fmt.Fprintf(w, "%s_bucket{outcome=%q,le=%q} %d\n", lat, o, le, cum)
+			fmt.Fprintf(w, "%s_bucket{outcome=%q,le=%q} %d\n", lat, string(o), le, cum)
 		}
-		fmt.Fprintf(w, "%s_sum{outcome=%q} %g\n%s_count{outcome=%q} %d\n", lat, o, h.Sum.Seconds(), lat, o, cum)
+		fmt.Fprintf(w, "%s_sum{outcome=%q} %g\n%s_count{outcome=%q} %d\n", lat, string(o), h.Sum.Seconds(), lat, string(o), cum)
 	}
 	counter("idemkv_engine_begins_total", "Calls of Begin.", e.Begins)
 	counter("idemkv_engine_lookups_total", "Begins answered by reading storage.", e.Lookups)
