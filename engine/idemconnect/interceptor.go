@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -179,8 +180,20 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		var resp connect.AnyResponse
 		var herr error
 		replay, refused := i.guard.Serve(ctx, call, func(ctx context.Context) *rpcidem.Reply {
+			// Outer interceptors share the call's response metadata
+			// (CallInfo): only what is added inside is the handler's.
+			var before, beforeTrailer http.Header
+			info, hasInfo := connect.CallInfoForHandlerContext(ctx)
+			if hasInfo {
+				before, beforeTrailer = info.ResponseHeader().Clone(), info.ResponseTrailer().Clone()
+			}
 			resp, herr = next(ctx, req)
-			return reply(ctx, resp, herr)
+			r := reply(resp, herr)
+			if r != nil && hasInfo {
+				r.Header = appendHeader(r.Header, added(info.ResponseHeader(), before))
+				r.Trailer = appendHeader(r.Trailer, added(info.ResponseTrailer(), beforeTrailer))
+			}
+			return r
 		})
 		switch {
 		case refused != nil:
@@ -195,6 +208,22 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	}
 }
 
+// added returns the values of h that were not in before: those appended
+// to a key, or all of a key's values if they were replaced.
+func added(h, before http.Header) http.Header {
+	out := http.Header{}
+	for k, vs := range h {
+		bv := before[k]
+		if len(vs) >= len(bv) && slices.Equal(vs[:len(bv)], bv) {
+			vs = vs[len(bv):]
+		}
+		if len(vs) > 0 {
+			out[k] = vs
+		}
+	}
+	return out
+}
+
 // first returns the values of the first of keys present.
 func first(h http.Header, keys []string) []string {
 	for _, k := range keys {
@@ -205,24 +234,29 @@ func first(h http.Header, keys []string) []string {
 	return nil
 }
 
-// reply is the handler's outcome as it is recorded; nil if it cannot be.
-func reply(ctx context.Context, resp connect.AnyResponse, err error) *rpcidem.Reply {
+// reply is the handler's outcome as it is recorded (without the metadata
+// set through CallInfo); nil if it cannot be.
+func reply(resp connect.AnyResponse, err error) *rpcidem.Reply {
 	r := &rpcidem.Reply{}
-	info, hasInfo := connect.CallInfoForHandlerContext(ctx)
-	if hasInfo {
-		r.Header = appendHeader(r.Header, info.ResponseHeader())
-		r.Trailer = appendHeader(r.Trailer, info.ResponseTrailer())
-	}
 	if err != nil {
 		ce := new(connect.Error)
-		if !errors.As(err, &ce) {
+		if !errors.As(err, &ce) || ce == nil {
+			// A plain error, or a typed nil *connect.Error: Connect
+			// answers Unknown.
 			ce = connect.NewError(connect.CodeUnknown, err)
 		}
 		r.Status = rpcidem.Status{Code: uint32(ce.Code()), Message: ce.Message()}
+		if r.Status.Code == rpcidem.OK {
+			r.Status.Code = rpcidem.Unknown // an error with code 0 is no answer
+		}
 		for _, d := range ce.Details() {
 			r.Status.Details = append(r.Status.Details, rpcidem.Detail{TypeURL: "type.googleapis.com/" + d.Type(), Value: d.Bytes()})
 		}
-		r.Header = appendHeader(r.Header, ce.Meta())
+		if !connect.IsWireError(ce) {
+			// Connect does not send a wire error's metadata (one that
+			// came from a server this handler called).
+			r.Header = appendHeader(r.Header, ce.Meta())
+		}
 		return r
 	}
 	if resp == nil {
@@ -251,14 +285,15 @@ func appendHeader(dst []rpcidem.Pair, h http.Header) []rpcidem.Pair {
 			continue
 		}
 		for _, v := range vs {
+			p := rpcidem.Pair{Key: k, Value: v}
 			if strings.HasSuffix(k, "-bin") {
-				b, err := connect.DecodeBinaryHeader(v)
-				if err != nil {
-					continue
+				if b, err := connect.DecodeBinaryHeader(v); err == nil {
+					p.Value = string(b)
+				} else {
+					p.Text = true // not base64: kept as it was sent
 				}
-				v = string(b)
 			}
-			dst = append(dst, rpcidem.Pair{Key: k, Value: v})
+			dst = append(dst, p)
 		}
 	}
 	return dst
@@ -267,7 +302,7 @@ func appendHeader(dst []rpcidem.Pair, h http.Header) []rpcidem.Pair {
 func setHeader(h http.Header, pairs []rpcidem.Pair) {
 	for _, p := range pairs {
 		v := p.Value
-		if strings.HasSuffix(p.Key, "-bin") {
+		if strings.HasSuffix(p.Key, "-bin") && !p.Text {
 			v = connect.EncodeBinaryHeader([]byte(v))
 		}
 		h.Add(p.Key, v)
@@ -303,6 +338,13 @@ func replayed(ctx context.Context, spec connect.Spec, r *rpcidem.Reply) (connect
 		setHeader(ce.Meta(), r.Header)
 		ce.Meta().Set(rpcidem.ReplayKey, "true")
 		return nil, ce
+	}
+	if md, ok := spec.Schema.(protoreflect.MethodDescriptor); ok && string(md.Output().FullName()) != r.Type {
+		// The procedure's response type changed since the record was
+		// made (a deploy): decoding one type as another would replay
+		// garbage.
+		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged,
+			Message: fmt.Sprintf("the stored response is a %s; %s now answers %s", r.Type, spec.Procedure, md.Output().FullName())})
 	}
 	m, err := newMessage(spec, r.Type)
 	if err != nil {

@@ -72,11 +72,24 @@
 // SendHeader and SetTrailer is stored, except the protocol's own (grpc-*,
 // content-type, ...) and set-cookie.
 //
+// Metadata past a record's limits (100 entries, 64 KiB of names and
+// values) is left out of the record, with a warning in the log: a replay
+// lacks it, rather than the handler running twice. A handler's nil
+// response is stored as nil (gRPC sends an empty message) and replayed so.
+// An error message that is not UTF-8 is replayed with the same bytes.
+//
 // A replayed response is decoded into the message type the first call
 // returned, found by name among the types generated code registers
-// (protoregistry.GlobalTypes). Records have the same layout as those of
-// package idemconnect: a gRPC server and a Connect handler of the same
-// procedure share records.
+// (protoregistry.GlobalTypes). If the method's response type has changed
+// since (a deploy; known when generated code registered the service), the
+// record is refused as damaged rather than decoded as the other type.
+// Records have the same layout as those of package idemconnect: a gRPC
+// server and a Connect handler of the same procedure share records.
+//
+// A handler that runs longer than the store's lease (engine.Options.Lease,
+// five minutes by default) loses its claim, as in every idemkv adapter: a
+// duplicate that arrives after that runs the handler again. Keep handlers
+// shorter than the lease.
 //
 // # Streams
 //

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -192,7 +194,7 @@ func (s *server) intercept(ctx context.Context, req any, info *grpc.UnaryServerI
 	case refused != nil:
 		return nil, refusal(refused)
 	case replay != nil:
-		return replayed(ctx, replay)
+		return replayed(ctx, info.FullMethod, replay)
 	}
 	return resp, herr
 }
@@ -221,8 +223,13 @@ func reply(resp any, err error, st *stream) *rpcidem.Reply {
 		}
 		return r
 	}
+	if resp == nil {
+		// gRPC sends a nil response as an empty message; so does the
+		// replay.
+		return r
+	}
 	m, ok := resp.(proto.Message)
-	if !ok || m == nil {
+	if !ok {
 		return nil
 	}
 	b, merr := proto.Marshal(m)
@@ -236,7 +243,7 @@ func reply(resp any, err error, st *stream) *rpcidem.Reply {
 // replayed answers a call with a stored reply: its header metadata (with
 // idempotency-replay: true), its trailer metadata, and its response or
 // error.
-func replayed(ctx context.Context, r *rpcidem.Reply) (any, error) {
+func replayed(ctx context.Context, method string, r *rpcidem.Reply) (any, error) {
 	header := metadata.MD{rpcidem.ReplayKey: []string{"true"}}
 	for _, p := range r.Header {
 		header.Append(p.Key, p.Value)
@@ -260,6 +267,15 @@ func replayed(ctx context.Context, r *rpcidem.Reply) (any, error) {
 		}
 		return nil, status.ErrorProto(p)
 	}
+	if r.Type == "" {
+		return nil, nil // the handler's nil response
+	}
+	if want := outputOf(method); want != "" && want != r.Type {
+		// The method's response type changed since the record was made
+		// (a deploy): decoding one type as another would replay garbage.
+		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged,
+			Message: fmt.Sprintf("the stored response is a %s; %s now answers %s", r.Type, method, want)})
+	}
 	mt, err := rpcidem.MessageType(r.Type)
 	if err != nil {
 		return nil, refusal(&rpcidem.Refusal{Code: rpcidem.Internal, Reason: rpcidem.ReasonDamaged, Message: err.Error()})
@@ -270,6 +286,29 @@ func replayed(ctx context.Context, r *rpcidem.Reply) (any, error) {
 			Message: fmt.Sprintf("the stored response does not decode as %s: %v", r.Type, err)})
 	}
 	return m, nil
+}
+
+// outputOf returns the full name of method's response type, from the
+// descriptors generated code registers; "" if the service is not
+// registered (a hand-written grpc.ServiceDesc).
+func outputOf(method string) string {
+	svc, name, ok := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	if !ok {
+		return ""
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return ""
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return ""
+	}
+	md := sd.Methods().ByName(protoreflect.Name(name))
+	if md == nil {
+		return ""
+	}
+	return string(md.Output().FullName())
 }
 
 // refusal renders an answer of the contract's own as a status with a
@@ -299,19 +338,31 @@ type stream struct {
 	header, trailer []rpcidem.Pair
 }
 
+// Metadata is recorded only once gRPC has taken it: what it refuses (a
+// header set after the headers were sent) is not sent, so not replayed.
+
 func (s *stream) SetHeader(md metadata.MD) error {
-	s.header = appendMD(s.header, md)
-	return s.ServerTransportStream.SetHeader(md)
+	err := s.ServerTransportStream.SetHeader(md)
+	if err == nil {
+		s.header = appendMD(s.header, md)
+	}
+	return err
 }
 
 func (s *stream) SendHeader(md metadata.MD) error {
-	s.header = appendMD(s.header, md)
-	return s.ServerTransportStream.SendHeader(md)
+	err := s.ServerTransportStream.SendHeader(md)
+	if err == nil {
+		s.header = appendMD(s.header, md)
+	}
+	return err
 }
 
 func (s *stream) SetTrailer(md metadata.MD) error {
-	s.trailer = appendMD(s.trailer, md)
-	return s.ServerTransportStream.SetTrailer(md)
+	err := s.ServerTransportStream.SetTrailer(md)
+	if err == nil {
+		s.trailer = appendMD(s.trailer, md)
+	}
+	return err
 }
 
 func appendMD(dst []rpcidem.Pair, md metadata.MD) []rpcidem.Pair {

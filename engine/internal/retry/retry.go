@@ -13,9 +13,9 @@ import (
 )
 
 // Backoff returns the full-jitter wait before retry n+1: random in
-// [0, min(max, base×2ⁿ)]. A negative base means no wait.
+// [0, min(max, base×2ⁿ)]. A base or max of 0 or less means no wait.
 func Backoff(base, max time.Duration, n int) time.Duration {
-	if base <= 0 {
+	if base <= 0 || max <= 0 {
 		return 0
 	}
 	d := min(base, max)

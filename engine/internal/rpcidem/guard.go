@@ -94,6 +94,9 @@ func New(c Config) (*Guard, error) {
 			return nil, fmt.Errorf("TTL of %s is negative", m)
 		}
 	}
+	if c.MaxWait < 0 || c.RetryDelay < 0 || c.MaxResponse < 0 {
+		return nil, fmt.Errorf("MaxWait, RetryDelay and MaxResponseSize cannot be negative")
+	}
 	g := &Guard{c: c, exclude: exclude}
 	if len(c.Methods) > 0 {
 		g.methods = make(map[string]bool, len(c.Methods))
@@ -272,7 +275,11 @@ func (g *Guard) run(ctx context.Context, req engine.Request, claim *engine.Claim
 		g.release(claim, "the store policy releases its code")
 		return
 	}
-	resp := r.Response(g.c.TTL[req.Key.Endpoint])
+	resp, dropped := r.Response(g.c.TTL[req.Key.Endpoint])
+	if dropped > 0 {
+		g.c.Logger.Warn("idemkv: metadata past the record's limits is not stored; a replay lacks it",
+			"method", req.Key.Endpoint, "key", req.Key.Key, "entries_dropped", dropped)
+	}
 	if len(resp.Body) > g.c.MaxResponse {
 		g.release(claim, "the response is larger than MaxResponse")
 		return

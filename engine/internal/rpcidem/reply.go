@@ -16,7 +16,9 @@ type Reply struct {
 	// Status is the error; Status.Code OK for a response.
 	Status Status
 	// Type is the response message's full protobuf name
-	// ("payments.v1.Charge"), and Message its encoding (OK only).
+	// ("payments.v1.Charge"), and Message its encoding (OK only). An
+	// empty Type is a handler's nil response (gRPC sends it as an empty
+	// message), replayed as nil.
 	Type    string
 	Message []byte
 	// Header and Trailer are the metadata the handler set (binary "-bin"
@@ -24,8 +26,14 @@ type Reply struct {
 	Header, Trailer []Pair
 }
 
-// Pair is one metadata entry; Key is in lower case.
-type Pair struct{ Key, Value string }
+// Pair is one metadata entry; Key is in lower case. A binary ("-bin")
+// entry holds its bytes, unless Text is set: a value that a framework
+// handed over as text that does not decode (a Connect header not in
+// base64), kept as it came.
+type Pair struct {
+	Key, Value string
+	Text       bool
+}
 
 // ReplayKey is the response header metadata a replay carries, set to
 // "true" (HTTP's Idempotency-Replay, as gRPC metadata).
@@ -54,21 +62,27 @@ func Storable(key string) bool {
 //
 //	Status  the HTTP status of the code (HTTPStatus): 200 for a response
 //	Header  ":code"  the status code, in decimal; always first
-//	        ":type"  the response message's full name (OK only)
+//	        ":type"  the response message's full name (OK only; empty
+//	                 for a nil response)
 //	        "h:" + key, value   a header metadata entry, in order
 //	        "t:" + key, value   a trailer metadata entry, in order
+//	        "h~" / "t~" + key   the same, for a binary entry kept as text
 //	Body    OK: the response message's encoding;
 //	        else: the error as a google.rpc.Status (MarshalStatus)
 //
-// Metadata keys cannot hold ':', so no entry can pass for another.
+// Metadata keys cannot hold ':' or '~', so no entry can pass for another.
+// Metadata past the record's limits (record.MaxHeaders entries,
+// record.MaxHeaderBytes bytes) is left out, headers kept before trailers:
+// the handler has run, and a replay that lacks some metadata is better
+// than a key released to run it again.
 const (
 	nameCode = ":code"
 	nameType = ":type"
 )
 
 // Response returns r as the response a claim completes with, replayed for
-// ttl (0: the store's TTL).
-func (r *Reply) Response(ttl time.Duration) engine.Response {
+// ttl (0: the store's TTL), and how many metadata entries did not fit.
+func (r *Reply) Response(ttl time.Duration) (resp engine.Response, dropped int) {
 	h := make([]record.Header, 0, 2+len(r.Header)+len(r.Trailer))
 	h = append(h, record.Header{Name: nameCode, Value: strconv.FormatUint(uint64(r.Status.Code), 10)})
 	var body []byte
@@ -78,13 +92,27 @@ func (r *Reply) Response(ttl time.Duration) engine.Response {
 	} else {
 		body = MarshalStatus(r.Status)
 	}
-	for _, p := range r.Header {
-		h = append(h, record.Header{Name: "h:" + p.Key, Value: p.Value})
+	size := 0
+	for _, e := range h {
+		size += len(e.Name) + len(e.Value)
 	}
-	for _, p := range r.Trailer {
-		h = append(h, record.Header{Name: "t:" + p.Key, Value: p.Value})
+	add := func(prefix string, pairs []Pair) {
+		for _, p := range pairs {
+			name := prefix + ":" + p.Key
+			if p.Text {
+				name = prefix + "~" + p.Key
+			}
+			if len(h) == record.MaxHeaders || size+len(name)+len(p.Value) > record.MaxHeaderBytes {
+				dropped++
+				continue
+			}
+			h = append(h, record.Header{Name: name, Value: p.Value})
+			size += len(name) + len(p.Value)
+		}
 	}
-	return engine.Response{Status: HTTPStatus(r.Status.Code), Header: h, Body: body, TTL: ttl}
+	add("h", r.Header)
+	add("t", r.Trailer)
+	return engine.Response{Status: HTTPStatus(r.Status.Code), Header: h, Body: body, TTL: ttl}, dropped
 }
 
 // Decode returns the Reply stored in rec. A record that does not have an
@@ -101,7 +129,7 @@ func Decode(rec *record.Record) (*Reply, error) {
 	r := &Reply{Status: Status{Code: uint32(code)}}
 	rest := rec.Header[1:]
 	if r.Status.Code == OK {
-		if len(rest) == 0 || rest[0].Name != nameType || rest[0].Value == "" {
+		if len(rest) == 0 || rest[0].Name != nameType || (rest[0].Value == "" && len(rec.Body) > 0) {
 			return nil, fmt.Errorf("%w: the record of %q names no message type", engine.ErrCorrupt, rec.RequestID)
 		}
 		r.Type, r.Message, rest = rest[0].Value, rec.Body, rest[1:]
@@ -116,11 +144,15 @@ func Decode(rec *record.Record) (*Reply, error) {
 		r.Status = s
 	}
 	for _, h := range rest {
-		switch {
-		case strings.HasPrefix(h.Name, "h:") && len(h.Name) > 2:
-			r.Header = append(r.Header, Pair{h.Name[2:], h.Value})
-		case strings.HasPrefix(h.Name, "t:") && len(h.Name) > 2:
-			r.Trailer = append(r.Trailer, Pair{h.Name[2:], h.Value})
+		if len(h.Name) < 3 {
+			return nil, fmt.Errorf("%w: the record of %q has an entry %q", engine.ErrCorrupt, rec.RequestID, h.Name)
+		}
+		p := Pair{Key: h.Name[2:], Value: h.Value, Text: h.Name[1] == '~'}
+		switch h.Name[:2] {
+		case "h:", "h~":
+			r.Header = append(r.Header, p)
+		case "t:", "t~":
+			r.Trailer = append(r.Trailer, p)
 		default:
 			return nil, fmt.Errorf("%w: the record of %q has an entry %q", engine.ErrCorrupt, rec.RequestID, h.Name)
 		}

@@ -3,9 +3,12 @@ package rpcidem
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/idemkv/idemkv/codec"
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
 )
@@ -72,10 +75,13 @@ func FuzzUnmarshalStatus(f *testing.F) {
 func TestReplyRoundTripsThroughARecord(t *testing.T) {
 	for _, r := range []*Reply{
 		{Status: Status{Code: OK}, Type: "payments.v1.Charge", Message: []byte{1, 2, 3},
-			Header: []Pair{{"x-charge-id", "ch_1"}, {"x-raw-bin", "\x00\xff"}}, Trailer: []Pair{{"x-ledger", "e1"}}},
+			Header:  []Pair{{Key: "x-charge-id", Value: "ch_1"}, {Key: "x-raw-bin", Value: "\x00\xff"}, {Key: "x-sig-bin", Value: "not base64!", Text: true}},
+			Trailer: []Pair{{Key: "x-ledger", Value: "e1"}}},
+		{Status: Status{Code: OK}}, // a nil response
+		{Status: Status{Code: InvalidArgument, Message: "montant refus\xc3"}}, // cut inside a character
 		{Status: Status{Code: NotFound, Message: "no account", Details: []Detail{{TypeURL: "t/x", Value: []byte{9}}}}},
 	} {
-		resp := r.Response(0)
+		resp, _ := r.Response(0)
 		if resp.Status != HTTPStatus(r.Status.Code) {
 			t.Errorf("status %d, want %d", resp.Status, HTTPStatus(r.Status.Code))
 		}
@@ -97,6 +103,7 @@ func TestRecordsNotOfAnRPCAreCorrupt(t *testing.T) {
 		"no code":                 {Status: 200},
 		"a code out of range":     {Header: []record.Header{{Name: ":code", Value: "99999999999"}}},
 		"a response with no type": {Header: []record.Header{{Name: ":code", Value: "0"}}},
+		"a body with no type":     {Header: []record.Header{{Name: ":code", Value: "0"}, {Name: ":type", Value: ""}}, Body: []byte{1}},
 		"an unknown entry":        {Header: append(ok[:2:2], record.Header{Name: "x-plain", Value: "v"})},
 		"an empty metadata key":   {Header: append(ok[:2:2], record.Header{Name: "h:", Value: "v"})},
 		"a damaged error":         {Header: []record.Header{{Name: ":code", Value: "5"}}, Body: []byte{0x12, 0x09}},
@@ -129,7 +136,10 @@ func FuzzDecode(f *testing.F) {
 			}
 			return
 		}
-		resp := r.Response(0)
+		resp, dropped := r.Response(0)
+		if dropped > 0 {
+			return // past the limits: left out, by design
+		}
 		again, err := Decode(&record.Record{Header: resp.Header, Body: resp.Body})
 		if err != nil || !reflect.DeepEqual(again, r) {
 			t.Fatalf("stored again, %+v decodes to %+v, %v", r, again, err)
@@ -151,5 +161,27 @@ func TestShouldStoreFollowsTheHTTPPolicy(t *testing.T) {
 		if ShouldStore(code) != http {
 			t.Errorf("code %d (HTTP %d): ShouldStore %v, HTTP policy %v", code, s, ShouldStore(code), http)
 		}
+	}
+}
+
+// Metadata past the record's limits is left out, not a reason to release
+// the key: the response and the code are always stored.
+func TestMetadataPastTheLimitsIsDropped(t *testing.T) {
+	r := &Reply{Status: Status{Code: OK}, Type: "x.Y", Message: []byte{1}}
+	for i := range 120 {
+		r.Header = append(r.Header, Pair{Key: fmt.Sprintf("x-h%d", i), Value: "v"})
+	}
+	r.Trailer = []Pair{{Key: "x-big", Value: strings.Repeat("b", record.MaxHeaderBytes)}, {Key: "x-small", Value: "s"}}
+	resp, dropped := r.Response(0)
+	if len(resp.Header) != record.MaxHeaders || dropped != 120+2-(record.MaxHeaders-2) {
+		t.Fatalf("%d entries stored, %d dropped", len(resp.Header), dropped)
+	}
+	rec := &record.Record{State: record.Completed, RequestID: "r", Status: resp.Status, Header: resp.Header, Body: resp.Body}
+	if _, err := record.Append(nil, rec, codec.Auto); err != nil {
+		t.Fatalf("the record does not fit: %v", err)
+	}
+	got, err := Decode(rec)
+	if err != nil || got.Header[0].Key != "x-h0" || len(got.Trailer) != 0 {
+		t.Fatalf("%+v, %v", got, err)
 	}
 }

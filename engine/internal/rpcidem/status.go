@@ -3,7 +3,6 @@ package rpcidem
 import (
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -60,8 +59,10 @@ func MarshalStatus(s Status) []byte {
 }
 
 // UnmarshalStatus decodes a google.rpc.Status. Unknown fields are skipped,
-// as protobuf does; a malformed message, a code outside int32's
-// non-negative range or a message that is not UTF-8 is an error.
+// as protobuf does; a malformed message or a code outside int32's
+// non-negative range is an error. A message or type URL that is not UTF-8
+// is kept as it is: a handler may send one (a message cut inside a
+// character), and its replay must carry the same bytes.
 func UnmarshalStatus(b []byte) (Status, error) {
 	var s Status
 	for len(b) > 0 {
@@ -84,9 +85,6 @@ func UnmarshalStatus(b []byte) (Status, error) {
 			v, n := protowire.ConsumeString(b)
 			if n < 0 {
 				return Status{}, fmt.Errorf("%w: message: %v", errStatus, protowire.ParseError(n))
-			}
-			if !utf8.ValidString(v) {
-				return Status{}, fmt.Errorf("%w: the message is not UTF-8", errStatus)
 			}
 			s.Message, b = v, b[n:]
 		case num == 3 && typ == protowire.BytesType:
@@ -121,8 +119,8 @@ func unmarshalAny(b []byte) (Detail, error) {
 		switch {
 		case num == 1 && typ == protowire.BytesType:
 			v, n := protowire.ConsumeString(b)
-			if n < 0 || !utf8.ValidString(v) {
-				return Detail{}, fmt.Errorf("%w: a detail's type URL", errStatus)
+			if n < 0 {
+				return Detail{}, fmt.Errorf("%w: a detail's type URL: %v", errStatus, protowire.ParseError(n))
 			}
 			d.TypeURL, b = v, b[n:]
 		case num == 2 && typ == protowire.BytesType:
