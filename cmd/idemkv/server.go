@@ -17,8 +17,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/engine/idemhttp"
+	"github.com/idemkv/idemkv/engine/idemprom"
 	"github.com/idemkv/idemkv/engine/redisstore"
 )
 
@@ -272,26 +277,11 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 			return fmt.Errorf("admin listener: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-			if stopping.Load() {
-				http.Error(w, "shutting down", http.StatusServiceUnavailable)
-				return
-			}
-			hctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := s.store.Health(hctx); err != nil {
-				// The engine stopped after a storage failure (restart the
-				// process once the disk is fixed), or Redis does not answer.
-				http.Error(w, err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ok")
-		})
-		mux.Handle("GET /metrics", idemhttp.MetricsHandler(s.idem))
+		s.adminRoutes(mux, &stopping)
 		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 		go func() { errc <- adminSrv.Serve(aln) }()
-		fmt.Printf("admin on http://%s (/healthz, /metrics)\n", aln.Addr())
+		fmt.Printf("admin on http://%s (/healthz, /readyz, /metrics)\n", aln.Addr())
 	}
 	s.logger.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {
@@ -326,4 +316,39 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		return serveErr
 	}
 	return nil
+}
+
+// adminRoutes serves the admin listener's health checks and metrics:
+//
+//	/healthz  liveness: 503 while shutting down, or once the store has
+//	          failed for good (the embedded engine stopped after a storage
+//	          failure: restart the process once the disk is fixed); a
+//	          store that is only unreachable (Redis down) is not a reason
+//	          to restart, and stays 200
+//	/readyz   readiness: 503 while shutting down, or if the store does not
+//	          answer within two seconds (Redis down or slow, the engine
+//	          failed or closed)
+//	/metrics  a Prometheus registry: the Go runtime's and the process's
+//	          metrics, the middleware's and the store's (package idemprom)
+func (s *server) adminRoutes(mux *http.ServeMux, stopping *atomic.Bool) {
+	health := func(w http.ResponseWriter, r *http.Request, fatalOnly bool) {
+		if stopping.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		hctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		err := s.store.Health(hctx)
+		if err != nil && (!fatalOnly || errors.Is(err, engine.ErrFailed) || errors.Is(err, engine.ErrClosed)) {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { health(w, r, true) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { health(w, r, false) })
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		idemprom.NewCollector(s.idem, s.store))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 }

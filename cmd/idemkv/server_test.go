@@ -60,7 +60,7 @@ func TestProxyCommandSurvivesRestart(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"idemkv_http_replayed_total 1\n", "idemkv_http_conflicts_total 1\n", "idemkv_engine_disk_bytes"} {
+	for _, want := range []string{"idemkv_http_replayed_total 1\n", "idemkv_http_conflicts_total 1\n", "idemkv_store_disk_bytes"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
@@ -367,4 +367,53 @@ func runCountingUpstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	}))
 	t.Cleanup(up.Close)
 	return up, runs
+}
+
+// TestReadyzFollowsRedis: with -redis, /readyz turns 503 while
+// redis-server is down and 200 again once it is back; /healthz (liveness)
+// stays 200 throughout, since restarting the process would not bring
+// Redis back.
+func TestReadyzFollowsRedis(t *testing.T) {
+	rs := redistest.Launch(t, nil)
+	t.Setenv("IDEMKV_SCOPE_SECRET", "a secret every replica shares")
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-redis", rs.URL())
+	status := func(path string) int {
+		resp, err := http.Get(p.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if r, h := status("/readyz"), status("/healthz"); r != 200 || h != 200 {
+		t.Fatalf("with Redis up: /readyz %d, /healthz %d", r, h)
+	}
+	rs.Stop()
+	waitFor(t, "/readyz to turn 503", func() bool { return status("/readyz") == 503 })
+	if h := status("/healthz"); h != 200 {
+		t.Errorf("/healthz %d while Redis is down, want 200 (liveness)", h)
+	}
+	rs.Start()
+	waitFor(t, "/readyz to turn 200", func() bool { return status("/readyz") == 200 })
+}
+
+// TestMetricsAreAPrometheusRegistry: the admin listener's /metrics holds
+// the Go runtime's and the process's metrics beside idemkv's, outcomes by
+// endpoint included.
+func TestMetricsAreAPrometheusRegistry(t *testing.T) {
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0", "-data", t.TempDir())
+	if s, _, b := send(t, "POST", p.addr+"/v1/calls", "m-1", `{"amount":1}`); s != 201 {
+		t.Fatalf("%d %s", s, b)
+	}
+	resp, err := http.Get(p.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"go_goroutines ", "process_resident_memory_bytes ", `idemkv_http_outcomes_total{endpoint="POST /v1/calls",outcome="proceed"} 1`, "idemkv_store_completes_total 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 }

@@ -676,7 +676,7 @@ func TestMetricsHandler(t *testing.T) {
 	out := rec.Body.String()
 	for _, want := range []string{
 		"idemkv_http_proceeded_total 1\n", "idemkv_http_replayed_total 1\n",
-		`idemkv_http_request_duration_seconds_count{outcome="replay"} 1`, "idemkv_engine_completes_total 1\n",
+		`idemkv_http_request_duration_seconds_count{outcome="replay"} 1`, "idemkv_store_completes_total 1\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)

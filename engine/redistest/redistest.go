@@ -80,60 +80,133 @@ func serverBinary(t testing.TB) string {
 // launch starts redis-server in dir on a free port and waits until it
 // accepts connections; the test's cleanup stops it.
 func launch(t testing.TB, bin, dir string, cfg []string) (string, error) {
+	addr, cmd, err := launchCmd(bin, dir, cfg)
+	if err != nil {
+		return "", err
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return addr, nil
+}
+
+// launchCmd starts redis-server in dir on a free port and waits until it
+// accepts connections.
+func launchCmd(bin, dir string, cfg []string) (string, *exec.Cmd, error) {
 	for attempt := 0; ; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		args := append([]string{
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "yes",
-		}, cfg...)
-		cmd := exec.Command(bin, args...)
-		out, err := cmd.StdoutPipe()
+		cmd, err := startOn(bin, dir, port, cfg)
 		if err != nil {
-			return "", err
-		}
-		cmd.Stderr = cmd.Stdout
-		if err := cmd.Start(); err != nil {
-			return "", fmt.Errorf("start %s: %w", bin, err)
-		}
-		ready := make(chan error, 1)
-		go func() {
-			var log strings.Builder
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				line := sc.Text()
-				log.WriteString(line + "\n")
-				if strings.Contains(line, "Ready to accept connections") {
-					ready <- nil
-					for sc.Scan() { // drain, so the server never blocks on its log
-					}
-					return
-				}
-			}
-			ready <- fmt.Errorf("redis-server exited before it was ready:\n%s", log.String())
-		}()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		select {
-		case err = <-ready:
-		case <-time.After(10 * time.Second):
-			err = fmt.Errorf("redis-server on %s not ready after 10s", addr)
-		}
-		if err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
 			if attempt < 3 && strings.Contains(err.Error(), "Address already in use") {
 				continue // the free port was taken meanwhile
 			}
-			return "", err
+			return "", nil, err
 		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-		return addr, nil
+		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd, nil
 	}
+}
+
+// startOn starts redis-server in dir on port and waits until it accepts
+// connections.
+func startOn(bin, dir string, port int, cfg []string) (*exec.Cmd, error) {
+	args := append([]string{
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no", "--protected-mode", "yes",
+	}, cfg...)
+	cmd := exec.Command(bin, args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		var log strings.Builder
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			log.WriteString(line + "\n")
+			if strings.Contains(line, "Ready to accept connections") {
+				ready <- nil
+				for sc.Scan() { // drain, so the server never blocks on its log
+				}
+				return
+			}
+		}
+		ready <- fmt.Errorf("redis-server exited before it was ready:\n%s", log.String())
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(10 * time.Second):
+		err = fmt.Errorf("redis-server on port %d not ready after 10s", port)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	return cmd, nil
+}
+
+// Server is a redis-server that a test stops and starts again, on the
+// same address and data directory: for tests of what a client does while
+// its Redis is down.
+type Server struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cfg  []string
+	cmd  *exec.Cmd
+}
+
+// Launch starts a Server for t (never a shared one: it is stopped), which
+// t's cleanup stops.
+func Launch(t testing.TB, o *Options) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: serverBinary(t), dir: t.TempDir()}
+	if o != nil {
+		s.cfg = o.Config
+	}
+	addr, cmd, err := launchCmd(s.bin, s.dir, s.cfg)
+	if err != nil {
+		t.Fatalf("redistest: %v", err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	s.port, _ = strconv.Atoi(port)
+	s.cmd = cmd
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is the server's redis://127.0.0.1:PORT/0.
+func (s *Server) URL() string { return "redis://127.0.0.1:" + strconv.Itoa(s.port) + "/0" }
+
+// Stop kills the server (as a crash would) and waits for it to exit.
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// Start starts the server again on its address and data directory.
+func (s *Server) Start() {
+	s.t.Helper()
+	cmd, err := startOn(s.bin, s.dir, s.port, s.cfg)
+	if err != nil {
+		s.t.Fatalf("redistest: restart: %v", err)
+	}
+	s.cmd = cmd
 }
 
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
