@@ -48,6 +48,6 @@ func runProxy(args []string) error {
 		return err
 	}
 	return s.run(idemproxy.New(u, s.idem, &idemproxy.Options{Logger: s.logger}), func(addr string) {
-		fmt.Printf("idemkv proxy on http://%s -> %s (data in %s)\n", addr, u, f.data)
+		fmt.Printf("idemkv proxy on http://%s -> %s (records in %s)\n", addr, u, s.where)
 	})
 }

@@ -25,7 +25,7 @@ func runServe(args []string) error {
 		return err
 	}
 	return s.run(demo.New(s.idem), func(addr string) {
-		fmt.Fprintf(os.Stdout, "idemkv demo API on http://%s (data in %s)\n\n%s\n", addr, f.data, demo.Tour("http://"+addr))
+		fmt.Fprintf(os.Stdout, "idemkv demo API on http://%s (records in %s)\n\n%s\n", addr, s.where, demo.Tour("http://"+addr))
 	})
 }
 

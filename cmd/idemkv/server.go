@@ -50,6 +50,11 @@ type serverFlags struct {
 	scopeSecretFile, previousScopeSecretFile                  string
 	fingerprintExclude                                        []string
 	routeTTL                                                  map[string]time.Duration
+	// Logging: the format and level of the server's log, and an access
+	// log line per request the middleware handles.
+	logFormat string
+	logLevel  slog.Level
+	accessLog bool
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -113,6 +118,54 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.DurationVar(&f.readTimeout, "read-timeout", time.Minute, "how long a client may take to send a whole request, body included")
 	fs.DurationVar(&f.writeTimeout, "write-timeout", 2*time.Minute, "how long a request may take from the end of its headers to the end of its response (the handler or upstream included; a retry replays a response recorded after it); 0: no limit")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept open")
+	fs.Func("log-format", "`format` of the log on standard error: text or json (default text)", func(v string) error {
+		if v != "text" && v != "json" {
+			return fmt.Errorf("want text or json, got %q", v)
+		}
+		f.logFormat = v
+		return nil
+	})
+	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "least `level` logged: debug, info, warn or error")
+	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request the middleware handles (outcome, endpoint, key, request ids, status, recorded, attempt, duration), at level info")
+}
+
+// newLogger returns the server's logger, as -log-format and -log-level
+// say.
+func (f *serverFlags) newLogger() *slog.Logger {
+	o := &slog.HandlerOptions{Level: f.logLevel}
+	if f.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, o))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, o))
+}
+
+// accessLog returns the OnOutcome hook that writes the access log.
+func accessLog(logger *slog.Logger) func(context.Context, idemhttp.Event) {
+	return func(ctx context.Context, e idemhttp.Event) {
+		attrs := []slog.Attr{
+			slog.String("outcome", string(e.Outcome)), slog.String("endpoint", e.Endpoint),
+			slog.Int("status", e.Status), slog.Float64("duration_ms", float64(e.Duration.Microseconds())/1000),
+		}
+		if e.Key != "" {
+			attrs = append(attrs, slog.String("key", e.Key))
+		}
+		if e.RequestID != "" {
+			attrs = append(attrs, slog.String("request_id", e.RequestID))
+		}
+		if e.OriginalRequestID != "" {
+			attrs = append(attrs, slog.String("original_request_id", e.OriginalRequestID))
+		}
+		if e.Outcome == idemhttp.OutcomeProceed {
+			attrs = append(attrs, slog.Bool("recorded", e.Recorded), slog.Int("attempt", int(e.Attempt)))
+			if e.Recovered {
+				attrs = append(attrs, slog.Bool("recovered", true))
+			}
+		}
+		if e.Err != nil {
+			attrs = append(attrs, slog.String("err", e.Err.Error()))
+		}
+		logger.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	}
 }
 
 // server is a running serve or proxy command.
@@ -121,6 +174,7 @@ type server struct {
 	logger *slog.Logger
 	store  store
 	idem   *idemhttp.Middleware
+	where  string // where the records are: the data directory, or Redis
 }
 
 // store is what the commands need of a store: the embedded engine, or the
@@ -219,7 +273,7 @@ func redactURL(u string) string {
 
 // openServer opens the store and builds the middleware.
 func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	logger := f.newLogger()
 	eng, where, err := openStore(f, logger)
 	if err != nil {
 		return nil, err
@@ -235,12 +289,15 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	o.FingerprintExclude = f.fingerprintExclude
 	o.RouteTTL = f.routeTTL
 	o.Logger = logger
+	if f.accessLog {
+		o.OnOutcome = accessLog(logger.WithGroup("access"))
+	}
 	m, err := idemhttp.New(eng, o)
 	if err != nil {
 		eng.Close()
 		return nil, err
 	}
-	return &server{flags: f, logger: logger, store: eng, idem: m}, nil
+	return &server{flags: f, logger: logger, store: eng, idem: m, where: where}, nil
 }
 
 // run serves h until SIGINT or SIGTERM, then shuts down gracefully:

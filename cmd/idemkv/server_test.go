@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -415,5 +416,57 @@ func TestMetricsAreAPrometheusRegistry(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestAccessLog: with -access-log -log-format json, each request the
+// middleware handles is one JSON line on standard error naming its
+// outcome, endpoint, key, request ids and status; -log-level warn
+// silences it.
+func TestAccessLog(t *testing.T) {
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", t.TempDir(), "-access-log", "-log-format", "json")
+	send(t, "POST", p.addr+"/v1/calls", "log-1", `{"to":"+1"}`)
+	send(t, "POST", p.addr+"/v1/calls", "log-1", `{"to":"+1"}`)
+	type line struct {
+		Msg    string `json:"msg"`
+		Access struct {
+			Outcome, Endpoint, Key string
+			RequestID              string `json:"request_id"`
+			OriginalRequestID      string `json:"original_request_id"`
+			Status                 int
+			Recorded               bool
+		} `json:"access"`
+	}
+	var lines []line
+	waitFor(t, "two access log lines", func() bool {
+		lines = lines[:0]
+		for _, l := range strings.Split(p.stderr.String(), "\n") {
+			var v line
+			if json.Unmarshal([]byte(l), &v) == nil && v.Msg == "request" {
+				lines = append(lines, v)
+			}
+		}
+		return len(lines) >= 2
+	})
+	// A request's line is written once its response is sent: the two
+	// lines may come in either order.
+	first, replay := lines[0].Access, lines[1].Access
+	if first.Outcome == "replay" {
+		first, replay = replay, first
+	}
+	if first.Outcome != "proceed" || first.Endpoint != "POST /v1/calls" || first.Key != "log-1" || first.Status != 201 || !first.Recorded {
+		t.Errorf("first: %+v", first)
+	}
+	if replay.Outcome != "replay" || replay.OriginalRequestID != first.RequestID || first.RequestID == "" {
+		t.Errorf("replay: %+v", replay)
+	}
+
+	quiet := start(t, "serve", "-listen", "127.0.0.1:0", "-data", t.TempDir(), "-access-log", "-log-level", "warn")
+	send(t, "POST", quiet.addr+"/v1/calls", "log-2", `{"to":"+1"}`)
+	if err := quiet.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(quiet.stderr.String(), "msg=request") {
+		t.Errorf("-log-level warn logged the access log:\n%s", quiet.stderr)
 	}
 }
