@@ -132,8 +132,17 @@ func Open(dir string, o *Options) (*Engine, error) {
 	// A directory in use is refused before anything reads it: its logs
 	// change under the reader, and open's check of them would take a log
 	// being written for damage (Pebble's own lock comes too late for it).
-	if !opts.ReadOnly && !opts.InMemory && (openHere(dir) || lockedElsewhere(dir)) {
-		return nil, fmt.Errorf("engine: open %q: %w: a process has the directory open", dir, ErrLocked)
+	if !opts.ReadOnly && !opts.InMemory {
+		if openHere(dir) {
+			return nil, fmt.Errorf("engine: open %q: %w: this process has it open already", dir, ErrLocked)
+		}
+		if pid, held := lockHolder(dir); held {
+			who := "another process"
+			if pid > 0 {
+				who = fmt.Sprintf("process %d", pid)
+			}
+			return nil, fmt.Errorf("engine: open %q: %w: %s has the directory open (stop it, or read the directory with a read-only open: idemkv stats and inspect do)", dir, ErrLocked, who)
+		}
 	}
 	e, err := open(dir, openDir, opts)
 	if err != nil {

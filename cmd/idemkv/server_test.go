@@ -470,3 +470,19 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("-log-level warn logged the access log:\n%s", quiet.stderr)
 	}
 }
+
+// TestLockedDirectoryNamesItsHolder: a second server on a running one's
+// data directory is refused with the holder's process id and what to do,
+// and the offline tools read the running directory (read-only).
+func TestLockedDirectoryNamesItsHolder(t *testing.T) {
+	data := t.TempDir()
+	p := start(t, "serve", "-listen", "127.0.0.1:0", "-data", data)
+	send(t, "POST", p.addr+"/v1/calls", "lock-1", `{"to":"+1"}`)
+	code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-data", data)
+	if code != 1 || !strings.Contains(errOut, fmt.Sprintf("process %d has the directory open", p.cmd.Process.Pid)) {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+	if code, out, errOut := runCmd(t, "stats", "-data", data); code != 0 || !strings.Contains(out, "disk bytes") {
+		t.Errorf("stats on a running directory: exit %d: %s%s", code, out, errOut)
+	}
+}

@@ -151,7 +151,11 @@ func (s *dirStats) write() error {
 	field("data directory", "%s", s.Dir)
 	field("disk bytes", "%d", s.DiskBytes)
 	field("generation width", "%s", s.GenerationWidth)
-	field("generations", "%d to %d", s.LowGeneration, s.HighGeneration)
+	if s.HighGeneration < s.LowGeneration {
+		field("generations", "none written yet")
+	} else {
+		field("generations", "%d to %d", s.LowGeneration, s.HighGeneration)
+	}
 	field("opened", "%d times by a server or sweep", s.Opens)
 	byState := ""
 	for _, name := range stateNames {

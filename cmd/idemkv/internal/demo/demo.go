@@ -173,5 +173,7 @@ func Tour(base string) string {
 		"  # 1. first request: runs the handler, 201, Idempotency-Replay: false\n  " + post(`{"to":"+15550100"}`) + "\n" +
 		"  # 2. the same request again: the stored response, Idempotency-Replay: true\n  " + post(`{"to":"+15550100"}`) + "\n" +
 		"  # 3. the same key, a different body: 409 idempotency_conflict\n  " + post(`{"to":"+15550199"}`) + "\n" +
-		"  # a slow request ({\"delay_ms\": 3000}) sent twice at once runs once; /v1/" + Unprotected + " takes no keys.\n"
+		"  # a slow request ({\"delay_ms\": 3000}) sent twice at once runs once; /v1/" + Unprotected + " takes no keys.\n" +
+		"  # Run again on the same data directory, step 1 already replays (the record outlived the\n" +
+		"  # restart: that is the point); use another key, or -data with a new directory, to start over.\n"
 }
