@@ -32,7 +32,7 @@ func runProxy(args []string) error {
 	ignoreCase := fs.Bool("route-ignore-case", false, "match -route paths, and key requests, ignoring letter case (for an upstream whose router does)")
 	requireKey := fs.Bool("require-key", false, "refuse a selected request without a key (400) instead of passing it through")
 	maxBody := fs.Int64("max-request-body", idemhttp.DefaultMaxRequestBody, "largest request `bytes` accepted (413 above)")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseServerFlags(fs, args); err != nil {
 		return err
 	}
 	u, err := url.Parse(*upstream)

@@ -17,7 +17,7 @@ func runServe(args []string) error {
 		"which takes no keys. It prints curl commands to try on start-up.\n\n")
 	var f serverFlags
 	f.register(fs, "127.0.0.1:8080")
-	if err := parseFlags(fs, args); err != nil {
+	if err := parseServerFlags(fs, args); err != nil {
 		return err
 	}
 	s, err := openServer(&f, nil)

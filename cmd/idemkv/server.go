@@ -55,6 +55,13 @@ type serverFlags struct {
 	logFormat string
 	logLevel  slog.Level
 	accessLog bool
+	// More of the middleware's options (idemhttp.Options).
+	storedHeaders  []string
+	canonicalJSON  bool
+	conflictStatus int
+	inProgress     idemhttp.InProgressPolicy
+	waitTimeout    time.Duration
+	redisFile      string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
@@ -126,6 +133,29 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 		return nil
 	})
 	fs.TextVar(&f.logLevel, "log-level", slog.LevelInfo, "least `level` logged: debug, info, warn or error")
+	fs.Func("stored-header", "response `header` recorded and replayed beside the default ones (Content-Type, Location, ETag, X-Request-Id...); comma-separated, repeatable", func(v string) error {
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				f.storedHeaders = append(f.storedHeaders, h)
+			}
+		}
+		return nil
+	})
+	fs.BoolVar(&f.canonicalJSON, "canonical-json", false, "fingerprint JSON bodies ignoring whitespace and the order of object keys")
+	fs.IntVar(&f.conflictStatus, "conflict-status", 409, "`status` of the answer to a key reused with another request (409 or 422)")
+	fs.Func("in-progress", "what a duplicate gets while the first request runs: `wait` for it and get its response (bounded by -wait-timeout), or reject (409 idempotency_request_in_progress with Retry-After at once) (default wait)", func(v string) error {
+		switch v {
+		case "wait":
+			f.inProgress = idemhttp.WaitForOriginal
+		case "reject":
+			f.inProgress = idemhttp.RejectInProgress
+		default:
+			return fmt.Errorf("want wait or reject, got %q", v)
+		}
+		return nil
+	})
+	fs.DurationVar(&f.waitTimeout, "wait-timeout", idemhttp.DefaultWaitTimeout, "how long a duplicate waits for the running request before it gets 409 in progress")
+	fs.StringVar(&f.redisFile, "redis-file", "", "read the -redis URL (which may hold a password) from `file`, so that it is not on the command line")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request the middleware handles (outcome, endpoint, key, request ids, status, recorded, attempt, duration), at level info")
 }
 
@@ -183,6 +213,16 @@ type store = engine.Store
 
 // openStore opens the store the flags name.
 func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
+	if f.redisFile != "" {
+		if f.redisURL != "" {
+			return nil, "", errors.New("give -redis or -redis-file, not both")
+		}
+		b, err := os.ReadFile(f.redisFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("-redis-file: %w", err)
+		}
+		f.redisURL = strings.TrimSpace(string(b))
+	}
 	secret, err := readSecret(f.scopeSecretFile, scopeSecretEnv)
 	if err != nil {
 		return nil, "", err
@@ -288,6 +328,11 @@ func openServer(f *serverFlags, o *idemhttp.Options) (*server, error) {
 	o.MaxBufferedBytes, o.MaxWaiters, o.MaxWaitersPerKey = f.maxBufferedBytes, f.maxWaiters, f.maxWaitersPerKey
 	o.FingerprintExclude = f.fingerprintExclude
 	o.RouteTTL = f.routeTTL
+	o.StoredHeaders = f.storedHeaders
+	o.CanonicalJSON = f.canonicalJSON
+	o.ConflictStatus = f.conflictStatus
+	o.WhenInProgress = f.inProgress
+	o.WaitTimeout = f.waitTimeout
 	o.Logger = logger
 	if f.accessLog {
 		o.OnOutcome = accessLog(logger.WithGroup("access"))
