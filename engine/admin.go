@@ -231,3 +231,26 @@ func (e *Engine) Sweep(ctx context.Context) (n int, err error) {
 	}
 	return int(drop - low), nil
 }
+
+// Lister is a store whose records an operator can list: the embedded
+// engine and the Redis store. The admin API (package idemadmin) uses it.
+type Lister interface {
+	// List calls fn for every live record whose key prefix selects, in
+	// no particular order, until fn returns an error, which List
+	// returns. Records come without their bodies.
+	List(ctx context.Context, prefix record.Prefix, fn func(record.Key, *record.Record) error) error
+}
+
+var _ Lister = (*Engine)(nil)
+
+// List calls fn for every live record under prefix (see Lister), from
+// Scan. A damaged record is skipped (Scan reports it; Get on its key
+// returns ErrCorrupt).
+func (e *Engine) List(ctx context.Context, prefix record.Prefix, fn func(record.Key, *record.Record) error) error {
+	return e.Scan(ctx, ScanOptions{Prefix: prefix}, func(en Entry) error {
+		if en.Err != nil {
+			return nil
+		}
+		return fn(en.Key, en.Record)
+	})
+}

@@ -14,6 +14,7 @@
 //	stats    print counts and sizes of a data directory
 //	sweep    drop the expired generations of a data directory now
 //	repair   salvage a damaged data directory into a new one
+//	admin    look up, delete or list the keys of a running proxy or serve
 //	help     print this text, or a command's flags (idemkv help bench)
 //
 // Each command lives in its own file (bench.go) and has an entry in
@@ -49,6 +50,8 @@ var commands = map[string]command{
 	"stats":   {"print counts and sizes of a data directory", runStats},
 	"sweep":   {"drop the expired generations of a data directory now", runSweep},
 	"repair":  {"salvage a damaged data directory into a new one", runRepair},
+
+	"admin": {"look up, delete or list the keys of a running proxy or serve (its admin API)", runAdmin},
 }
 
 func main() {

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/idemadmin"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/idemprom"
 	"github.com/idemkv/idemkv/engine/redisstore"
@@ -62,11 +63,13 @@ type serverFlags struct {
 	inProgress     idemhttp.InProgressPolicy
 	waitTimeout    time.Duration
 	redisFile      string
+	// The admin API's bearer token (or its file).
+	adminToken, adminTokenFile string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.listen, "listen", listen, "`address` to serve on")
-	fs.StringVar(&f.admin, "admin", "", "`address` of an admin listener serving /healthz and /metrics (Prometheus text); off if empty")
+	fs.StringVar(&f.admin, "admin", "", "`address` of an admin listener: /healthz, /readyz, /metrics (Prometheus) and the admin API under /admin/ (see -admin-token); off if empty")
 	fs.StringVar(&f.data, "data", "./idemkv-data", "data `directory` (created if missing)")
 	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
 	fs.BoolVar(&f.redisNoPersistence, "redis-no-persistence", false, "accept a -redis server that persists nothing (no AOF, no RDB): a restart of it then forgets every record, and every retry runs its handler again")
@@ -156,6 +159,8 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	})
 	fs.DurationVar(&f.waitTimeout, "wait-timeout", idemhttp.DefaultWaitTimeout, "how long a duplicate waits for the running request before it gets 409 in progress")
 	fs.StringVar(&f.redisFile, "redis-file", "", "read the -redis URL (which may hold a password) from `file`, so that it is not on the command line")
+	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` that every admin path but /healthz and /readyz requires (the admin API under /admin/, /metrics); required when -admin listens beyond loopback; better from the environment or -admin-token-file")
+	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read -admin-token from `file`")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request the middleware handles (outcome, endpoint, key, request ids, status, recorded, attempt, duration), at level info")
 }
 
@@ -372,14 +377,26 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 	var adminSrv *http.Server
 	var stopping atomic.Bool
 	if s.flags.admin != "" {
+		token, err := s.flags.readAdminToken()
+		if err != nil {
+			srv.Close()
+			s.store.Close()
+			return err
+		}
 		aln, err := net.Listen("tcp", s.flags.admin)
 		if err != nil {
 			srv.Close()
 			s.store.Close()
 			return fmt.Errorf("admin listener: %w", err)
 		}
+		if token == "" && !loopbackOnly(aln.Addr()) {
+			aln.Close()
+			srv.Close()
+			s.store.Close()
+			return fmt.Errorf("-admin %s listens beyond loopback: give -admin-token (or %s, or -admin-token-file), which its paths but /healthz and /readyz then require", s.flags.admin, envName("admin-token"))
+		}
 		mux := http.NewServeMux()
-		s.adminRoutes(mux, &stopping)
+		s.adminRoutes(mux, &stopping, token)
 		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 		go func() { errc <- adminSrv.Serve(aln) }()
@@ -432,7 +449,7 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 //	          failed or closed)
 //	/metrics  a Prometheus registry: the Go runtime's and the process's
 //	          metrics, the middleware's and the store's (package idemprom)
-func (s *server) adminRoutes(mux *http.ServeMux, stopping *atomic.Bool) {
+func (s *server) adminRoutes(mux *http.ServeMux, stopping *atomic.Bool, token string) {
 	health := func(w http.ResponseWriter, r *http.Request, fatalOnly bool) {
 		if stopping.Load() {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
@@ -452,5 +469,41 @@ func (s *server) adminRoutes(mux *http.ServeMux, stopping *atomic.Bool) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		idemprom.NewCollector(s.idem, s.store))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !idemadmin.Authorized(r, token) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="idemkv admin"`)
+			http.Error(w, "this path needs Authorization: Bearer <admin token>", http.StatusUnauthorized)
+			return
+		}
+		metrics.ServeHTTP(w, r)
+	}))
+	mux.Handle("/admin/", http.StripPrefix("/admin", idemadmin.Handler(s.store, &idemadmin.Options{Token: token, Scope: s.idem.ScopeOf})))
+}
+
+// readAdminToken returns the admin token of -admin-token or
+// -admin-token-file ("" if neither).
+func (f *serverFlags) readAdminToken() (string, error) {
+	if f.adminTokenFile == "" {
+		return f.adminToken, nil
+	}
+	if f.adminToken != "" {
+		return "", errors.New("give -admin-token or -admin-token-file, not both")
+	}
+	b, err := os.ReadFile(f.adminTokenFile)
+	if err != nil {
+		return "", fmt.Errorf("-admin-token-file: %w", err)
+	}
+	t := strings.TrimSpace(string(b))
+	if t == "" {
+		return "", errors.New("-admin-token-file: the file is empty")
+	}
+	return t, nil
+}
+
+// loopbackOnly reports whether a listener's address is reachable from
+// this machine only.
+func loopbackOnly(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

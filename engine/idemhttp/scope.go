@@ -1,6 +1,7 @@
 package idemhttp
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 
@@ -107,4 +108,22 @@ func (m *Middleware) credential(r *http.Request) (credential, asSent string, ok 
 		return v, v, true
 	}
 	return NormalizeCredential(v), v, true
+}
+
+// ScopeOf returns the scope m stores the keys of a request under whose
+// credential is credential: the value of Options.ScopeHeader, or of the
+// Options.ScopeCookie cookie. It is what admin tools ask to find a
+// tenant's keys from what the client sent. With Options.Scope, scopes are
+// the application's, and ScopeOf returns an error.
+func (m *Middleware) ScopeOf(credential string) (string, error) {
+	if m.c.Scope != nil {
+		return "", errors.New("idemhttp: scopes come from Options.Scope; name the scope itself")
+	}
+	if m.c.ScopeCookie != "" {
+		return m.store.Scoper().Scope(cookieCredential(m.c.ScopeCookie, credential)), nil
+	}
+	if !m.c.authScheme {
+		return m.store.Scoper().Scope(strings.Trim(credential, " \t")), nil
+	}
+	return m.store.Scoper().Scope(NormalizeCredential(credential)), nil
 }

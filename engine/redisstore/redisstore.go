@@ -50,6 +50,7 @@
 package redisstore
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -706,3 +707,64 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	s.st.deletes.Add(1)
 	return nil
 }
+
+// List calls fn for every record under prefix (see engine.Lister), in no
+// particular order. Redis keys are digests of record keys, so it reads
+// the key of every record the Store's Prefix holds (SCAN, then one HGET
+// each; on a Cluster, SCAN on every master): an operator's tool, not for
+// request paths.
+func (s *Store) List(ctx context.Context, prefix record.Prefix, fn func(record.Key, *record.Record) error) error {
+	if s.closed.Load() {
+		return engine.ErrClosed
+	}
+	var mu sync.Mutex
+	var rks []string
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		it := c.Scan(ctx, 0, s.opts.Prefix+"{*}", 1000).Iterator()
+		for it.Next(ctx) {
+			mu.Lock()
+			rks = append(rks, it.Val())
+			mu.Unlock()
+		}
+		return it.Err()
+	}
+	var err error
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error { return scan(ctx, c) })
+	} else {
+		err = scan(ctx, s.c)
+	}
+	if err != nil {
+		return s.scriptErr("list", ctx, err)
+	}
+	want := prefix.Append(nil)
+	for _, rk := range rks {
+		ek, err := s.c.HGet(ctx, rk, "k").Bytes()
+		if errors.Is(err, redis.Nil) {
+			continue // gone since the SCAN
+		}
+		if err != nil {
+			return s.scriptErr("list", ctx, err)
+		}
+		if !bytes.HasPrefix(ek, want) {
+			continue
+		}
+		key, err := record.DecodeKey(ek)
+		if err != nil {
+			continue // damaged: Get on its key says so
+		}
+		rec, err := s.Get(ctx, key)
+		if errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrCorrupt) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(key, rec.WithoutBody()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var _ engine.Lister = (*Store)(nil)
