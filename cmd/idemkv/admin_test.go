@@ -66,7 +66,7 @@ func TestAdminAPIAndCommand(t *testing.T) {
 			if _, h, _ := send(t, "POST", p.addr+"/v1/calls", key, `{"to":"+1"}`); h.Get("Idempotency-Replay") != "false" {
 				t.Errorf("after delete the request was replayed (Idempotency-Replay %q), want a new run", h.Get("Idempotency-Replay"))
 			}
-			if code, _, errOut = runCmd(t, append([]string{"admin", "get"}, named[:len(named)-1]...)...); code == 0 || !strings.Contains(errOut, "bad_request") {
+			if code, _, errOut = runCmd(t, append([]string{"admin", "get"}, named[:len(named)-2]...)...); code == 0 || !strings.Contains(errOut, "bad_request") {
 				t.Errorf("admin get without a key: exit %d: %s", code, errOut)
 			}
 			t.Setenv("IDEMKV_ADMIN_TOKEN", "wrong")
