@@ -43,6 +43,11 @@ type Stats struct {
 	// each record costs the disk.
 	BytesWritten uint64
 
+	// RoundTrips counts the store's requests to a server (a command or
+	// a pipeline sent to Redis), and RoundTripErrors those that failed
+	// (the server down, a timeout); zero for the embedded engine.
+	RoundTrips, RoundTripErrors uint64
+
 	// ReadOnly is set for an engine opened with Options.ReadOnly; Live
 	// then says whether another process (or engine) had the directory
 	// open when the snapshot was taken, so that its claims (those of

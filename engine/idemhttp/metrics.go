@@ -116,6 +116,8 @@ func StoreMetrics(e engine.Stats) []Metric {
 	counter("idemkv_store_fsyncs_total", "Fsyncs of the write-ahead log.", e.Fsyncs)
 	counter("idemkv_store_bytes_written_total", "Bytes written to the data directory's files.", e.BytesWritten)
 	counter("idemkv_store_generations_dropped_total", "Expired generations dropped.", e.GenerationsDropped)
+	counter("idemkv_store_round_trips_total", "Requests to the store's server (Redis).", e.RoundTrips)
+	counter("idemkv_store_round_trip_errors_total", "Requests to the store's server that failed.", e.RoundTripErrors)
 	gauge("idemkv_store_claims", "Claims in flight now.", float64(e.Claims))
 	gauge("idemkv_store_disk_bytes", "Bytes used by the data directory.", float64(e.DiskBytes))
 	return out

@@ -260,6 +260,7 @@ func Open(ctx context.Context, url string, o *Options) (*Store, error) {
 		return nil, err
 	}
 	s.own = true
+	client.AddHook(roundTrips{&s.st})
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
 		return nil, storageErr("ping", err)

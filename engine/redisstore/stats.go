@@ -5,13 +5,16 @@ import (
 	"errors"
 	"sync/atomic"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/idemkv/idemkv/engine"
 )
 
 // counters are the Store's request counters, reported by Stats.
 type counters struct {
 	begins, proceeds, recovered, replays, conflicts, inprogress, waits,
-	completes, releases, deletes, leasesLost, corrupt, errors atomic.Uint64
+	completes, releases, deletes, leasesLost, corrupt, errors,
+	roundTrips, roundTripErrors atomic.Uint64
 	claims atomic.Int64
 }
 
@@ -60,6 +63,41 @@ func (s *Store) Stats() engine.Stats {
 		Waits: c.waits.Load(), Completes: c.completes.Load(), Releases: c.releases.Load(),
 		Deletes: c.deletes.Load(), LeasesLost: c.leasesLost.Load(), Corrupt: c.corrupt.Load(),
 		Errors: c.errors.Load(), Claims: c.claims.Load(),
+		RoundTrips: c.roundTrips.Load(), RoundTripErrors: c.roundTripErrors.Load(),
+	}
+}
+
+// roundTrips is a go-redis hook that counts what the Store's own client
+// sends (see Open); a client given to New is not hooked, and its round
+// trips are not counted.
+type roundTrips struct{ c *counters }
+
+func (h roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.count(err)
+		return err
+	}
+}
+
+func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.count(err)
+		return err
+	}
+}
+
+// count counts one round trip, and as failed one that got no answer (a
+// connection refused or broken, a timeout): not a server's error reply,
+// such as the NOSCRIPT that makes a script be sent whole.
+func (h roundTrips) count(err error) {
+	h.c.roundTrips.Add(1)
+	var reply redis.Error
+	if err != nil && !errors.Is(err, redis.Nil) && !errors.As(err, &reply) {
+		h.c.roundTripErrors.Add(1)
 	}
 }
 
