@@ -53,7 +53,8 @@ func (s State) String() string {
 
 // Header is one stored response header.
 type Header struct {
-	Name, Value string
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Checkpoint is a recovery point recorded by a running request: the name

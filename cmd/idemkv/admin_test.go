@@ -2,7 +2,9 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"strings"
 	"testing"
 
@@ -32,7 +34,7 @@ func TestAdminAPIAndCommand(t *testing.T) {
 				t.Fatalf("%d %s", s, b)
 			}
 
-			for _, path := range []string{"/admin/v1/stats", "/metrics"} {
+			for _, path := range []string{"/admin/v1/stats", "/metrics", "/"} {
 				if resp, err := http.Get(p.admin + path); err != nil || resp.StatusCode != 401 {
 					t.Errorf("%s without the token: %v %v, want 401", path, resp.Status, err)
 				}
@@ -40,6 +42,18 @@ func TestAdminAPIAndCommand(t *testing.T) {
 			for _, path := range []string{"/healthz", "/readyz"} {
 				if resp, err := http.Get(p.admin + path); err != nil || resp.StatusCode != 200 {
 					t.Errorf("%s without the token: %v %v, want 200", path, resp.Status, err)
+				}
+			}
+
+			// The status page, once given the token (kept in a cookie).
+			jar, _ := cookiejar.New(nil)
+			if resp, err := (&http.Client{Jar: jar}).Get(p.admin + "/?token=" + token); err != nil || resp.StatusCode != 200 {
+				t.Errorf("the status page with ?token=: %v %v", resp.Status, err)
+			} else {
+				page, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !strings.Contains(string(page), "idemkv status") || !strings.Contains(string(page), `id="proceeded">1<`) {
+					t.Errorf("the status page:\n%s", page)
 				}
 			}
 

@@ -92,9 +92,10 @@ func TestRedisURLFromAFile(t *testing.T) {
 // TestSidecarMiddlewareFlags: -stored-header, -canonical-json and
 // -in-progress reject reach the middleware.
 func TestSidecarMiddlewareFlags(t *testing.T) {
-	release := make(chan struct{})
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/slow" {
+			entered <- struct{}{}
 			<-release
 		}
 		w.Header().Set("X-Ledger-Entry", "le_1")
@@ -118,8 +119,8 @@ func TestSidecarMiddlewareFlags(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, "a 409 in progress at once", func() bool {
-		s, _, b := send(t, "POST", p.addr+"/v1/slow", "f-2", `{}`)
-		return s == 409 && strings.Contains(b, "idempotency_request_in_progress")
-	})
+	<-entered // the first request holds the key
+	if s, _, b := send(t, "POST", p.addr+"/v1/slow", "f-2", `{}`); s != 409 || !strings.Contains(b, "idempotency_request_in_progress") {
+		t.Errorf("a duplicate under -in-progress reject: %d %s, want 409 in progress at once", s, b)
+	}
 }

@@ -397,10 +397,13 @@ func (s *server) run(h http.Handler, ready func(addr string)) error {
 		}
 		mux := http.NewServeMux()
 		s.adminRoutes(mux, &stopping, token)
+		status := idemadmin.NewStatus(s.store, s.idem, token)
+		go status.Run(ctx)
+		mux.Handle("GET /{$}", status)
 		adminSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
 			WriteTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 		go func() { errc <- adminSrv.Serve(aln) }()
-		fmt.Printf("admin on http://%s (/healthz, /readyz, /metrics)\n", aln.Addr())
+		fmt.Printf("admin on http://%s (the status page at /; /healthz, /readyz, /metrics, /admin/)\n", aln.Addr())
 	}
 	s.logger.Info("listening", "addr", ln.Addr().String())
 	if ready != nil {

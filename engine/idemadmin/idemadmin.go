@@ -79,15 +79,23 @@ func Handler(store engine.Store, o *Options) http.Handler {
 	})
 }
 
-// Authorized reports whether r carries the bearer token (always, when
+// TokenCookie is the cookie in which the status page keeps the admin
+// token for the browser (HttpOnly, SameSite=Strict).
+const TokenCookie = "idemkv_admin_token"
+
+// Authorized reports whether r carries the bearer token, in its
+// Authorization header or in the status page's cookie (always, when
 // token is empty). Servers use it to guard their other admin paths.
 func Authorized(r *http.Request, token string) bool {
 	if token == "" {
 		return true
 	}
-	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") &&
-		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1
+	if scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
+		return true
+	}
+	c, err := r.Cookie(TokenCookie)
+	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(token)) == 1
 }
 
 type api struct {
