@@ -29,7 +29,8 @@ type Stats struct {
 
 	Sweeps             uint64 // sweeps that dropped something
 	GenerationsDropped uint64
-	Fsyncs             uint64 // fsyncs of the write-ahead log
+	Fsyncs             uint64        // fsyncs of the write-ahead log
+	FsyncTime          time.Duration // time spent in them (FsyncTime/Fsyncs: their mean latency)
 
 	Incarnation     uint64        // this process's incarnation number (read-only: the last process's)
 	GenerationWidth time.Duration // of this data directory
@@ -80,7 +81,7 @@ func (e *Engine) Stats() Stats {
 		Completes: e.st.completes.Load(), Releases: e.st.releases.Load(), Deletes: e.st.deletes.Load(),
 		LeasesExpired: e.st.leasesExpired.Load(), LeasesLost: e.st.leasesLost.Load(),
 		Corrupt: e.st.corrupt.Load(), Errors: e.st.errors.Load(), Claims: e.st.claims.Load(),
-		Sweeps: e.st.sweeps.Load(), GenerationsDropped: e.st.gensDropped.Load(), Fsyncs: e.fs.Syncs(), BytesWritten: e.fs.Written(),
+		Sweeps: e.st.sweeps.Load(), GenerationsDropped: e.st.gensDropped.Load(), Fsyncs: e.fs.Syncs(), FsyncTime: e.fs.SyncTime(), BytesWritten: e.fs.Written(),
 		Incarnation: e.incarnation, GenerationWidth: e.gens.Width,
 		LowGeneration: e.lowGen.Load(), HighGeneration: e.maxGen.Load(),
 		KeyFilterBytes: e.filt.memory(), KeyFiltersReady: e.filt.ready.Load(),

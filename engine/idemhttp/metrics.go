@@ -114,6 +114,8 @@ func StoreMetrics(e engine.Stats) []Metric {
 	counter("idemkv_store_corrupt_total", "Damaged records found.", e.Corrupt)
 	counter("idemkv_store_errors_total", "Storage errors returned to callers.", e.Errors)
 	counter("idemkv_store_fsyncs_total", "Fsyncs of the write-ahead log.", e.Fsyncs)
+	out = append(out, Metric{Name: "idemkv_store_fsync_seconds_total", Help: "Time spent in fsyncs of the write-ahead log (divided by idemkv_store_fsyncs_total: their mean latency).",
+		Kind: Counter, Value: e.FsyncTime.Seconds()})
 	counter("idemkv_store_bytes_written_total", "Bytes written to the data directory's files.", e.BytesWritten)
 	counter("idemkv_store_generations_dropped_total", "Expired generations dropped.", e.GenerationsDropped)
 	counter("idemkv_store_round_trips_total", "Requests to the store's server (Redis).", e.RoundTrips)

@@ -85,6 +85,8 @@ type FS struct {
 	mu    sync.Mutex
 	err   atomic.Pointer[error] // first failure; set once under mu
 	syncs atomic.Uint64
+	// syncNanos is the time spent in WAL fsyncs.
+	syncNanos atomic.Int64
 	// written counts the bytes written to the files it wraps (logs,
 	// tables, blob files, manifests), as handed to write(2).
 	written atomic.Uint64
@@ -270,6 +272,9 @@ func (fs *FS) Written() uint64 { return fs.written.Load() }
 // Syncs returns the number of fsyncs of WAL files performed.
 func (fs *FS) Syncs() uint64 { return fs.syncs.Load() }
 
+// SyncTime returns the time spent in those fsyncs.
+func (fs *FS) SyncTime() time.Duration { return time.Duration(fs.syncNanos.Load()) }
+
 // Err returns the sticky error of the first failed WAL operation, if any.
 // It costs one atomic load.
 func (fs *FS) Err() error {
@@ -347,7 +352,10 @@ func (f *walFile) Sync() error {
 	}
 	f.fs.syncs.Add(1)
 	size := f.size.Load() // every byte written before the fsync began
-	if err := f.File.SyncData(); err != nil {
+	start := time.Now()
+	err := f.File.SyncData()
+	f.fs.syncNanos.Add(int64(time.Since(start)))
+	if err != nil {
 		return f.fs.fail("write-ahead log fsync", err)
 	}
 	if err := f.fs.Err(); err != nil {
