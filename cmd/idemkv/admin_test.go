@@ -5,13 +5,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/idemkv/idemkv/engine/redistest"
 )
 
-// TestAdminAPIAndCommand runs `idemkv admin` against a running serve, on
+// TestAdminAPIAndCommand runs `idemkv admin` against a running proxy, on
 // the embedded store and on a real redis-server: get shows a key's
 // record, list finds it, delete removes it (and the same request then
 // runs again), stats and health answer; without the token every admin
@@ -21,7 +22,13 @@ func TestAdminAPIAndCommand(t *testing.T) {
 		t.Run(store, func(t *testing.T) {
 			const token = "admin-token-for-tests"
 			t.Setenv("IDEMKV_ADMIN_TOKEN", token)
-			args := []string{"serve", "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(201)
+				io.WriteString(w, `{"id":"call_1"}`)
+			}))
+			defer up.Close()
+			args := []string{"proxy", "-upstream", up.URL, "-listen", "127.0.0.1:0", "-admin", "127.0.0.1:0"}
 			if store == "redis" {
 				t.Setenv("IDEMKV_SCOPE_SECRET", "a secret every replica shares")
 				args = append(args, "-redis", redistest.Start(t, nil))
