@@ -91,11 +91,16 @@ func Authorized(r *http.Request, token string) bool {
 		return true
 	}
 	if scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") &&
-		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) == 1 {
+		tokenIs(strings.TrimSpace(got), token) {
 		return true
 	}
 	c, err := r.Cookie(TokenCookie)
-	return err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(token)) == 1
+	return err == nil && tokenIs(c.Value, token)
+}
+
+// tokenIs compares a token sent with the right one in constant time.
+func tokenIs(got, token string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 }
 
 type api struct {
@@ -206,7 +211,7 @@ func (a *api) list(w http.ResponseWriter, r *http.Request) {
 		if len(items) >= a.o.MaxList {
 			return fmt.Errorf("%w: more than %d records under this prefix; name a scope and an endpoint", errTooMany, a.o.MaxList)
 		}
-		items = append(items, item{order, show(k, rec, -1)})
+		items = append(items, item{order, show(k, rec, 0)})
 		return nil
 	})
 	if errors.Is(err, errTooMany) {
@@ -309,14 +314,11 @@ func (a *api) scopeOf(w http.ResponseWriter, kr KeyRequest) (string, bool) {
 	return kr.Scope, true
 }
 
-// show is the API's view of a record; size is its body's (-1: unknown,
-// the record came without it).
+// show is the API's view of a record; size is its body's (0 in a list,
+// whose records come without bodies).
 func show(k record.Key, rec *record.Record, size int) Record {
 	out := Record{Scope: printable(k.Scope), Endpoint: k.Endpoint, Key: k.Key, RequestID: rec.RequestID,
 		Attempt: rec.Attempt, Status: rec.Status, Headers: rec.Header, BodyBytes: size}
-	if size < 0 {
-		out.BodyBytes = 0
-	}
 	out.State = "completed"
 	if rec.State == record.Claimed {
 		out.State = "claimed"

@@ -65,14 +65,12 @@ func (s *Status) Run(ctx context.Context) {
 }
 
 func (s *Status) sample(now time.Time) {
-	counts := map[idemhttp.Outcome]uint64{}
+	var st *idemhttp.Stats
 	if s.m != nil {
-		for _, byOutcome := range s.m.Stats().Endpoints {
-			for o, n := range byOutcome {
-				counts[o] += n
-			}
-		}
+		v := s.m.Stats()
+		st = &v
 	}
+	counts := totals(st)
 	s.mu.Lock()
 	s.samples = append(s.samples, sample{At: now.UTC(), Counts: counts})
 	if len(s.samples) > maxSamples {
@@ -109,7 +107,7 @@ type page struct {
 // ServeHTTP renders the page; with ?token= (the right one) it keeps the
 // token in a cookie and sends the browser back to the page without it.
 func (s *Status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if t := r.URL.Query().Get("token"); t != "" && s.token != "" && Authorized(&http.Request{Header: http.Header{"Authorization": {"Bearer " + t}}}, s.token) {
+	if t := r.URL.Query().Get("token"); t != "" && s.token != "" && tokenIs(t, s.token) {
 		http.SetCookie(w, &http.Cookie{Name: TokenCookie, Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
 		q := r.URL.Query()
 		q.Del("token")

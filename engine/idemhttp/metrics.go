@@ -43,6 +43,12 @@ type Metric struct {
 //	idemkv_store_*                                 the store's engine.Stats (claims, cache
 //	                                               hits, fsyncs, disk bytes, errors...)
 func Metrics(s Stats, e engine.Stats) []Metric {
+	return append(HTTPMetrics(s), StoreMetrics(e)...)
+}
+
+// HTTPMetrics lists the middleware's own figures (the idemkv_http_ part
+// of Metrics).
+func HTTPMetrics(s Stats) []Metric {
 	var out []Metric
 	counter := func(name, help string, v uint64) {
 		out = append(out, Metric{Name: name, Help: help, Kind: Counter, Value: float64(v)})
@@ -88,7 +94,7 @@ func Metrics(s Stats, e engine.Stats) []Metric {
 	counter("idemkv_http_waiters_refused_total", "Duplicates refused a wait (409) by MaxWaiters or MaxWaitersPerKey.", s.WaitersRefused)
 	gauge("idemkv_http_buffered_bytes", "Bytes of request bodies held now.", float64(s.BufferedBytes))
 	gauge("idemkv_http_waiting", "Duplicates waiting now for a running request.", float64(s.Waiting))
-	return append(out, StoreMetrics(e)...)
+	return out
 }
 
 // StoreMetrics lists a store's figures (engine.Stats): a store leaves

@@ -58,17 +58,12 @@ func NewCollector(m *idemhttp.Middleware, store engine.Store) *Collector {
 }
 
 func (c *Collector) metrics() []idemhttp.Metric {
-	var e engine.Stats
+	var ms []idemhttp.Metric
+	if c.m != nil {
+		ms = idemhttp.HTTPMetrics(c.m.Stats())
+	}
 	if c.store != nil {
-		e = c.store.Stats()
-	}
-	if c.m == nil {
-		return idemhttp.StoreMetrics(e)
-	}
-	ms := idemhttp.Metrics(c.m.Stats(), e)
-	if c.store == nil {
-		// Leave out the store's (all zero).
-		ms = ms[:len(ms)-len(idemhttp.StoreMetrics(e))]
+		ms = append(ms, idemhttp.StoreMetrics(c.store.Stats())...)
 	}
 	return ms
 }
