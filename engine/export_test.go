@@ -3,6 +3,7 @@ package engine
 import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/engine/internal/walfs"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -79,3 +80,23 @@ var (
 	DecodeScopeMetaForTest = decodeScopeMeta
 	EncodeScopeMetaForTest = encodeScopeMeta
 )
+
+// CheckLogsForTest is checkLogs.
+var CheckLogsForTest = checkLogs
+
+// WriteSyncMarkForTest writes the sync mark of dir on fs: the first size
+// bytes of the log file name were fsynced.
+func WriteSyncMarkForTest(fs vfs.FS, dir, name string, size int64) error {
+	m := syncMark{fs: fs, path: fs.PathJoin(dir, syncMarkName)}
+	defer m.close()
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	f, err := fs.Create(m.path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	_, err = m.write(walfs.SyncPoint{Name: name, Size: size}, true)
+	return err
+}

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -166,6 +169,7 @@ func (tc powerLossCase) run(t *testing.T) {
 func (tc powerLossCase) verify(t *testing.T, i int, dir string, c powerLossClone) {
 	e, err := engine.Open(dir, tc.options(c.fs))
 	if err != nil {
+		dumpClone(t, c.fs, dir)
 		t.Fatalf("clone %d: open after power loss: %v", i, err)
 	}
 	var lost []string
@@ -203,4 +207,31 @@ func (tc powerLossCase) verify(t *testing.T, i int, dir string, c powerLossClone
 		t.Fatalf("clone %d: %d of %d acknowledged writes lost: %v", i, len(lost), len(c.acked)+len(c.checkpts), lost[:min(len(lost), 10)])
 	}
 	t.Logf("clone %d: %d completions and %d checkpoints there", i, len(c.acked), len(c.checkpts))
+}
+
+// dumpClone saves the files of a clone that did not open to a directory
+// that outlives the test, and logs its name: the failure depends on where
+// the crash fell, so the clone is the evidence.
+func dumpClone(t *testing.T, fs *vfs.MemFS, dir string) {
+	out, err := os.MkdirTemp("", "idemkv-powerloss-")
+	if err != nil {
+		t.Logf("cannot save the clone: %v", err)
+		return
+	}
+	names, _ := fs.List(dir)
+	for _, n := range names {
+		f, err := fs.Open(fs.PathJoin(dir, n))
+		if err != nil {
+			continue
+		}
+		b, err := io.ReadAll(f)
+		f.Close()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(out, n), b, 0o600)
+		}
+		if err != nil {
+			t.Logf("cannot save %s: %v", n, err)
+		}
+	}
+	t.Logf("the clone's files are saved in %s", out)
 }

@@ -30,11 +30,12 @@ import (
 // syncLoop), it writes a small log entry (pebble.DB.LogData, which replay
 // ignores) saying how many bytes of which log file that fsync covered, as
 // walfs saw it. Before Pebble opens the directory, checkLogs reads every
-// log: if a log stops at a bad chunk (or ends) at offset X while a proof,
-// anywhere in any log, says more than X bytes of that file were fsynced,
-// acknowledged bytes were damaged or cut, and Open fails with ErrCorrupt
-// naming the file and offset. A torn tail lies past every proof, so it
-// still recovers silently.
+// log: if a log's intact chunks stop (at a bad chunk, or the file's end)
+// at offset X while a proof, anywhere in any log, says more than X bytes
+// of that file were fsynced, acknowledged bytes were damaged or cut, and
+// Open fails with ErrCorrupt naming the file and offset. A torn tail lies
+// past every proof, so it still recovers silently; so does a record whose
+// first chunks an fsync covered and whose rest it did not (see scanLog).
 //
 // What it cannot see: the bytes of the very last fsync before a crash, if
 // the crash comes before that fsync's proof reaches the log (within about
@@ -141,7 +142,23 @@ func chunkAt(b []byte, i int, num uint64) (kind, start, end int, ok bool) {
 // the start of the first record that is damaged, cut or absent, or the end
 // of Pebble's end-of-log trailer.
 func goodPrefix(b []byte, num uint64) int {
-	good, i := 0, 0
+	good, _ := scanLog(b, num)
+	return good
+}
+
+// scanLog reads the chunks of log b. good is goodPrefix; intact is where
+// the sequence of intact chunks ends (the first chunk that is damaged,
+// absent or out of order), which is past good when the log ends inside a
+// record whose first chunks are intact.
+//
+// An fsync covers whole chunks, so it can end between the chunks of a
+// record that spans blocks: the fsynced bytes then hold the first chunks
+// of a record that was never acknowledged. A crash there leaves a log
+// whose records stop (good) before the fsynced point while its chunks
+// reach it (intact): a torn tail, not damage. So damage is judged by
+// intact.
+func scanLog(b []byte, num uint64) (good, intact int) {
+	i := 0
 	inRecord := false
 	for i < len(b) {
 		if rest := logBlockSize - i%logBlockSize; rest < 19 && allZero(b[i:min(len(b), i+rest)]) {
@@ -154,12 +171,12 @@ func goodPrefix(b []byte, num uint64) int {
 		kind, _, end, ok := chunkAt(b, i, num)
 		if !ok {
 			if !inRecord && isTrailer(b, i, num) {
-				return i + 11
+				return i + 11, i + 11
 			}
-			return good
+			return good, i
 		}
 		if (kind == 0 || kind == 1) == inRecord {
-			return good
+			return good, i
 		}
 		i = end
 		inRecord = kind == 1 || kind == 2
@@ -167,7 +184,7 @@ func goodPrefix(b []byte, num uint64) int {
 			good = i
 		}
 	}
-	return good
+	return good, min(i, len(b))
 }
 
 // isTrailer reports whether b[i:] holds the trailer Pebble writes when it
@@ -256,9 +273,9 @@ func checkLogs(fs vfs.FS, dir string) error {
 		if !ok {
 			continue
 		}
-		if good := goodPrefix(l.b, l.num); int64(good) < synced {
+		if _, intact := scanLog(l.b, l.num); int64(intact) < synced {
 			return damaged(fmt.Sprintf("write-ahead log %s is damaged at offset %d: its first %d bytes were fsynced and acknowledged (keep a copy of the directory; see \"When the engine refuses to open\" in the README)",
-				l.name, good, synced), nil)
+				l.name, intact, synced), nil)
 		}
 	}
 	return nil

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine"
 )
 
@@ -114,4 +116,63 @@ func checkLogDamage(t *testing.T, crashed, name string, off int64, n int, keyOf 
 			t.Fatalf("opened with %d acknowledged completions missing: %v", len(lost), lost)
 		}
 	})
+}
+
+// TestRecordCutAtTheSyncPointIsATornTail: an fsync can end between the
+// chunks of a record that spans blocks (Pebble writes whole chunks, and a
+// record's first chunk may fill a block), so the fsynced bytes may hold
+// the start of a record whose rest was never written. A crash there leaves
+// a torn tail, not damage: the record was never acknowledged. A crash
+// clone of TestPowerLoss/log_rotations caught the check taking it for
+// damage (the sync mark said 163,840 bytes, a record began at 160,233 and
+// continued in a block the crash lost) and refusing to open. Damage to a
+// whole record before the sync point is still refused.
+func TestRecordCutAtTheSyncPointIsATornTail(t *testing.T) {
+	const block = 32 << 10
+	// One small record, then one that fills the rest of the first block
+	// and spans the second: its first chunk ends exactly at the block end.
+	small := bytes.Repeat([]byte{'a'}, 1000)
+	big := bytes.Repeat([]byte{'b'}, 2*block)
+	whole := writeTestLog(t, [][]byte{small, big})
+	check := func(log []byte) error {
+		fs := vfs.NewMem()
+		if err := engine.WriteSyncMarkForTest(fs, "data", "000007.log", block); err != nil {
+			t.Fatal(err)
+		}
+		f, err := fs.Create("data/000007.log", vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(log); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return engine.CheckLogsForTest(fs, "data")
+	}
+	if err := check(whole); err != nil {
+		t.Fatalf("intact log: %v", err)
+	}
+	// The crash kept the fsynced first block only; the record's other
+	// chunks are lost (zeros, or an older log's bytes in a recycled file).
+	torn := bytes.Clone(whole[:block])
+	if err := check(append(bytes.Clone(torn), make([]byte, block)...)); err != nil {
+		t.Fatalf("a record cut at the sync point is a torn tail, but: %v", err)
+	}
+	if err := check(torn); err != nil {
+		t.Fatalf("a log ending at the sync point inside a record: %v", err)
+	}
+	// The first record is whole before the sync point: damage to it is
+	// damage to acknowledged bytes.
+	damaged := bytes.Clone(torn)
+	damaged[500] ^= 1
+	if err := check(damaged); !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), "000007.log") {
+		t.Fatalf("damage before the sync point: %v, want ErrCorrupt naming the log", err)
+	}
+	// So is damage to the first chunk of the record cut at the sync point:
+	// those bytes were fsynced.
+	damaged = bytes.Clone(torn)
+	damaged[block-10] ^= 1
+	if err := check(damaged); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("damage to fsynced chunk bytes: %v, want ErrCorrupt", err)
+	}
 }
