@@ -116,19 +116,19 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		// the record is completed and this does nothing.
 		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid, s.channel()).Err()
 		err = s.scriptErr("complete", ctx, err)
-		s.st.countErr(err)
+		s.st.CountErr(err)
 		return err
 	case n == 0:
-		s.st.leasesLost.Add(1)
+		s.st.LeasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
-	s.st.completes.Add(1)
+	s.st.Completes.Add(1)
 	return nil
 }
 
 // end counts the claim out of Stats.Claims. engine.Claim calls Complete
 // (past its refusals) or Release at most once, so end runs once.
-func (c *claim) end() { c.s.st.claims.Add(-1) }
+func (c *claim) end() { c.s.st.Claims.Add(-1) }
 
 // Checkpoint records cp in the claim's hash if the claim is still held
 // and its lease has not run out (engine.ErrLeaseLost if not); Complete
@@ -144,10 +144,10 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 	switch {
 	case err != nil:
 		err = s.scriptErr("checkpoint", ctx, err)
-		s.st.countErr(err)
+		s.st.CountErr(err)
 		return err
 	case n == 0:
-		s.st.leasesLost.Add(1)
+		s.st.LeasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
 	c.info.Checkpoint = &cp
@@ -168,12 +168,12 @@ func (c *claim) Release(ctx context.Context) error {
 	switch {
 	case err != nil:
 		err = s.scriptErr("release", ctx, err)
-		s.st.countErr(err)
+		s.st.CountErr(err)
 		return err
 	case n == 0:
-		s.st.leasesLost.Add(1)
+		s.st.LeasesLost.Add(1)
 		return engine.ErrLeaseLost
 	}
-	s.st.releases.Add(1)
+	s.st.Releases.Add(1)
 	return nil
 }

@@ -65,6 +65,7 @@ import (
 
 	"github.com/idemkv/idemkv/codec"
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/internal/sharedstore"
 	"github.com/idemkv/idemkv/record"
 	"github.com/redis/go-redis/v9"
 )
@@ -191,14 +192,16 @@ type Store struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	st counters // reported by Stats
+	st sharedstore.Counters // reported by Stats
 
 	// scoper digests credentials; Open (CheckScopeSecret) replaces it by
 	// one that knows the server's upgrade window.
 	scoper atomic.Pointer[engine.Scoper]
 
-	// watches are what waiting Begins wait on (see waiting.go).
-	watches watches
+	// waiter runs waiting Begins; sub is its subscription (see
+	// waiting.go).
+	waiter sharedstore.Waiter
+	sub    subscription
 
 	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
@@ -225,6 +228,10 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 	s := &Store{c: client, opts: opts, id: hex.EncodeToString(b[:])}
 	s.scoper.Store(scoper)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.waiter = sharedstore.Waiter{
+		Subscribed: s.subscribed, Closed: s.closed.Load, Done: s.ctx.Done(),
+		PollInterval: opts.PollInterval, MaxPollInterval: opts.MaxPollInterval, Waits: &s.st.Waits,
+	}
 	return s, nil
 }
 
@@ -375,8 +382,8 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 	if err := engine.ValidateRequest(req); err != nil {
 		return engine.Result{}, err
 	}
-	s.st.begins.Add(1)
-	defer func() { s.st.count(res, err) }()
+	s.st.Begins.Add(1)
+	defer func() { s.st.Count(res, err) }()
 	if !s.enter() {
 		return engine.Result{}, engine.ErrClosed
 	}
@@ -402,130 +409,7 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 		}
 		return s.answer(rk, cid, req, v)
 	}
-	// Waiting (see waiting.go): on the key's watch, registered before the
-	// ask it follows so that no publication is missed, woken by a
-	// publication, with a poll timer as the fallback; without a
-	// subscription, polling with backoff. Registering before the first
-	// ask costs every waiting-capable Begin three allocations and a map
-	// entry (BenchmarkRedisStore: 65-66 allocations per first request
-	// without it, 68-69 with it); registering at the first InProgress
-	// answer instead would cost each duplicate one more ask of Redis (6.3
-	// commands per waiter instead of 3.3, TestWaitingDuplicatesDoNotLoadRedis),
-	// and the Redis that every replica shares is the scarcer resource.
-	var wt *watch
-	if wait == engine.Wait && s.subscribed() {
-		wt = s.watch(rk)
-	}
-	admitted, waited, woken, polled := false, false, false, false
-	defer func() {
-		if wt != nil {
-			s.unwatch(rk, wt)
-		}
-		if admitted {
-			req.Gate.Leave(req.Key)
-		}
-	}()
-	pause := s.opts.PollInterval
-	for {
-		if s.closed.Load() {
-			return engine.Result{}, engine.ErrClosed
-		}
-		leading := false
-		if woken {
-			// Of the Begins that the publication woke, one asks; the
-			// others take its replay, or ask themselves if it has none.
-			if leading = wt.leader.CompareAndSwap(false, true); !leading {
-				select {
-				case <-wt.answered:
-				case <-ctx.Done():
-					return engine.Result{}, ctx.Err()
-				case <-s.ctx.Done():
-					return engine.Result{}, engine.ErrClosed
-				}
-				if wt.replay != nil {
-					return engine.Result{Outcome: engine.Replay, Record: wt.replay}, nil
-				}
-			}
-		}
-		res, left, err := ask()
-		if leading {
-			wt.share(res, err)
-		}
-		if err != nil || res.Outcome != engine.InProgress || wait == engine.NoWait {
-			if err == nil && polled && wt != nil {
-				s.notify(rk) // the request ended: wake the other waiters here
-			}
-			return res, err
-		}
-		if !admitted && req.Gate != nil {
-			if !req.Gate.Enter(req.Key) {
-				return res, nil
-			}
-			admitted = true
-		}
-		if !waited {
-			waited = true
-			s.st.waits.Add(1)
-		}
-		if woken || wt == nil && s.subscribed() {
-			// A new watch (the first, or after a wake that found the key
-			// claimed again), then ask again: a publication after the
-			// last answer and before the watch is not missed.
-			if wt != nil {
-				s.unwatch(rk, wt)
-			}
-			wt, woken = s.watch(rk), false
-			continue
-		}
-		d := min(pause, max(left, time.Millisecond))
-		if wt != nil {
-			d = min(s.opts.MaxPollInterval, max(left, time.Millisecond))
-		}
-		pause = min(2*pause, s.opts.MaxPollInterval)
-		if err := s.sleep(ctx, wt, d, time.Now().Add(left)); err != nil {
-			return engine.Result{}, err
-		}
-		woken = wt != nil && isClosed(wt.done)
-		polled = !woken
-	}
-}
-
-// sleep waits d, or until wt (if any) is woken, ctx ends or the Store
-// closes. With a watch, a timer that fires while another waiter of the
-// key in this Store polled recently (see watch.shouldPoll) waits on.
-func (s *Store) sleep(ctx context.Context, wt *watch, d time.Duration, leaseEnd time.Time) error {
-	var done chan struct{}
-	if wt != nil {
-		done = wt.done
-	}
-	for {
-		t := time.NewTimer(d)
-		select {
-		case <-done:
-			t.Stop()
-			return nil
-		case <-t.C:
-			if wt == nil || wt.shouldPoll(time.Now(), leaseEnd, s.opts.MaxPollInterval) {
-				return nil
-			}
-			d = s.opts.MaxPollInterval
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-s.ctx.Done():
-			t.Stop()
-			return engine.ErrClosed
-		}
-	}
-}
-
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
+	return s.waiter.Begin(ctx, rk, req, wait, ask)
 }
 
 // enter registers a call that Close must wait for (the caller then calls
@@ -698,14 +582,14 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 	switch {
 	case err != nil:
 		err = s.scriptErr("delete", ctx, err)
-		s.st.countErr(err)
+		s.st.CountErr(err)
 		return err
 	case n < 0:
 		return engine.ErrInProgress
 	case n == 0:
 		return engine.ErrNotFound
 	}
-	s.st.deletes.Add(1)
+	s.st.Deletes.Add(1)
 	return nil
 }
 
