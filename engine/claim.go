@@ -464,6 +464,18 @@ type Response struct {
 // outside 100-999; ErrTooLarge: a body over the store's limit) leaves the
 // claim held, for another Complete or a Release.
 func (c *Claim) Complete(ctx context.Context, resp Response) error {
+	return c.CompleteWith(resp, func(b ClaimBackend) error { return b.Complete(ctx, resp) })
+}
+
+// CompleteWith is Complete through complete instead of the store's
+// Complete, for a store's other ways of completing a claim (such as
+// pgstore's CompleteTx, which completes it inside the caller's database
+// transaction). The rules of Complete hold: it returns ErrClaimDone after
+// Complete or Release, refuses an invalid resp, and leaves the claim held
+// if complete refuses resp with an error matching ErrInvalid or
+// ErrTooLarge (it must then have written nothing). complete is given the
+// store's backend of the claim.
+func (c *Claim) CompleteWith(resp Response, complete func(ClaimBackend) error) error {
 	if c.finished.Swap(true) {
 		return ErrClaimDone
 	}
@@ -474,7 +486,7 @@ func (c *Claim) Complete(ctx context.Context, resp Response) error {
 	case resp.TTL < 0:
 		err = fmt.Errorf("%w: TTL %v", ErrInvalid, resp.TTL)
 	default:
-		err = c.b.Complete(ctx, resp)
+		err = complete(c.b)
 	}
 	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) {
 		c.finished.Store(false) // refused, nothing written: the claim is still held

@@ -1,0 +1,35 @@
+//go:build unix
+
+package pgtest
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// credential is the user the server runs as.
+type credential struct{ uid, gid int }
+
+// sysProcAttr runs a server process as cred (if set) in a process group of
+// its own, so that killGroup ends the server's children too.
+func sysProcAttr(cred *credential) *syscall.SysProcAttr {
+	a := &syscall.SysProcAttr{Setpgid: true}
+	if cred != nil {
+		a.Credential = &syscall.Credential{Uid: uint32(cred.uid), Gid: uint32(cred.gid)}
+	}
+	setDeathSignal(a)
+	return a
+}
+
+// killGroup kills cmd's process group and waits for cmd.
+func killGroup(cmd *exec.Cmd) {
+	signalGroup(cmd)
+	_ = cmd.Wait()
+}
+
+// signalGroup kills cmd's process group.
+func signalGroup(cmd *exec.Cmd) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
