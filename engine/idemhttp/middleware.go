@@ -553,7 +553,7 @@ func (m *Middleware) run(next http.Handler, w http.ResponseWriter, r *http.Reque
 	h := w.Header()
 	h.Set(m.c.RequestIDHeader, req.RequestID)
 	h.Set(headerReplay, "false")
-	rec := &recorder{w: w, m: m, claim: claim, reqID: req.RequestID, buf: getBuffer()}
+	rec := &recorder{w: w, m: m, claim: claim, call: call, reqID: req.RequestID, buf: getBuffer()}
 	defer putBuffer(rec.buf)
 	// Whatever way the handler ends — returns, panics, runtime.Goexit —
 	// a claim that was not recorded is released once it has ended, so a
@@ -579,15 +579,7 @@ func (m *Middleware) release(claim *engine.Claim, why string) {
 // recorded. The response is sent whatever happens: the handler ran, and
 // hiding its outcome would be worse than a retry that cannot replay it.
 func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, body []byte) (recorded bool) {
-	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader), TTL: m.c.ttl[claim.Key().Endpoint]}
-	for _, name := range m.c.stored {
-		for _, v := range h[name] {
-			resp.Header = append(resp.Header, record.Header{Name: name, Value: v})
-		}
-	}
-	if len(resp.RequestID) > record.MaxRequestIDLen {
-		resp.RequestID = ""
-	}
+	resp := m.response(claim, status, h, body)
 	// The record must be durable before the response goes out, whether
 	// or not the client is still there.
 	err := claim.Complete(context.Background(), resp)
@@ -600,6 +592,20 @@ func (m *Middleware) complete(claim *engine.Claim, status int, h http.Header, bo
 		"endpoint", claim.Key().Endpoint, "key", claim.Key().Key, "status", status, "err", err)
 	m.release(claim, "recording failed")
 	return false
+}
+
+// response is what the middleware stores of a handler's response.
+func (m *Middleware) response(claim *engine.Claim, status int, h http.Header, body []byte) engine.Response {
+	resp := engine.Response{Status: status, Body: body, RequestID: h.Get(m.c.RequestIDHeader), TTL: m.c.ttl[claim.Key().Endpoint]}
+	for _, name := range m.c.stored {
+		for _, v := range h[name] {
+			resp.Header = append(resp.Header, record.Header{Name: name, Value: v})
+		}
+	}
+	if len(resp.RequestID) > record.MaxRequestIDLen {
+		resp.RequestID = ""
+	}
+	return resp
 }
 
 // bodyAllowed reports whether a response with status may have a body.
@@ -624,6 +630,7 @@ type Call struct {
 	Interrupted *record.Record
 
 	claim *engine.Claim
+	tx    Transaction // handed over (HandOver); nil once ended
 }
 
 type callKey struct{}

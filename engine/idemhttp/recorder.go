@@ -27,6 +27,7 @@ type recorder struct {
 	w     http.ResponseWriter
 	m     *Middleware
 	claim *engine.Claim
+	call  *Call
 	reqID string
 	buf   *bytes.Buffer
 
@@ -144,6 +145,7 @@ func (rw *recorder) releaseUnlessDone() {
 	if why == "" {
 		why = "handler did not return normally"
 	}
+	rw.m.rollback(rw.call, why)
 	rw.m.release(rw.claim, why)
 }
 
@@ -200,10 +202,31 @@ func (rw *recorder) finish() {
 	}
 	// done is set only once the store has answered: if ShouldStore or
 	// the store panics, the deferred release still runs.
-	if rw.m.c.ShouldStore(status) {
+	switch {
+	case !rw.m.c.ShouldStore(status):
+		why := "status " + strconv.Itoa(status) + " is not recorded"
+		rw.m.rollback(rw.call, why)
+		rw.m.release(rw.claim, why)
+	case rw.call.tx != nil:
+		if !rw.m.completeTx(rw.call, status, rw.m.response(rw.claim, status, h, body)) {
+			// The handler's writes were undone: its response must not
+			// go out.
+			rw.done = true
+			rw.mode = passthrough
+			rw.status, rw.wrote = http.StatusServiceUnavailable, true
+			for k := range h {
+				if k != rw.m.c.RequestIDHeader && k != headerReplay {
+					delete(h, k)
+				}
+			}
+			h.Set(headerRetry, rw.m.c.retry)
+			rw.m.problem(rw.w, rw.reqID, http.StatusServiceUnavailable, CodeUnavailable,
+				"the response could not be committed with the handler's transaction, which was rolled back; retry with the same key", nil)
+			return
+		}
+		rw.recorded = true
+	default:
 		rw.recorded = rw.m.complete(rw.claim, status, h, body)
-	} else {
-		rw.m.release(rw.claim, "status "+strconv.Itoa(status)+" is not recorded")
 	}
 	rw.done = true
 	if _, set := h["Content-Length"]; !set && bodyAllowed(status) && !hasTrailers(h) {

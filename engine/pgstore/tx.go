@@ -40,3 +40,29 @@ func (s *Store) CompleteTx(ctx context.Context, tx pgx.Tx, c *engine.Claim, resp
 		return pc.completeTx(ctx, tx, resp)
 	})
 }
+
+// Transaction is a pgx.Tx of the Store's database made ready for
+// idemhttp.HandOver (it implements idemhttp.Transaction): the middleware
+// completes the request's claim inside it with CompleteTx, which commits
+// it, or rolls it back.
+type Transaction struct {
+	s  *Store
+	tx pgx.Tx
+}
+
+// Transaction returns tx, a transaction on the Store's database, as an
+// idemhttp.Transaction:
+//
+//	tx, err := pool.Begin(ctx)
+//	... the handler's writes in tx ...
+//	if err := idemhttp.HandOver(r.Context(), store.Transaction(tx)); err != nil { ... }
+//	w.WriteHeader(http.StatusCreated) // stored inside tx, committed, then sent
+func (s *Store) Transaction(tx pgx.Tx) Transaction { return Transaction{s, tx} }
+
+// Complete is CompleteTx in the transaction.
+func (t Transaction) Complete(ctx context.Context, c *engine.Claim, resp engine.Response) error {
+	return t.s.CompleteTx(ctx, t.tx, c, resp)
+}
+
+// Rollback rolls the transaction back.
+func (t Transaction) Rollback(ctx context.Context) error { return t.tx.Rollback(ctx) }
