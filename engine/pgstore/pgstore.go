@@ -574,7 +574,7 @@ func (s *Store) List(ctx context.Context, prefix record.Prefix, fn func(record.K
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	want := prefix.Append(nil)
+	want := prefix.Append([]byte{}) // not nil: pgx sends nil as NULL
 	rows, err := s.pool.Query(ctx, s.sql.list, want)
 	if err != nil {
 		return s.queryErr("list", ctx, err)

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/idemkv/idemkv/examples/internal/killtest"
 )
 
 // TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases runs payments
@@ -36,10 +38,7 @@ func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 		}
 		cycles = n
 	}
-	bin := filepath.Join(t.TempDir(), "payments")
-	if out, err := execGo("build", "-o", bin, "."); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := killtest.Build(t)
 	data, led := t.TempDir(), t.TempDir()
 	const clients = 8
 	keysPerClient := max(12, 4*cycles) // enough work to outlast the kills
@@ -47,7 +46,7 @@ func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 	var mu sync.Mutex
 	srv := startServer(t, bin, data, led, "")
 	var addr sync.Map
-	addr.Store("", srv.addr)
+	addr.Store("", srv.Addr)
 	rng := rand.New(rand.NewPCG(1, 2))
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -85,11 +84,11 @@ func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 			continue
 		case <-time.After(time.Duration(20+rng.IntN(150)) * time.Millisecond):
 		}
-		srv.stop()
-		srv.wait(t)
+		srv.Kill()
+		srv.Wait(t)
 		kills++
 		srv = startServer(t, bin, data, led, "")
-		addr.Store("", srv.addr)
+		addr.Store("", srv.Addr)
 	}
 	select {
 	case <-done:
@@ -97,7 +96,7 @@ func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 		close(stop)
 		t.Fatal("the clients did not finish")
 	}
-	defer srv.stop()
+	defer srv.Kill()
 
 	effects := map[string]map[string][]line{} // effect -> key -> lines
 	for _, e := range []string{"orders", "charges", "emails"} {
@@ -132,7 +131,7 @@ func TestPaymentsSurviveKillsWithoutRepeatingRecordedPhases(t *testing.T) {
 		if !strings.Contains(body, `"order":"`+lastOrder+`"`) {
 			t.Errorf("%s: answered %s; the last order made is %s", key, body, lastOrder)
 		}
-		if status, again, err := post(srv.addr, key); err != nil || status != http.StatusCreated || again != body {
+		if status, again, err := post(srv.Addr, key); err != nil || status != http.StatusCreated || again != body {
 			t.Errorf("%s: replay %d %q %v; want %q", key, status, again, err, body)
 		}
 	}

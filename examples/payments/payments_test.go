@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/idemkv/idemkv/examples/internal/killtest"
 )
 
 // TestCrashBetweenPhases kills the server (SIGKILL, from inside, right
@@ -14,10 +16,7 @@ import (
 // on a restarted server: every phase's side effect must have happened
 // exactly once, and the final response must replay.
 func TestCrashBetweenPhases(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "payments")
-	if out, err := execGo("build", "-o", bin, "."); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := killtest.Build(t)
 	cases := [][]string{
 		{phaseOrder},
 		{phaseCharged},
@@ -31,18 +30,18 @@ func TestCrashBetweenPhases(t *testing.T) {
 			key := "pay-" + strings.Join(crashes, "-")
 			for _, phase := range crashes {
 				srv := startServer(t, bin, data, led, phase)
-				if status, body, err := post(srv.addr, key); err == nil {
+				if status, body, err := post(srv.Addr, key); err == nil {
 					t.Fatalf("crash after %s: the request was answered: %d %s", phase, status, body)
 				}
-				srv.wait(t)
+				srv.Wait(t)
 			}
 			srv := startServer(t, bin, data, led, "")
-			defer srv.stop()
-			status, first, err := post(srv.addr, key)
+			defer srv.Kill()
+			status, first, err := post(srv.Addr, key)
 			if err != nil || status != http.StatusCreated {
 				t.Fatalf("retry after the crashes: %d %s %v", status, first, err)
 			}
-			status, again, err := post(srv.addr, key)
+			status, again, err := post(srv.Addr, key)
 			if err != nil || status != http.StatusCreated || again != first {
 				t.Fatalf("replay: %d %s %v; want %s", status, again, err, first)
 			}
