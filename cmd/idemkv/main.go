@@ -15,6 +15,7 @@
 //	sweep    drop the expired generations of a data directory now
 //	repair   salvage a damaged data directory into a new one
 //	admin    look up, delete or list the keys of a running proxy or serve
+//	migrate  create or upgrade the PostgreSQL store's schema
 //	help     print this text, or a command's flags (idemkv help bench)
 //
 // Each command lives in its own file (bench.go) and has an entry in
@@ -52,6 +53,8 @@ var commands = map[string]command{
 	"repair":  {"salvage a damaged data directory into a new one", runRepair},
 
 	"admin": {"look up, delete or list the keys of a running proxy or serve (its admin API)", runAdmin},
+
+	"migrate": {"create or upgrade the PostgreSQL store's schema (proxy and serve -postgres do it at start)", runMigrate},
 }
 
 func main() {

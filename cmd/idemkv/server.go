@@ -25,6 +25,7 @@ import (
 	"github.com/idemkv/idemkv/engine/idemadmin"
 	"github.com/idemkv/idemkv/engine/idemhttp"
 	"github.com/idemkv/idemkv/engine/idemprom"
+	"github.com/idemkv/idemkv/engine/pgstore"
 	"github.com/idemkv/idemkv/engine/redisstore"
 )
 
@@ -63,6 +64,10 @@ type serverFlags struct {
 	inProgress     idemhttp.InProgressPolicy
 	waitTimeout    time.Duration
 	redisFile      string
+	// -postgres: the PostgreSQL store (or its URL's file).
+	postgresURL, postgresFile string
+	postgresNoMigrate         bool
+	lease                     time.Duration
 	// The admin API's bearer token (or its file).
 	adminToken, adminTokenFile string
 }
@@ -74,6 +79,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
 	fs.BoolVar(&f.redisNoPersistence, "redis-no-persistence", false, "accept a -redis server that persists nothing (no AOF, no RDB): a restart of it then forgets every record, and every retry runs its handler again")
 	fs.DurationVar(&f.ttl, "ttl", 24*time.Hour, "how long a completed response is replayed, from its completion")
+	fs.DurationVar(&f.lease, "lease", 0, "how long the key of a request whose process died (kill -9, a crash) stays held before a retry may run it again; with -redis and -postgres, a running request renews it (default: the store's, 5m for a data directory, 30s for -redis and -postgres)")
 	fs.Func("durability", "`mode`: synced (fsync before a response is sent) or relaxed (respond first, fsync in the background at once) (default synced)",
 		func(s string) (err error) {
 			f.durability, err = engine.ParseDurability(s)
@@ -159,6 +165,9 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	})
 	fs.DurationVar(&f.waitTimeout, "wait-timeout", idemhttp.DefaultWaitTimeout, "how long a duplicate waits for the running request before it gets 409 in progress")
 	fs.StringVar(&f.redisFile, "redis-file", "", "read the -redis URL (which may hold a password) from `file`, so that it is not on the command line")
+	fs.StringVar(&f.postgresURL, "postgres", "", "keep records in PostgreSQL at `URL` (postgres://user:password@host:port/db) instead of the data directory, for many replicas: the table idemkv_records, created on first use (see idemkv migrate)")
+	fs.StringVar(&f.postgresFile, "postgres-file", "", "read the -postgres URL (which may hold a password) from `file`, so that it is not on the command line")
+	fs.BoolVar(&f.postgresNoMigrate, "postgres-no-migrate", false, "do not create or upgrade the -postgres schema (the role may lack the right): check it, and refuse to start if idemkv migrate has not been run")
 	fs.StringVar(&f.adminToken, "admin-token", "", "bearer `token` that every admin path but /healthz and /readyz requires (the admin API under /admin/, /metrics); required when -admin listens beyond loopback; better from the environment or -admin-token-file")
 	fs.StringVar(&f.adminTokenFile, "admin-token-file", "", "read -admin-token from `file`")
 	fs.BoolVar(&f.accessLog, "access-log", false, "log one line per request the middleware handles (outcome, endpoint, key, request ids, status, recorded, attempt, duration), at level info")
@@ -218,15 +227,14 @@ type store = engine.Store
 
 // openStore opens the store the flags name.
 func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
-	if f.redisFile != "" {
-		if f.redisURL != "" {
-			return nil, "", errors.New("give -redis or -redis-file, not both")
-		}
-		b, err := os.ReadFile(f.redisFile)
-		if err != nil {
-			return nil, "", fmt.Errorf("-redis-file: %w", err)
-		}
-		f.redisURL = strings.TrimSpace(string(b))
+	if err := urlFromFile("redis", &f.redisURL, f.redisFile); err != nil {
+		return nil, "", err
+	}
+	if err := urlFromFile("postgres", &f.postgresURL, f.postgresFile); err != nil {
+		return nil, "", err
+	}
+	if f.redisURL != "" && f.postgresURL != "" {
+		return nil, "", errors.New("give -redis or -postgres, not both")
 	}
 	secret, err := readSecret(f.scopeSecretFile, scopeSecretEnv)
 	if err != nil {
@@ -240,13 +248,30 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 	if previous != nil {
 		previousList = [][]byte{previous}
 	}
+	if (f.redisURL != "" || f.postgresURL != "") && secret == nil {
+		flag := "-redis"
+		if f.postgresURL != "" {
+			flag = "-postgres"
+		}
+		return nil, "", fmt.Errorf("%s needs a scope secret, the same on every replica: set %s or give -scope-secret-file (what credentials are digested with; at least %d bytes)", flag, scopeSecretEnv, engine.MinScopeSecretLen)
+	}
+	if f.postgresURL != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st, err := pgstore.Open(ctx, f.postgresURL, &pgstore.Options{TTL: f.ttl, Lease: f.lease, NoMigrate: f.postgresNoMigrate,
+			ScopeSecret: secret, PreviousScopeSecrets: previousList})
+		if err != nil {
+			return nil, "", err
+		}
+		return st, redactURL(f.postgresURL), nil
+	}
 	if f.redisURL != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if secret == nil {
 			return nil, "", fmt.Errorf("-redis needs a scope secret, the same on every replica: set %s or give -scope-secret-file (what credentials are digested with; at least %d bytes)", scopeSecretEnv, engine.MinScopeSecretLen)
 		}
-		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, AllowNoPersistence: f.redisNoPersistence,
+		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, Lease: f.lease, AllowNoPersistence: f.redisNoPersistence,
 			ScopeSecret: secret, PreviousScopeSecrets: previousList})
 		if errors.Is(err, redisstore.ErrNoPersistence) {
 			return nil, "", fmt.Errorf("%w; turn on appendonly (or save points) on the server, or accept it with -redis-no-persistence", err)
@@ -266,7 +291,7 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 		// operator learns that the records are gone.
 		logger.Warn("the data directory does not exist: creating a new, empty one (if it held records before, they are not here)", "dir", f.data)
 	}
-	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Durability: f.durability, Logger: logger,
+	eng, err := engine.Open(f.data, &engine.Options{TTL: f.ttl, Lease: f.lease, Durability: f.durability, Logger: logger,
 		ScopeSecret: secret, PreviousScopeSecrets: previousList})
 	if err != nil {
 		return nil, "", err
@@ -307,11 +332,28 @@ func readSecret(file, env string) ([]byte, error) {
 	return b, nil
 }
 
-// redactURL hides a password in a Redis URL, for logs.
+// urlFromFile reads the URL of -name from file, if given (a URL may hold
+// a password, which a command line shows to every user of the machine).
+func urlFromFile(name string, u *string, file string) error {
+	if file == "" {
+		return nil
+	}
+	if *u != "" {
+		return fmt.Errorf("give -%s or -%s-file, not both", name, name)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("-%s-file: %w", name, err)
+	}
+	*u = strings.TrimSpace(string(b))
+	return nil
+}
+
+// redactURL hides a password in a store's URL, for logs.
 func redactURL(u string) string {
 	p, err := url.Parse(u)
 	if err != nil {
-		return "redis"
+		return "the store's URL"
 	}
 	return p.Redacted()
 }

@@ -168,7 +168,7 @@ func (o *Options) withDefaults() (Options, error) {
 		c.MaxBodySize = 16 << 20
 	}
 	if c.Table == "" {
-		c.Table = "idemkv_records"
+		c.Table = defaultTable
 	}
 	if c.SweepEvery == 0 {
 		c.SweepEvery = time.Minute

@@ -10,6 +10,7 @@ import (
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // The schema. Options.Table (default idemkv_records) names the records
@@ -249,6 +250,9 @@ const (
 	sweepSQL      = `DELETE FROM {T} WHERE k IN (SELECT k FROM {T} WHERE exp < clock_timestamp() ORDER BY exp LIMIT $1 FOR UPDATE SKIP LOCKED)`
 )
 
+// defaultTable is Options.Table's default.
+const defaultTable = "idemkv_records"
+
 // tableName is what Options.Table may be: a plain lower-case SQL
 // identifier, short enough for the names made from it.
 var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
@@ -257,31 +261,46 @@ var tableName = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}$`)
 func sqlFor(table, q string) string { return strings.ReplaceAll(q, "{T}", table) }
 
 // Migrate creates the Store's schema where it is missing, or brings it to
-// this version, under an advisory lock so that replicas starting at once
-// do not race. It is idempotent; Open calls it unless Options.NoMigrate.
-// A schema of a later version (written by a newer idemkv) is refused with
-// an error matching ErrSchema.
+// this version (see the package function Migrate). Open calls it unless
+// Options.NoMigrate.
 func (s *Store) Migrate(ctx context.Context) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
-	tx, err := s.pool.Begin(ctx)
+	return Migrate(ctx, s.pool, s.opts.Table)
+}
+
+// Migrate creates the schema of the records table named table (""
+// means the default, idemkv_records) where it is missing, or brings it to
+// this version, under an advisory lock so that replicas starting at once
+// do not race. It is idempotent. A schema of a later version (written by
+// a newer idemkv) is refused with an error matching ErrSchema. It is what
+// `idemkv migrate` runs, for deployments whose services' role may not
+// create tables (Options.NoMigrate).
+func Migrate(ctx context.Context, pool *pgxpool.Pool, table string) error {
+	if table == "" {
+		table = defaultTable
+	}
+	if !tableName.MatchString(table) {
+		return fmt.Errorf("%w: Table %q must be a lower-case SQL identifier of at most 41 characters", engine.ErrInvalid, table)
+	}
+	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return storageErr("migrate", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "idemkv schema "+s.opts.Table); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, "idemkv schema "+table); err != nil {
 		return storageErr("migrate", err)
 	}
-	if v, err := readVersion(ctx, tx, s.opts.Table); err != nil {
+	if v, err := readVersion(ctx, tx, table); err != nil {
 		return err
 	} else if v > schemaVersion {
-		return fmt.Errorf("%w: table %s has schema version %d, this idemkv knows %d", ErrSchema, s.opts.Table, v, schemaVersion)
+		return fmt.Errorf("%w: table %s has schema version %d, this idemkv knows %d", ErrSchema, table, v, schemaVersion)
 	}
-	if _, err := tx.Exec(ctx, sqlFor(s.opts.Table, schemaSQL)); err != nil {
+	if _, err := tx.Exec(ctx, sqlFor(table, schemaSQL)); err != nil {
 		return storageErr("migrate", err)
 	}
-	if _, err := tx.Exec(ctx, sqlFor(s.opts.Table, `INSERT INTO {T}_meta (name, value) VALUES ('schema', $1)
+	if _, err := tx.Exec(ctx, sqlFor(table, `INSERT INTO {T}_meta (name, value) VALUES ('schema', $1)
 		ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value`), strconv.Itoa(schemaVersion)); err != nil {
 		return storageErr("migrate", err)
 	}
