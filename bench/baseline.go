@@ -77,6 +77,10 @@ func openSystem(name, dir string, cfg Config, d *dataset, prefill bool) (system,
 		return openRedisSystem(cfg.Redis, max(cfg.Concurrency, cfg.maxConcurrency), d)
 	case "idemkv-redis":
 		return openRedisStoreSystem(cfg.Redis, max(cfg.Concurrency, cfg.maxConcurrency), d)
+	case "postgres":
+		return openPGSystem(cfg.Postgres, max(cfg.Concurrency, cfg.maxConcurrency), d)
+	case "idemkv-postgres":
+		return openPGStoreSystem(cfg.Postgres, max(cfg.Concurrency, cfg.maxConcurrency), d)
 	}
 	return nil, fmt.Errorf("%w: unknown system %q", ErrInvalid, name)
 }

@@ -172,10 +172,21 @@ type Config struct {
 	// records them. The run's keys are deleted afterwards.
 	Redis string
 
-	// Backend, "redis", also measures idemkv on its Redis backend
-	// (package engine/redisstore) on the server at Redis, beside the
-	// embedded engine and the hand-written Redis pattern. Default ""
-	// (the embedded engine only).
+	// Postgres, if set, is the URL of a PostgreSQL database in which
+	// another baseline is measured, unless NoBaselines: the
+	// claim/complete pattern written by hand with pgx (INSERT … ON
+	// CONFLICT DO NOTHING of a claimed row with a lease expiry, then an
+	// UPDATE storing the response and the record's expiry; a SELECT for
+	// a retry), in a table of the run's own, dropped afterwards. The
+	// server's settings apply; the report records its fsync and
+	// synchronous_commit.
+	Postgres string
+
+	// Backend, "redis" or "postgres", also measures idemkv on that
+	// backend (package engine/redisstore on the server at Redis, or
+	// engine/pgstore in the database at Postgres), beside the embedded
+	// engine and the hand-written pattern. Default "" (the embedded
+	// engine only).
 	Backend string
 
 	// maxConcurrency is the highest concurrency of the run (sweeps), for
@@ -219,10 +230,12 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: negative Concurrency, BodySize, Ops, Keys, Records or Warmup", ErrInvalid)
 	case c.Keys > 0 && !c.Workload.retries():
 		return c, fmt.Errorf("%w: Keys needs the replay, replay-cold or conflict workload", ErrInvalid)
-	case c.Backend != "" && c.Backend != "pebble" && c.Backend != "redis":
-		return c, fmt.Errorf("%w: unknown backend %q (want pebble or redis)", ErrInvalid, c.Backend)
+	case c.Backend != "" && c.Backend != "pebble" && c.Backend != "redis" && c.Backend != "postgres":
+		return c, fmt.Errorf("%w: unknown backend %q (want pebble, redis or postgres)", ErrInvalid, c.Backend)
 	case c.Backend == "redis" && c.Redis == "":
 		return c, fmt.Errorf("%w: backend redis needs the URL of a Redis server (Config.Redis)", ErrInvalid)
+	case c.Backend == "postgres" && c.Postgres == "":
+		return c, fmt.Errorf("%w: backend postgres needs the URL of a PostgreSQL database (Config.Postgres)", ErrInvalid)
 	case c.Ops > maxRecords || c.Records > maxRecords || c.Warmup > maxRecords:
 		return c, fmt.Errorf("%w: Ops, Records or Warmup above %d", ErrInvalid, maxRecords)
 	case c.Workload != Mixed && (c.ReplayRatio != 0 || c.ConflictRatio != 0):
@@ -310,14 +323,29 @@ func RunSweep(ctx context.Context, cfg Config, concurrency []int) (Sweep, error)
 			sweep[k].RedisPersistence = desc
 		}
 	}
-	switch {
-	case cfg.NoBaselines:
+	if cfg.Postgres != "" {
+		desc, err := PostgresSettings(ctx, cfg.Postgres)
+		if err != nil {
+			return sweep, fmt.Errorf("bench: %w", err)
+		}
+		for k := range sweep {
+			sweep[k].PostgresSettings = desc
+		}
+	}
+	if cfg.NoBaselines {
 		names = names[:1]
-	case cfg.Redis != "":
+	}
+	if cfg.Redis != "" && !cfg.NoBaselines {
 		names = append(slices.Clip(names), "redis")
 	}
 	if cfg.Backend == "redis" {
 		names = append(slices.Clip(names), "idemkv-redis")
+	}
+	if cfg.Postgres != "" && !cfg.NoBaselines {
+		names = append(slices.Clip(names), "postgres")
+	}
+	if cfg.Backend == "postgres" {
+		names = append(slices.Clip(names), "idemkv-postgres")
 	}
 	for _, name := range names {
 		open := func(prefill bool) (system, error) {

@@ -110,6 +110,9 @@ type Report struct {
 	// RedisPersistence describes the Redis baseline server's persistence
 	// settings (see Config.Redis); empty without it.
 	RedisPersistence string `json:",omitempty"`
+	// PostgresSettings describes the PostgreSQL server's durability
+	// settings (see Config.Postgres); empty without it.
+	PostgresSettings string `json:",omitempty"`
 }
 
 // Result returns the named system's result.
@@ -175,6 +178,9 @@ func (r Report) describe(sweep bool) string {
 		wl, c.Durability, wo, conc, c.BodySize, r.BodyLen, c.Ops, c.Records, c.Warmup, r.GoVersion, r.GOMAXPROCS)
 	if r.RedisPersistence != "" {
 		line += " redis: " + r.RedisPersistence
+	}
+	if r.PostgresSettings != "" {
+		line += " postgres: " + r.PostgresSettings
 	}
 	return line
 }

@@ -56,7 +56,8 @@ func runBench(args []string) error {
 	fs.StringVar(&cfg.Dir, "dir", "", "`directory` in which to create the temporary data directories (default the system's temporary directory)")
 	baselines := fs.Bool("baselines", true, "also measure the map and raw Pebble baselines")
 	fs.StringVar(&cfg.Redis, "redis", "", "also measure the claim/complete pattern by hand on the Redis server at `URL` (redis://127.0.0.1:6379/0); its persistence settings apply and are reported")
-	fs.StringVar(&cfg.Backend, "backend", "", "`store`: redis also measures idemkv on its Redis backend (engine/redisstore) on the -redis server, beside the embedded engine")
+	fs.StringVar(&cfg.Postgres, "postgres", "", "also measure the claim/complete pattern by hand (INSERT … ON CONFLICT DO NOTHING, then UPDATE) in the PostgreSQL database at `URL`, in a table of the run's own; its fsync and synchronous_commit apply and are reported")
+	fs.StringVar(&cfg.Backend, "backend", "", "`store`: redis (or postgres) also measures idemkv on its Redis backend (engine/redisstore) on the -redis server (its PostgreSQL backend, engine/pgstore, in the -postgres database), beside the embedded engine")
 	asCSV := fs.Bool("csv", false, "print CSV instead of a table")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	chart := fs.String("chart", "", "also draw throughput and p99 latency against concurrency, as SVG, into `file`")
@@ -91,10 +92,12 @@ func runBench(args []string) error {
 		problem = "-warmup does not go with -churn (it measures from an empty store)"
 	case !*churn && (set["ttl"] || set["width"] || set["duration"]):
 		problem = "-ttl, -width and -duration go with -churn"
-	case (*overHTTP || *churn) && cfg.Redis != "":
-		problem = "-redis is a baseline: not with -http or -churn"
+	case (*overHTTP || *churn) && (cfg.Redis != "" || cfg.Postgres != ""):
+		problem = "-redis and -postgres are baselines: not with -http or -churn"
 	case cfg.Backend == "redis" && cfg.Redis == "":
 		problem = "-backend redis needs -redis URL"
+	case cfg.Backend == "postgres" && cfg.Postgres == "":
+		problem = "-backend postgres needs -postgres URL"
 	}
 	if problem != "" {
 		fmt.Fprintln(fs.Output(), problem)

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // claim is the PostgreSQL side of an engine.Claim: it renews the lease
@@ -122,9 +124,37 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	var n int32
-	err = s.pool.QueryRow(ctx, s.sql.complete, c.ek, c.cid, val, ttl.Milliseconds(), rid, s.channel()).Scan(&n)
+	n, err := c.store(ctx, s.pool, val, ttl, rid)
 	return c.completed(ctx, n, err)
+}
+
+// execer is a pool or a transaction.
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// store writes the completed record val if the claim is still this
+// one's: 1, or 0 if it is lost. The fast path is one update; a waiting
+// Begin (w) is then notified by a second statement. Only if the update
+// found no open claim of this claim id is the complete function asked
+// (a repeat of this call finds its record completed, and answers 1).
+func (c *claim) store(ctx context.Context, db execer, val []byte, ttl time.Duration, rid string) (int32, error) {
+	s := c.s
+	var waited bool
+	err := db.QueryRow(ctx, s.sql.store, c.ek, c.cid, val, rid, ttl.Milliseconds()).Scan(&waited)
+	switch {
+	case err == nil && waited:
+		_, err = db.Exec(ctx, s.sql.notify, s.channel(), notifyKey(c.ek))
+		return 1, err
+	case err == nil:
+		return 1, nil
+	case !errors.Is(err, pgx.ErrNoRows):
+		return 0, err
+	}
+	var n int32
+	err = db.QueryRow(ctx, s.sql.complete, c.ek, c.cid, val, ttl.Milliseconds(), rid, s.channel()).Scan(&n)
+	return n, err
 }
 
 // completed counts the end of a Complete whose function answered n, err;
@@ -161,8 +191,7 @@ func (c *claim) completeTx(ctx context.Context, tx pgx.Tx, resp engine.Response)
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	var n int32
-	err = tx.QueryRow(ctx, s.sql.complete, c.ek, c.cid, val, ttl.Milliseconds(), rid, s.channel()).Scan(&n)
+	n, err := c.store(ctx, tx, val, ttl, rid)
 	if err == nil && n == 0 {
 		_ = tx.Rollback(ctx)
 		s.st.LeasesLost.Add(1)

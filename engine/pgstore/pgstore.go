@@ -230,7 +230,7 @@ type Store struct {
 
 // statements are the Store's SQL, with its table's name filled in.
 type statements struct {
-	begin, complete, release, del, renew, checkpoint, get, list, sweep string
+	claim, store, notify, begin, complete, release, del, renew, checkpoint, get, list, sweep string
 }
 
 var _ engine.Store = (*Store)(nil)
@@ -251,6 +251,7 @@ func New(pool *pgxpool.Pool, o *Options) (*Store, error) {
 	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
 	t := opts.Table
 	s := &Store{pool: pool, opts: opts, id: hex.EncodeToString(b[:]), scoper: scoper, sql: statements{
+		claim: sqlFor(t, claimSQL), store: sqlFor(t, storeSQL), notify: notifySQL,
 		begin: sqlFor(t, beginSQL), complete: sqlFor(t, completeSQL), release: sqlFor(t, releaseSQL),
 		del: sqlFor(t, deleteSQL), renew: sqlFor(t, renewSQL), checkpoint: sqlFor(t, checkpointSQL),
 		get: sqlFor(t, getSQL), list: sqlFor(t, listSQL), sweep: sqlFor(t, sweepSQL),
@@ -373,8 +374,23 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 		wait = s.opts.WhenInProgress
 	}
 	ek := req.Key.Append(nil)
+	fresh := true
 	ask := func() (engine.Result, time.Duration, error) {
 		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
+		if fresh {
+			// The fast path: a new key is claimed by one insert.
+			fresh = false
+			ca := time.Now().UnixNano()
+			tag, err := s.pool.Exec(ctx, s.sql.claim, ek, int16(req.Fingerprint.Version), int64(req.Fingerprint.Sum),
+				req.RequestID, cid, ca, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds())
+			if err != nil {
+				return engine.Result{}, 0, s.queryErr("begin", ctx, err)
+			}
+			if tag.RowsAffected() == 1 {
+				one, att := int64(1), int32(1)
+				return s.answer(ek, cid, req, &answer{kind: "p", tok: &one, att: &att, ca: &ca})
+			}
+		}
 		var a answer
 		err := s.pool.QueryRow(ctx, s.sql.begin, ek, int16(req.Fingerprint.Version), int64(req.Fingerprint.Sum),
 			req.RequestID, cid, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(), time.Now().UnixNano(),
