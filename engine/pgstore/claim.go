@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/internal/sharedstore"
 	"github.com/idemkv/idemkv/record"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -43,35 +44,18 @@ func (s *Store) newClaim(ek []byte, cid string, info engine.ClaimInfo) *claim {
 	return c
 }
 
-// renew extends the lease every RenewEvery until the claim ends, the lease
-// is lost, MaxHold has passed or the Store closes. A failed renewal is
-// retried at the next tick; if the lease runs out meanwhile, another
-// replica may take the key over and Complete will fail with
-// engine.ErrLeaseLost. (While a CompleteTx transaction holds the row's
-// lock, a renewal waits for it, up to RenewEvery.)
+// renew renews the lease until the claim ends (see sharedstore.Renewal).
+// While a CompleteTx transaction holds the row's lock, a renewal waits for
+// it (up to RenewEvery), then finds the claim completed and stops.
 func (c *claim) renew() {
 	s := c.s
 	defer s.work.Done()
-	t := time.NewTicker(s.opts.RenewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			if time.Since(c.start) >= s.opts.MaxHold {
-				return // the lease now runs out: a forgotten claim is not held forever
-			}
-			ctx, cancel := context.WithTimeout(s.ctx, s.opts.RenewEvery)
+	sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
+		Renew: func(ctx context.Context) (bool, error) {
 			tag, err := s.pool.Exec(ctx, s.sql.renew, c.ek, c.cid, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds())
-			cancel()
-			if err == nil && tag.RowsAffected() == 0 {
-				return // lost (someone took the key over), or completed
-			}
-		}
-	}
+			return tag.RowsAffected() != 0, err
+		},
+	}.Run(s.ctx, c.done)
 }
 
 func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }

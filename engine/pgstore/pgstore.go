@@ -143,29 +143,11 @@ func (o *Options) withDefaults() (Options, error) {
 	if o != nil {
 		c = *o
 	}
-	if c.TTL == 0 {
-		c.TTL = 24 * time.Hour
-	}
-	if c.Lease == 0 {
-		c.Lease = 30 * time.Second
-	}
-	if c.RenewEvery == 0 {
-		c.RenewEvery = c.Lease / 3
-	}
-	if c.MaxHold == 0 {
-		c.MaxHold = 5 * time.Minute
-	}
-	if c.WhenInProgress == engine.DefaultWait {
-		c.WhenInProgress = engine.Wait
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = 2 * time.Millisecond
-	}
-	if c.MaxPollInterval == 0 {
-		c.MaxPollInterval = time.Second
-	}
-	if c.MaxBodySize == 0 {
-		c.MaxBodySize = 16 << 20
+	err := sharedstore.Common{TTL: &c.TTL, Lease: &c.Lease, RenewEvery: &c.RenewEvery, MaxHold: &c.MaxHold,
+		WhenInProgress: &c.WhenInProgress, PollInterval: &c.PollInterval, MaxPollInterval: &c.MaxPollInterval,
+		MaxBodySize: &c.MaxBodySize, ScopeSecret: c.ScopeSecret}.Defaults()
+	if err != nil {
+		return c, err
 	}
 	if c.Table == "" {
 		c.Table = defaultTable
@@ -177,24 +159,10 @@ func (o *Options) withDefaults() (Options, error) {
 		c.SweepBatch = 1000
 	}
 	switch {
-	case c.TTL < time.Millisecond || c.Lease < 3*time.Millisecond:
-		return c, fmt.Errorf("%w: TTL %v and Lease %v must be at least 1ms and 3ms", engine.ErrInvalid, c.TTL, c.Lease)
-	case c.RenewEvery > c.Lease/2:
-		return c, fmt.Errorf("%w: RenewEvery %v must be at most half of Lease %v", engine.ErrInvalid, c.RenewEvery, c.Lease)
-	case c.MaxHold < 0:
-		return c, fmt.Errorf("%w: MaxHold %v", engine.ErrInvalid, c.MaxHold)
-	case c.WhenInProgress > engine.NoWait:
-		return c, fmt.Errorf("%w: unknown wait policy %d", engine.ErrInvalid, c.WhenInProgress)
-	case c.PollInterval < 0 || c.MaxPollInterval < c.PollInterval:
-		return c, fmt.Errorf("%w: PollInterval %v, MaxPollInterval %v", engine.ErrInvalid, c.PollInterval, c.MaxPollInterval)
-	case c.MaxBodySize < 0 || c.MaxBodySize > codec.MaxLen:
-		return c, fmt.Errorf("%w: MaxBodySize %d", engine.ErrInvalid, c.MaxBodySize)
 	case !tableName.MatchString(c.Table):
 		return c, fmt.Errorf("%w: Table %q must be a lower-case SQL identifier of at most 41 characters", engine.ErrInvalid, c.Table)
 	case c.SweepBatch < 1:
 		return c, fmt.Errorf("%w: SweepBatch %d", engine.ErrInvalid, c.SweepBatch)
-	case c.ScopeSecret == nil:
-		return c, fmt.Errorf("%w: ScopeSecret is required: a secret of at least %d bytes, the same on every replica (the credentials of requests are stored as digests keyed with it)", engine.ErrInvalid, engine.MinScopeSecretLen)
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
+	"github.com/idemkv/idemkv/engine/internal/sharedstore"
 	"github.com/idemkv/idemkv/record"
 )
 
@@ -39,35 +40,17 @@ func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo) *claim {
 	return c
 }
 
-// renew extends the lease every RenewEvery until the claim ends, the lease
-// is lost, MaxHold has passed or the Store closes. A failed renewal is
-// retried at the next tick; if the lease runs out meanwhile, another
-// replica may take the key over and Complete will fail with
-// engine.ErrLeaseLost.
+// renew renews the lease until the claim ends (see sharedstore.Renewal).
 func (c *claim) renew() {
 	s := c.s
 	defer s.work.Done()
-	t := time.NewTicker(s.opts.RenewEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.done:
-			return
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-			if time.Since(c.start) >= s.opts.MaxHold {
-				return // the lease now runs out: a forgotten claim is not held forever
-			}
-			ctx, cancel := context.WithTimeout(s.ctx, s.opts.RenewEvery)
+	sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
+		Renew: func(ctx context.Context) (bool, error) {
 			n, err := renewScript.Run(ctx, s.c, []string{c.rk}, c.cid,
 				s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
-			cancel()
-			if err == nil && n == 0 {
-				return // lost: someone took the key over
-			}
-		}
-	}
+			return n != 0, err
+		},
+	}.Run(s.ctx, c.done)
 }
 
 func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }
