@@ -346,18 +346,33 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 	ask := func() (engine.Result, time.Duration, error) {
 		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
 		if fresh {
-			// The fast path: a new key is claimed by one insert.
+			// The fast path (see claimSQL): a new key's claim, or a
+			// completed record, in one statement.
 			fresh = false
 			ca := time.Now().UnixNano()
-			tag, err := s.pool.Exec(ctx, s.sql.claim, ek, int16(req.Fingerprint.Version), int64(req.Fingerprint.Sum),
-				req.RequestID, cid, ca, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds())
-			if err != nil {
-				return engine.Result{}, 0, s.queryErr("begin", ctx, err)
-			}
-			if tag.RowsAffected() == 1 {
+			var (
+				inserted bool
+				st, rid  string
+				fpv      int16
+				fps      int64
+				rec      []byte
+			)
+			err := s.pool.QueryRow(ctx, s.sql.claim, ek, int16(req.Fingerprint.Version), int64(req.Fingerprint.Sum),
+				req.RequestID, cid, ca, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).
+				Scan(&inserted, &st, &fpv, &fps, &rid, &rec)
+			switch {
+			case err == nil && inserted:
 				one, att := int64(1), int32(1)
 				return s.answer(ek, cid, req, &answer{kind: "p", tok: &one, att: &att, ca: &ca})
+			case err == nil && st == "c" && fpv == int16(req.Fingerprint.Version) && fps == int64(req.Fingerprint.Sum):
+				return s.answer(ek, cid, req, &answer{kind: "r", rec: rec})
+			case err == nil && st == "c":
+				return s.answer(ek, cid, req, &answer{kind: "x", rid: &rid, rec: rec})
+			case err != nil && !errors.Is(err, pgx.ErrNoRows):
+				return engine.Result{}, 0, s.queryErr("begin", ctx, err)
 			}
+			// A claim in flight, an expired row, or a row not yet in
+			// this statement's snapshot: the function decides.
 		}
 		var a answer
 		err := s.pool.QueryRow(ctx, s.sql.begin, ek, int16(req.Fingerprint.Version), int64(req.Fingerprint.Sum),
