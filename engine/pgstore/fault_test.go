@@ -122,3 +122,32 @@ func TestAnotherSecretIsRefused(t *testing.T) {
 		t.Fatalf("the old secret after the rotation: %v, want ErrScopeSecret", err)
 	}
 }
+
+// TestADamagedRecordIsNeverReplayed: a stored record whose bytes were
+// damaged (here by a statement behind the store's back) is refused with
+// ErrCorrupt by Begin and Get, never replayed, nor taken for a new key;
+// Delete removes it, after which the key runs again.
+func TestADamagedRecordIsNeverReplayed(t *testing.T) {
+	f := newTxFixture(t, pgstore.Options{})
+	res := beginAs(t, f.store, txReq("k", "a"), engine.Proceed)
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte(`{"paid":true}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pool.Exec(ctx, `UPDATE `+f.o.Table+` SET rec = set_byte(rec, length(rec) / 2, get_byte(rec, length(rec) / 2) # 1)`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := f.store.Begin(ctx, txReq("k", "a")); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("Begin of a damaged record: %v, %v; want ErrCorrupt", res.Outcome, err)
+	}
+	if _, err := f.store.Get(ctx, txKey("k")); !errors.Is(err, engine.ErrCorrupt) {
+		t.Fatalf("Get of a damaged record: %v; want ErrCorrupt", err)
+	}
+	// A state that is neither claimed nor completed cannot be stored.
+	if _, err := f.pool.Exec(ctx, `UPDATE `+f.o.Table+` SET st = 'z'`); err == nil {
+		t.Fatal("the table took a row in an unknown state")
+	}
+	if err := f.store.Delete(ctx, txKey("k")); err != nil {
+		t.Fatalf("Delete of a damaged record: %v", err)
+	}
+	beginAs(t, f.store, txReq("k", "a"), engine.Proceed)
+}

@@ -69,7 +69,7 @@ const schemaVersion = 1
 const schemaSQL = `
 CREATE TABLE IF NOT EXISTS {T} (
 	k    bytea PRIMARY KEY,
-	st   "char" NOT NULL,
+	st   "char" NOT NULL CHECK (st IN ('f', 'c')),
 	fpv  smallint NOT NULL,
 	fps  bigint NOT NULL,
 	rid  text NOT NULL,
