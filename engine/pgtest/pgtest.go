@@ -343,8 +343,9 @@ func (s *server) shutdown() {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		signalGroup(s.cmd)
+		gone := signalGroup(s.cmd)
 		<-done
+		gone()
 	}
 	s.cmd = nil
 }

@@ -31,8 +31,11 @@ func TestStartGivesEachTestItsOwnDatabase(t *testing.T) {
 	}
 }
 
-// TestServerStopsAndStartsAgain: a launched server stops (connections
-// fail) and starts again with its data.
+// TestServerStopsAndStartsAgain: a launched server stops, as a crash
+// would: a connection opened before fails (PostgreSQL's backends are in
+// sessions of their own, so killing the postmaster's group alone left them
+// answering for a moment, and holding the shared memory that the restart
+// needs); new connections fail; it starts again with its data.
 func TestServerStopsAndStartsAgain(t *testing.T) {
 	ctx := context.Background()
 	s := pgtest.Launch(t, nil)
@@ -43,8 +46,11 @@ func TestServerStopsAndStartsAgain(t *testing.T) {
 	if _, err := c.Exec(ctx, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)"); err != nil {
 		t.Fatal(err)
 	}
-	c.Close(ctx)
 	s.Stop()
+	if _, err := c.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("a connection made before Stop still answers")
+	}
+	c.Close(ctx)
 	if c, err := pgx.Connect(ctx, s.URL("postgres")); err == nil {
 		c.Close(ctx)
 		t.Fatal("connected to a stopped server")

@@ -2,6 +2,18 @@
 
 package pgtest
 
-import "syscall"
+import (
+	"os/exec"
+	"syscall"
+)
 
 func setDeathSignal(*syscall.SysProcAttr) {}
+
+// signalGroup kills the server's process group (its backends, in sessions
+// of their own, notice the postmaster's death soon after).
+func signalGroup(cmd *exec.Cmd) (waitGone func()) {
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	return func() {}
+}

@@ -21,15 +21,10 @@ func sysProcAttr(cred *credential) *syscall.SysProcAttr {
 	return a
 }
 
-// killGroup kills cmd's process group and waits for cmd.
+// killGroup kills the server and every process of it (see signalGroup)
+// and waits until they have exited.
 func killGroup(cmd *exec.Cmd) {
-	signalGroup(cmd)
+	gone := signalGroup(cmd)
 	_ = cmd.Wait()
-}
-
-// signalGroup kills cmd's process group.
-func signalGroup(cmd *exec.Cmd) {
-	if cmd.Process != nil {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	}
+	gone()
 }
