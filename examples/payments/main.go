@@ -93,7 +93,10 @@ func (p *payments) create(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	call, _ := idemhttp.FromContext(ctx)
 	key := call.Key.Key
-	tag := fmt.Sprintf("%s a%d", key, call.Attempt) // who did a side effect
+	// Who did a side effect: the attempt, and the request (two attempts
+	// can have one number: a claim whose lease a crash lost before it
+	// was written is claimed afresh, as attempt 1, without Recovered).
+	tag := fmt.Sprintf("%s a%d/%s", key, call.Attempt, call.RequestID)
 	var req struct {
 		Amount int64 `json:"amount"`
 	}
@@ -163,7 +166,7 @@ func randomID() string {
 }
 
 // ledger is the side effects: append-only files, one fsynced line per
-// effect, "<idempotency key> a<attempt> <detail>".
+// effect, "<idempotency key> a<attempt>/<request id> <detail>".
 type ledger struct {
 	dir string
 	mu  sync.Mutex
