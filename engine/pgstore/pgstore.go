@@ -12,8 +12,10 @@
 // # How it works
 //
 // Each record is one row of a table (layout in schema.go), keyed by the
-// encoded key. Every decision is one PL/pgSQL function, atomic under the
-// row's lock, so Begin, Complete and Release are one round trip each:
+// encoded key. A new key's claim, a completed record's replay and a
+// claim's own completion are one plain statement each; every other
+// decision is a PL/pgSQL function, atomic under the row's lock (a second
+// round trip, for a request in flight or an expired lease):
 //
 //   - Begin claims a new key with a lease (lease time from the server's
 //     clock, so replicas with skewed clocks agree); answers Replay or
