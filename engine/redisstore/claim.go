@@ -16,18 +16,20 @@ import (
 type claim struct {
 	s     *Store
 	rk    string
-	cid   string // the claim id in the hash (see scripts.go)
+	cid   string // the claim id in the record (see scripts.go, layout.go)
+	v     *value // the claim's record in layout 2; nil in layout 1
 	info  engine.ClaimInfo
 	start time.Time
 	done  chan struct{} // closed to stop renewing
 	once  sync.Once
 }
 
-// newClaim registers a claim made by beginScript and starts renewing it.
-// It returns nil if the Store was closed meanwhile: the caller gives the
-// claim back and answers engine.ErrClosed.
-func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo) *claim {
-	c := &claim{s: s, rk: rk, cid: cid, info: info, start: time.Now(), done: make(chan struct{})}
+// newClaim registers a claim made by Begin (v is its record in layout 2,
+// nil in layout 1) and starts renewing it. It returns nil if the Store
+// was closed meanwhile: the caller gives the claim back and answers
+// engine.ErrClosed.
+func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo, v *value) *claim {
+	c := &claim{s: s, rk: rk, cid: cid, v: v, info: info, start: time.Now(), done: make(chan struct{})}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
@@ -46,8 +48,14 @@ func (c *claim) renew() {
 	defer s.work.Done()
 	sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
 		Renew: func(ctx context.Context) (bool, error) {
-			n, err := renewScript.Run(ctx, s.c, []string{c.rk}, c.cid,
-				s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
+			var n int64
+			var err error
+			if c.v != nil {
+				n, err = renew2Script.Run(ctx, s.c, []string{c.rk}, c.cid, (s.opts.Lease + s.opts.TTL).Milliseconds()).Int64()
+			} else {
+				n, err = renewScript.Run(ctx, s.c, []string{c.rk}, c.cid,
+					s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
+			}
 			return n != 0, err
 		},
 	}.Run(s.ctx, c.done)
@@ -92,12 +100,20 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	n, err := completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, max(ttl.Milliseconds(), 1), rid, s.channel()).Int64()
+	ms := max(ttl.Milliseconds(), 1)
+	var n int64
+	if c.v != nil {
+		cv := *c.v
+		cv.state, cv.ttl, cv.rid, cv.prid, cv.cp, cv.rec = 'c', ms, rid, "", nil, string(val)
+		n, err = complete2Script.Run(ctx, s.c, []string{c.rk}, c.cid, appendValue(nil, &cv), ms, s.channel()).Int64()
+	} else {
+		n, err = completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, rid, s.channel()).Int64()
+	}
 	switch {
 	case err != nil:
 		// Fenced by the claim id: if the write did happen after all,
 		// the record is completed and this does nothing.
-		_ = releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid, s.channel()).Err()
+		_, _ = s.release(ctx, c.rk, c.cid, c.v != nil)
 		err = s.scriptErr("complete", ctx, err)
 		s.st.CountErr(err)
 		return err
@@ -122,8 +138,20 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 		return engine.ErrClosed
 	}
 	ctx = context.WithoutCancel(ctx) // the step happened: record it
-	n, err := checkpointScript.Run(ctx, s.c, []string{c.rk}, c.cid, cp.Phase, cp.Data,
-		s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
+	var n int64
+	var err error
+	if c.v != nil {
+		cv := *c.v
+		cv.cp = &cp
+		n, err = checkpoint2Script.Run(ctx, s.c, []string{c.rk}, c.cid, appendValue(nil, &cv),
+			(s.opts.Lease + s.opts.TTL).Milliseconds()).Int64()
+		if n != 0 {
+			c.v = &cv
+		}
+	} else {
+		n, err = checkpointScript.Run(ctx, s.c, []string{c.rk}, c.cid, cp.Phase, cp.Data,
+			s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds()).Int64()
+	}
 	switch {
 	case err != nil:
 		err = s.scriptErr("checkpoint", ctx, err)
@@ -147,7 +175,7 @@ func (c *claim) Release(ctx context.Context) error {
 		return engine.ErrClosed
 	}
 	ctx = context.WithoutCancel(ctx)
-	n, err := releaseScript.Run(ctx, s.c, []string{c.rk}, c.cid, s.channel()).Int64()
+	n, err := s.release(ctx, c.rk, c.cid, c.v != nil)
 	switch {
 	case err != nil:
 		err = s.scriptErr("release", ctx, err)
@@ -159,4 +187,13 @@ func (c *claim) Release(ctx context.Context) error {
 	}
 	s.st.Releases.Add(1)
 	return nil
+}
+
+// release runs the release script of the claim's layout (layout2, or 1):
+// 1 if the claim is given back or gone, 0 if another holds the key.
+func (s *Store) release(ctx context.Context, rk, cid string, layout2 bool) (int64, error) {
+	if layout2 {
+		return release2Script.Run(ctx, s.c, []string{rk}, cid, s.channel()).Int64()
+	}
+	return releaseScript.Run(ctx, s.c, []string{rk}, cid, s.channel()).Int64()
 }

@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -178,42 +179,79 @@ func TestCompleteFailures(t *testing.T) {
 	_ = got.Claim.Release(ctx)
 }
 
-// TestDamagedHash: a record hash that lost its key field is reported as
-// ErrCorrupt by Begin and Get, never answered from, and Delete removes it.
-func TestDamagedHash(t *testing.T) {
+// TestDamagedRecordIsRefusedAndDeletable: a record damaged on the server
+// — a hash (layout 1) that lost its key field; a string (layout 2) with a
+// byte flipped in its key, its fields or its stored response, or cut
+// short — is reported as ErrCorrupt by Begin and Get, never answered
+// from, and Delete removes it.
+func TestDamagedRecordIsRefusedAndDeletable(t *testing.T) {
 	url := redistest.Start(t, nil)
-	s := openStore(t, url, redisstore.Options{Prefix: "dmg:"})
+	rc := rawClient(t, url)
 	ctx := context.Background()
-	res := proceed(t, s, "k")
-	if err := res.Claim.Complete(ctx, engine.Response{Status: 200}); err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		name   string
+		layout int
+		damage func(rk string) error
+	}{
+		{"hash without its key", 1, func(rk string) error { return rc.HDel(ctx, rk, "k").Err() }},
+		{"string, a byte of the key", 2, func(rk string) error { return flip(ctx, rc, rk, 70) }},
+		{"string, a byte of the fields", 2, func(rk string) error { return flip(ctx, rc, rk, 110) }},
+		{"string, a byte of the response", 2, func(rk string) error { return flip(ctx, rc, rk, -10) }},
+		{"string, the header", 2, func(rk string) error { return rc.SetRange(ctx, rk, 0, "9").Err() }},
+		{"string, cut short", 2, func(rk string) error {
+			v, err := rc.Get(ctx, rk).Result()
+			if err != nil {
+				return err
+			}
+			return rc.Set(ctx, rk, v[:len(v)-5], time.Hour).Err()
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			prefix := fmt.Sprintf("dmg%d:", prefixes.Add(1))
+			s := openStore(t, url, redisstore.Options{Prefix: prefix, Layout: c.layout})
+			res := proceed(t, s, "k")
+			if err := res.Claim.Complete(ctx, engine.Response{Status: 200, Body: []byte(`{"id":"the original response"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			keys, err := rc.Keys(ctx, prefix+"{*").Result()
+			if err != nil || len(keys) != 1 {
+				t.Fatalf("keys %v %v", keys, err)
+			}
+			if err := c.damage(keys[0]); err != nil {
+				t.Fatal(err)
+			}
+			key := record.Key{Scope: "t", Endpoint: "POST /x", Key: "k"}
+			if _, err := s.Get(ctx, key); !errors.Is(err, engine.ErrCorrupt) {
+				t.Fatalf("Get: %v; want ErrCorrupt", err)
+			}
+			if got, err := s.Begin(ctx, request("k")); !errors.Is(err, engine.ErrCorrupt) {
+				t.Fatalf("Begin: %v %v; want ErrCorrupt", got.Outcome, err)
+			}
+			if err := s.Delete(ctx, key); err != nil {
+				t.Fatalf("Delete of the damaged record: %v", err)
+			}
+			if got, err := s.Begin(ctx, request("k")); err != nil || got.Outcome != engine.Proceed {
+				t.Fatalf("after Delete: %v %v", got.Outcome, err)
+			}
+		})
 	}
-	opt, err := redis.ParseURL(url)
+}
+
+// flip inverts the byte at off of the string at rk (from the end if off
+// is negative).
+func flip(ctx context.Context, rc *redis.Client, rk string, off int64) error {
+	n, err := rc.StrLen(ctx, rk).Result()
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
-	rc := redis.NewClient(opt)
-	defer rc.Close()
-	keys, err := rc.Keys(ctx, "dmg:{*").Result()
-	if err != nil || len(keys) != 1 {
-		t.Fatalf("keys %v %v", keys, err)
+	if off < 0 {
+		off += n
 	}
-	if err := rc.HDel(ctx, keys[0], "k").Err(); err != nil {
-		t.Fatal(err)
+	b, err := rc.GetRange(ctx, rk, off, off).Result()
+	if err != nil || len(b) != 1 {
+		return fmt.Errorf("byte %d of %d: %q %v", off, n, b, err)
 	}
-	key := record.Key{Scope: "t", Endpoint: "POST /x", Key: "k"}
-	if _, err := s.Get(ctx, key); !errors.Is(err, engine.ErrCorrupt) {
-		t.Fatalf("Get: %v; want ErrCorrupt", err)
-	}
-	if _, err := s.Begin(ctx, request("k")); !errors.Is(err, engine.ErrCorrupt) {
-		t.Fatalf("Begin: %v; want ErrCorrupt", err)
-	}
-	if err := s.Delete(ctx, key); err != nil {
-		t.Fatalf("Delete of the damaged record: %v", err)
-	}
-	if got, err := s.Begin(ctx, request("k")); err != nil || got.Outcome != engine.Proceed {
-		t.Fatalf("after Delete: %v %v", got.Outcome, err)
-	}
+	return rc.SetRange(ctx, rk, off, string([]byte{b[0] ^ 0x5a})).Err()
 }
 
 // TestOptions: settings that cannot work are refused.

@@ -50,7 +50,6 @@
 package redisstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -125,6 +124,16 @@ type Options struct {
 	// found, for a rotation: keep the old secret here for one TTL (and
 	// MaxHold) after every replica took the new one.
 	PreviousScopeSecrets [][]byte
+	// Layout is the layout a Store writes new records in: 2 (the
+	// default), a Redis string, whose new keys are claimed by one native
+	// SET … NX GET; or 1, a Redis hash, that of versions before it. A
+	// Store reads and answers from both. Versions before layout 2 read
+	// only hashes, and answer a request whose key holds a string with an
+	// error (503 from the middleware; never a second run); so, for a
+	// rolling upgrade from them with no such errors, deploy first with
+	// Layout 1, then, once no replica of an older version is left,
+	// without it.
+	Layout int
 }
 
 func (o *Options) withDefaults() (Options, error) {
@@ -141,7 +150,12 @@ func (o *Options) withDefaults() (Options, error) {
 	if c.Prefix == "" {
 		c.Prefix = "idemkv:"
 	}
+	if c.Layout == 0 {
+		c.Layout = 2
+	}
 	switch {
+	case c.Layout != 1 && c.Layout != 2:
+		return c, fmt.Errorf("%w: Layout %d (1 or 2)", engine.ErrInvalid, c.Layout)
 	case strings.ContainsAny(c.Prefix, "{}"):
 		return c, fmt.Errorf("%w: Prefix %q must not contain braces (they are the hash tag)", engine.ErrInvalid, c.Prefix)
 	}
@@ -153,8 +167,10 @@ type Store struct {
 	c    redis.UniversalClient
 	own  bool // Close closes c
 	opts Options
-	id   string        // random, 128 bits: starts the ids of this Store's claims
+	id   string        // random, 128 bits (32 hex digits): starts the ids of this Store's claims
 	seq  atomic.Uint64 // numbers this Store's claims
+
+	noNXGet atomic.Bool // the server refuses SET NX GET (before Redis 7.0)
 
 	// ctx ends at Close; it stops renewals and waiting Begins.
 	ctx    context.Context
@@ -362,22 +378,226 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 	}
 	ek := req.Key.Append(nil)
 	rk := s.keyOf(ek)
-	fp := fpString(req.Fingerprint)
-	waitFlag := "0"
-	if wait == engine.Wait {
-		waitFlag = "1"
-	}
-	ask := func() (engine.Result, time.Duration, error) {
-		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
-		v, err := beginScript.Run(ctx, s.c, []string{rk},
-			fp, req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
-			strconv.FormatInt(time.Now().UnixNano(), 10), ek, cid, waitFlag).Slice()
+	ask := func() (engine.Result, time.Duration, error) { return s.ask(ctx, rk, ek, req, wait == engine.Wait) }
+	return s.waiter.Begin(ctx, rk, req, wait, ask)
+}
+
+// maxRaces bounds how often one ask reads a record again because it
+// changed between two reads (a claim that ended, a takeover by another
+// replica): each time, another request made progress.
+const maxRaces = 16
+
+// ask makes one decision for Begin: claim, replay, conflict, or in flight
+// (then left is how long the holder's lease still runs). In layout 2 a
+// new key costs one native SET … NX GET, which also answers a replay; a
+// claim found in flight or expired costs a lookScript more, and a
+// takeover a takeoverScript. A hash found under the key (layout 1) is
+// decided by beginScript, which in turn sends a string (layout 2) back
+// here; a Store that writes layout 1 starts there.
+func (s *Store) ask(ctx context.Context, rk string, ek []byte, req engine.Request, wait bool) (engine.Result, time.Duration, error) {
+	ca := time.Now().UnixNano()
+	for range maxRaces {
+		cid := s.newCID()
+		var v string
+		var left int64
+		var looked bool
+		err := errWrongType
+		if s.opts.Layout == 2 {
+			nv := &value{state: 'f', cid: cid, ttl: s.opts.TTL.Milliseconds(), k: string(ek), fp: req.Fingerprint,
+				tok: 1, att: 1, ca: ca, rid: req.RequestID}
+			v, err = s.setNXGet(ctx, rk, appendValue(nil, nv))
+			if errors.Is(err, redis.Nil) {
+				return s.proceed(rk, cid, req, nv)
+			}
+		}
+		if isWrongType(err) {
+			res, inFlight, err1 := s.begin1(ctx, rk, ek, cid, req, wait)
+			if !isWrongType(err1) {
+				return res, inFlight, err1
+			}
+			v, left, err = s.look(ctx, rk, wait)
+			looked = true
+		}
 		if err != nil {
 			return engine.Result{}, 0, s.scriptErr("begin", ctx, err)
 		}
-		return s.answer(rk, cid, req, v)
+		if v == "" {
+			continue // gone, or a hash again: ask again
+		}
+		res, inFlight, again, err := s.decide(ctx, rk, ek, cid, req, wait, v, left, looked)
+		if !again {
+			return res, inFlight, err
+		}
 	}
-	return s.waiter.Begin(ctx, rk, req, wait, ask)
+	return engine.Result{}, 0, storageErr("begin", fmt.Errorf("record %s changed under %d reads in a row", rk, maxRaces))
+}
+
+// newCID returns a new claim id (cidLen characters), never used before by
+// any Store.
+func (s *Store) newCID() string {
+	return s.id + fmt.Sprintf("%016x", s.seq.Add(1))
+}
+
+// errWrongType stands for Redis's WRONGTYPE: a key of the other layout.
+var errWrongType = errors.New("WRONGTYPE")
+
+func isWrongType(err error) bool { return err != nil && strings.Contains(err.Error(), "WRONGTYPE") }
+
+// setNXGet is SET rk val NX GET PX Lease+TTL: redis.Nil if it claimed the
+// key, else the record there. Servers before Redis 7.0 refuse NX with GET;
+// for them it runs claimScript, which does the same.
+func (s *Store) setNXGet(ctx context.Context, rk string, val []byte) (string, error) {
+	px := s.opts.Lease + s.opts.TTL
+	if !s.noNXGet.Load() {
+		v, err := s.c.SetArgs(ctx, rk, val, redis.SetArgs{Mode: "NX", Get: true, TTL: px}).Result()
+		if err == nil || errors.Is(err, redis.Nil) || !strings.Contains(err.Error(), "syntax error") {
+			return v, err
+		}
+		s.noNXGet.Store(true)
+	}
+	return claimScript.Run(ctx, s.c, []string{rk}, val, px.Milliseconds()).Text()
+}
+
+// look runs lookScript: the record in layout 2 and, for a claim, how long
+// its lease still runs; "" if there is none or it is a hash.
+func (s *Store) look(ctx context.Context, rk string, wait bool) (string, int64, error) {
+	v, left, _, err := s.lookHash(ctx, rk, wait)
+	return v, left, err
+}
+
+// lookHash is look that also tells a hash (layout 1) from no record.
+func (s *Store) lookHash(ctx context.Context, rk string, wait bool) (v string, left int64, hash bool, err error) {
+	flag := "0"
+	if wait {
+		flag = "1"
+	}
+	r, err := lookScript.Run(ctx, s.c, []string{rk}, flag).Slice()
+	if err != nil || len(r) == 0 {
+		return "", 0, false, err
+	}
+	v, _ = r[0].(string)
+	if len(r) < 2 {
+		return "", 0, v == "h", nil
+	}
+	left, _ = r[1].(int64)
+	return v, left, false, nil
+}
+
+// decide answers Begin from the record v (layout 2) found under rk, with
+// the claim's lease left (ms) if looked. again reports that the record
+// changed meanwhile: the caller asks again.
+func (s *Store) decide(ctx context.Context, rk string, ek []byte, cid string, req engine.Request, wait bool, v string, left int64, looked bool) (res engine.Result, leftD time.Duration, again bool, err error) {
+	d, err := parseValue(v)
+	switch {
+	case err != nil:
+		return res, 0, false, fmt.Errorf("redisstore: record %s: %w", rk, err)
+	case d.k != string(ek):
+		return res, 0, false, fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
+	case d.state == 'f' && d.cid == cid:
+		// A repeat of this very call (its reply was lost and the
+		// client sent it again): the claim is ours.
+		res, _, err = s.proceed(rk, cid, req, d)
+		return res, 0, false, err
+	case d.state == 'c':
+		if d.fp == req.Fingerprint {
+			r, err := record.Decode([]byte(d.rec))
+			if err != nil {
+				return res, 0, false, fmt.Errorf("redisstore: record %s: %w", rk, err)
+			}
+			return engine.Result{Outcome: engine.Replay, Record: r}, 0, false, nil
+		}
+		res = engine.Result{Outcome: engine.Conflict, OriginalRequestID: d.rid}
+		if r, err := record.Decode([]byte(d.rec)); err == nil {
+			res.Record = r.WithoutBody()
+		}
+		return res, 0, false, nil
+	case !looked:
+		// A claim: how long its lease runs is on the server's clock.
+		v, left, err := s.look(ctx, rk, wait)
+		if err != nil {
+			return res, 0, false, s.scriptErr("begin", ctx, err)
+		}
+		if v == "" {
+			return res, 0, true, nil
+		}
+		return s.decide(ctx, rk, ek, cid, req, wait, v, left, true)
+	case left > 0 && d.fp != req.Fingerprint:
+		return engine.Result{Outcome: engine.Conflict, OriginalRequestID: d.rid}, 0, false, nil
+	case left > 0:
+		return engine.Result{Outcome: engine.InProgress, OriginalRequestID: d.rid}, time.Duration(left) * time.Millisecond, false, nil
+	case d.fp != req.Fingerprint:
+		// An interrupted claim of another request.
+		return engine.Result{Outcome: engine.Conflict, OriginalRequestID: d.rid, Record: &record.Record{
+			State: record.Claimed, RequestID: d.rid, Fingerprint: d.fp, Attempt: d.att,
+			CreatedAt: time.Unix(0, d.ca), Checkpoint: d.cp,
+		}}, 0, false, nil
+	}
+	// The lease ran out: take the claim over, with its recovery point.
+	nv := &value{state: 'f', cid: cid, ttl: s.opts.TTL.Milliseconds(), k: d.k, fp: d.fp,
+		tok: d.tok + 1, att: d.att + 1, ca: d.ca, rid: req.RequestID, prid: d.rid, cp: d.cp}
+	n, err := takeoverScript.Run(ctx, s.c, []string{rk}, d.cid, appendValue(nil, nv),
+		(s.opts.Lease + s.opts.TTL).Milliseconds(), cid).Int64()
+	switch {
+	case err != nil:
+		return res, 0, false, s.scriptErr("begin", ctx, err)
+	case n == 0:
+		return res, 0, true, nil
+	}
+	res, _, err = s.proceed(rk, cid, req, nv)
+	return res, 0, false, err
+}
+
+// proceed answers Proceed with the claim d (layout 2) that this call made:
+// a takeover (Recovered) if it is not the first attempt.
+func (s *Store) proceed(rk, cid string, req engine.Request, d *value) (res engine.Result, _ time.Duration, _ error) {
+	info := engine.ClaimInfo{
+		Key: req.Key, Fingerprint: req.Fingerprint, RequestID: req.RequestID,
+		Token: d.tok, Attempt: d.att, CreatedAt: time.Unix(0, d.ca), Checkpoint: d.cp,
+	}
+	if d.att > 1 {
+		res.Recovered = true
+		res.Record = &record.Record{
+			State: record.Claimed, RequestID: d.prid, Fingerprint: req.Fingerprint,
+			Attempt: d.att - 1, CreatedAt: info.CreatedAt, Checkpoint: d.cp,
+		}
+	}
+	return s.claimed(rk, cid, info, d, res)
+}
+
+// claimed answers Proceed with a claim this call made (d is its value in
+// layout 2; nil for a hash, layout 1).
+func (s *Store) claimed(rk, cid string, info engine.ClaimInfo, d *value, res engine.Result) (engine.Result, time.Duration, error) {
+	c := s.newClaim(rk, cid, info, d)
+	if c == nil {
+		// Closed while the claim was made: give it back (best effort;
+		// its lease runs out otherwise).
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, _ = s.release(ctx, rk, cid, d != nil)
+		cancel()
+		return engine.Result{}, 0, engine.ErrClosed
+	}
+	res.Outcome = engine.Proceed
+	res.Claim = engine.NewClaim(c, info)
+	return res, 0, nil
+}
+
+// begin1 runs beginScript (layout 1); an error matching isWrongType if
+// the key holds a string (layout 2).
+func (s *Store) begin1(ctx context.Context, rk string, ek []byte, cid string, req engine.Request, wait bool) (engine.Result, time.Duration, error) {
+	waitFlag := "0"
+	if wait {
+		waitFlag = "1"
+	}
+	v, err := beginScript.Run(ctx, s.c, []string{rk},
+		fpString(req.Fingerprint), req.RequestID, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds(),
+		strconv.FormatInt(time.Now().UnixNano(), 10), ek, cid, waitFlag).Slice()
+	if isWrongType(err) {
+		return engine.Result{}, 0, err
+	}
+	if err != nil {
+		return engine.Result{}, 0, s.scriptErr("begin", ctx, err)
+	}
+	return s.answer(rk, cid, req, v)
 }
 
 // enter registers a call that Close must wait for (the caller then calls
@@ -450,18 +670,7 @@ func (s *Store) answer(rk, cid string, req engine.Request, v []any) (res engine.
 				Attempt: info.Attempt - 1, CreatedAt: info.CreatedAt, Checkpoint: info.Checkpoint,
 			}
 		}
-		c := s.newClaim(rk, cid, info)
-		if c == nil {
-			// Closed while the script ran: give the claim back (best
-			// effort; its lease runs out otherwise).
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_ = releaseScript.Run(ctx, s.c, []string{rk}, cid, s.channel()).Err()
-			cancel()
-			return engine.Result{}, 0, engine.ErrClosed
-		}
-		res.Outcome = engine.Proceed
-		res.Claim = engine.NewClaim(c, info)
-		return res, 0, nil
+		return s.claimed(rk, cid, info, nil, res)
 	case "r":
 		r, err := record.Decode([]byte(str(1)))
 		if err != nil {
@@ -498,26 +707,67 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 	}
 	ek := key.Append(nil)
 	rk := s.keyOf(ek)
-	h, err := s.c.HGetAll(ctx, rk).Result()
-	if err != nil {
-		return nil, s.scriptErr("get", ctx, err)
-	}
-	if len(h) == 0 {
+	k, r, err := s.read(ctx, rk)
+	switch {
+	case err != nil:
+		return nil, err
+	case r == nil:
 		return nil, engine.ErrNotFound
-	}
-	switch k, ok := h["k"]; {
-	case !ok:
-		return nil, fmt.Errorf("redisstore: record %s: %w: no key field", rk, engine.ErrCorrupt)
 	case k != string(ek):
 		return nil, fmt.Errorf("%w: %w", ErrCollision, engine.ErrStorage)
+	}
+	return r, nil
+}
+
+// read returns the record under rk, in either layout, and the encoded key
+// it is stored for; a nil record if there is none.
+func (s *Store) read(ctx context.Context, rk string) (string, *record.Record, error) {
+	v, left, hash, err := s.lookHash(ctx, rk, false)
+	switch {
+	case err != nil:
+		return "", nil, s.scriptErr("get", ctx, err)
+	case hash:
+		return s.readHash(ctx, rk)
+	case v == "":
+		return "", nil, nil
+	}
+	d, err := parseValue(v)
+	if err != nil {
+		return "", nil, fmt.Errorf("redisstore: record %s: %w", rk, err)
+	}
+	if d.state == 'c' {
+		r, err := record.Decode([]byte(d.rec))
+		if err != nil {
+			return "", nil, fmt.Errorf("redisstore: record %s: %w", rk, err)
+		}
+		return d.k, r, nil
+	}
+	return d.k, &record.Record{
+		State: record.Claimed, RequestID: d.rid, Fingerprint: d.fp, Attempt: d.att, CreatedAt: time.Unix(0, d.ca),
+		Lease: record.Lease{Token: d.tok, ExpiresAt: time.Now().Add(time.Duration(left) * time.Millisecond)}, Checkpoint: d.cp,
+	}, nil
+}
+
+// readHash is read for a record in layout 1.
+func (s *Store) readHash(ctx context.Context, rk string) (string, *record.Record, error) {
+	h, err := s.c.HGetAll(ctx, rk).Result()
+	if err != nil {
+		return "", nil, s.scriptErr("get", ctx, err)
+	}
+	if len(h) == 0 {
+		return "", nil, nil
+	}
+	k, ok := h["k"]
+	if !ok {
+		return "", nil, fmt.Errorf("redisstore: record %s: %w: no key field", rk, engine.ErrCorrupt)
 	}
 	switch h["st"] {
 	case "c":
 		r, err := record.Decode([]byte(h["rec"]))
 		if err != nil {
-			return nil, fmt.Errorf("redisstore: record %s: %w", rk, err)
+			return "", nil, fmt.Errorf("redisstore: record %s: %w", rk, err)
 		}
-		return r, nil
+		return k, r, nil
 	case "f":
 		att, _ := strconv.ParseUint(h["att"], 10, 32)
 		tok, _ := strconv.ParseUint(h["tok"], 10, 64)
@@ -530,9 +780,9 @@ func (s *Store) Get(ctx context.Context, key record.Key) (*record.Record, error)
 		if h["cpp"] != "" || h["cpd"] != "" {
 			r.Checkpoint = &record.Checkpoint{Phase: h["cpp"], Data: []byte(h["cpd"])}
 		}
-		return r, nil
+		return k, r, nil
 	}
-	return nil, fmt.Errorf("redisstore: record %s: %w: state %q", rk, engine.ErrCorrupt, h["st"])
+	return "", nil, fmt.Errorf("redisstore: record %s: %w: state %q", rk, engine.ErrCorrupt, h["st"])
 }
 
 // Delete removes key's record so that the next request with it runs as
@@ -546,7 +796,18 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 		return engine.ErrClosed
 	}
 	ek := key.Append(nil)
-	n, err := deleteScript.Run(ctx, s.c, []string{s.keyOf(ek)}, ek).Int64()
+	rk := s.keyOf(ek)
+	n, err := deleteScript.Run(ctx, s.c, []string{rk}, ek).Int64()
+	if err != nil && strings.Contains(err.Error(), "IDEMKV_COLLISION") {
+		// Another key's record, or this one's with its key damaged
+		// (which Lua cannot tell, without the checksum): delete it
+		// only if it is damaged.
+		if v, _, _ := s.look(ctx, rk, false); v != "" {
+			if _, perr := parseValue(v); errors.Is(perr, engine.ErrCorrupt) {
+				n, err = dropScript.Run(ctx, s.c, []string{rk}, v).Int64()
+			}
+		}
+	}
 	switch {
 	case err != nil:
 		err = s.scriptErr("delete", ctx, err)
@@ -563,7 +824,7 @@ func (s *Store) Delete(ctx context.Context, key record.Key) error {
 
 // List calls fn for every record under prefix (see engine.Lister), in no
 // particular order. Redis keys are digests of record keys, so it reads
-// the key of every record the Store's Prefix holds (SCAN, then one HGET
+// every record the Store's Prefix holds (SCAN, then one read
 // each; on a Cluster, SCAN on every master): an operator's tool, not for
 // request paths.
 func (s *Store) List(ctx context.Context, prefix record.Prefix, fn func(record.Key, *record.Record) error) error {
@@ -592,26 +853,18 @@ func (s *Store) List(ctx context.Context, prefix record.Prefix, fn func(record.K
 	}
 	want := prefix.Append(nil)
 	for _, rk := range rks {
-		ek, err := s.c.HGet(ctx, rk, "k").Bytes()
-		if errors.Is(err, redis.Nil) {
-			continue // gone since the SCAN
-		}
-		if err != nil {
-			return s.scriptErr("list", ctx, err)
-		}
-		if !bytes.HasPrefix(ek, want) {
-			continue
-		}
-		key, err := record.DecodeKey(ek)
-		if err != nil {
+		ek, rec, err := s.read(ctx, rk)
+		switch {
+		case errors.Is(err, engine.ErrCorrupt):
 			continue // damaged: Get on its key says so
-		}
-		rec, err := s.Get(ctx, key)
-		if errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrCorrupt) {
-			continue
-		}
-		if err != nil {
+		case err != nil:
 			return err
+		case rec == nil || !strings.HasPrefix(ek, string(want)):
+			continue // gone since the SCAN, or another prefix's
+		}
+		key, err := record.DecodeKey([]byte(ek))
+		if err != nil {
+			continue
 		}
 		if err := fn(key, rec.WithoutBody()); err != nil {
 			return err

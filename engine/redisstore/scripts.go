@@ -2,8 +2,11 @@ package redisstore
 
 import "github.com/redis/go-redis/v9"
 
-// Each record is one Redis hash, so every script touches one key and one
-// hash slot (see keyOf). Its fields:
+// Layout 1: each record is one Redis hash, so every script touches one
+// key and one hash slot (see keyOf). Layout 2 (layout.go), a string, is
+// what a Store writes unless Options.Layout is 1; both are read, and a
+// claim is completed, released and renewed by the scripts of the layout
+// it was made in. The hash's fields:
 //
 //	k    the encoded record.Key (to detect a digest collision)
 //	st   "f" while a request holds or held the claim, "c" once completed
@@ -41,7 +44,9 @@ import "github.com/redis/go-redis/v9"
 // Release that finds no record.
 //
 // Layout version 1 (w is optional: a hash without it is read as before).
-// A hash without k or st is refused as damaged.
+// A hash without k or st is refused as damaged. A fenced script of
+// layout 1 (complete, release, renew, checkpoint) that finds a string
+// answers 0, the claim lost: another claim, in layout 2, holds the key.
 
 // beginScript answers Begin atomically.
 //
@@ -116,7 +121,8 @@ return {'p', tok, att, h[8] or '0', h[3] or '', h[9] or '', h[10] or ''}
 // completed record, so that a repeat of the call is answered 1. If a
 // waiter marked the record (w), the key is published on channel.
 var completeScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'w')
+local h = redis.pcall('HMGET', KEYS[1], 'st', 'cid', 'w')
+if h.err then return 0 end
 if h[2] ~= ARGV[1] then return 0 end
 if h[1] == 'c' then return 1 end
 if h[1] ~= 'f' then return 0 end
@@ -136,7 +142,8 @@ return 1
 //
 // If a waiter marked the record (w), the key is published on channel.
 var releaseScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'w')
+local h = redis.pcall('HMGET', KEYS[1], 'st', 'cid', 'w')
+if h.err then return 0 end
 if not h[1] and not h[2] then return 1 end
 if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
@@ -149,7 +156,8 @@ return 1
 //	KEYS[1]  the record
 //	ARGV     cid, lease ms, ttl ms
 var renewScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid')
+local h = redis.pcall('HMGET', KEYS[1], 'st', 'cid')
+if h.err then return 0 end
 if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -158,24 +166,51 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
 return 1
 `)
 
-// deleteScript deletes a record unless a live lease holds it.
+// deleteScript deletes a record, in either layout, unless a live lease
+// holds it.
 //
 //	KEYS[1]  the record
 //	ARGV     k
 //
-// It returns 1 (deleted), 0 (none) or -1 (in flight).
+// It returns 1 (deleted), 0 (none) or -1 (in flight). A record damaged
+// beyond reading its key is deleted.
 var deleteScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'lu', 'k')
-if not h[1] and not h[3] then return 0 end
-if not h[3] then return redis.call('DEL', KEYS[1]) end -- damaged: remove it
-if h[3] ~= ARGV[1] then return redis.error_reply('IDEMKV_COLLISION') end
-if h[1] == 'f' then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if tonumber(h[2] or '0') > now then return -1 end
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 0 end
+local st, k, left
+if t == 'hash' then
+  local h = redis.call('HMGET', KEYS[1], 'st', 'lu', 'k')
+  st, k = h[1], h[3]
+  if st == 'f' then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    left = tonumber(h[2] or '0') - now
+  end
+elseif t == 'string' then
+  local v = redis.call('GET', KEYS[1])
+  local kl = tonumber(string.sub(v, 64, 67), 16)
+  local ttl = tonumber(string.sub(v, 52, 63), 16)
+  if string.sub(v, 1, 1) == '2' and kl and ttl and #v >= 71 + kl then
+    st, k = string.sub(v, 2, 2), string.sub(v, 68, 67 + kl)
+    if st == 'f' then left = redis.call('PTTL', KEYS[1]) - ttl end
+  end
 end
+if not k then return redis.call('DEL', KEYS[1]) end -- damaged: remove it
+if k ~= ARGV[1] then return redis.error_reply('IDEMKV_COLLISION') end
+if st == 'f' and left > 0 then return -1 end
 redis.call('DEL', KEYS[1])
 return 1
+`)
+
+// dropScript deletes a damaged record (layout 2) if it is still the
+// value the caller read.
+//
+//	KEYS[1]  the record
+//	ARGV     the value
+var dropScript = redis.NewScript(`
+local v = redis.pcall('GET', KEYS[1])
+if v ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
 `)
 
 // checkpointScript records a recovery point, and renews the lease, if the
@@ -188,12 +223,126 @@ return 1
 //
 // It returns 1, or 0 if the claim is lost.
 var checkpointScript = redis.NewScript(`
-local h = redis.call('HMGET', KEYS[1], 'st', 'cid', 'lu')
+local h = redis.pcall('HMGET', KEYS[1], 'st', 'cid', 'lu')
+if h.err then return 0 end
 if h[1] ~= 'f' or h[2] ~= ARGV[1] then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(h[3] or '0') <= now then return 0 end
 redis.call('HSET', KEYS[1], 'cpp', ARGV[2], 'cpd', ARGV[3], 'lu', now + tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) + tonumber(ARGV[5]))
+return 1
+`)
+
+// The scripts of layout 2 (layout.go). They read the fixed header with
+// GETRANGE (a hash there answers an error, caught: another claim, in
+// layout 1, holds the key) and compare the claim id at bytes 3..50 (Lua's
+// 4..51); a claim's lease ends ttl (bytes 51..62) before its key expires.
+
+// lookScript returns the record and, for a claim, how long its lease
+// still runs (ms; 0 or less if it has run out). If wait is "1" and the
+// lease runs, it sets the record's w byte, so that the claim's Complete or
+// Release publishes its key.
+//
+//	KEYS[1]  the record
+//	ARGV     wait
+//
+// It returns {} (no record), {"h"} (a hash: layout 1) or {value, left}.
+var lookScript = redis.NewScript(`
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'table' and v.err then return {'h'} end
+if not v then return {} end
+if string.sub(v, 2, 2) ~= 'f' then return {v, 0} end
+local ttl = tonumber(string.sub(v, 52, 63), 16)
+local pt = redis.call('PTTL', KEYS[1])
+if not ttl or pt < 0 then return redis.error_reply('IDEMKV_DAMAGED claim without an expiry') end
+local left = pt - ttl
+if left > 0 and ARGV[1] == '1' and string.sub(v, 3, 3) == '0' then
+  redis.call('SETRANGE', KEYS[1], 2, '1')
+end
+return {v, left}
+`)
+
+// claimScript is SET KEYS[1] ARGV[1] NX GET PX ARGV[2] for servers
+// before Redis 7.0, which refuse NX with GET.
+var claimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`)
+
+// takeoverScript replaces a claim whose lease has run out by a new one,
+// if the claim is still the one the caller read (its claim id): a
+// compare-and-set, so that of two replicas that read the same expired
+// claim, one takes it over. The w byte is kept.
+//
+//	KEYS[1]  the record
+//	ARGV     old cid, new value, ms (lease+ttl), new cid
+//
+// It returns 1, or 0 if the record changed (the caller reads it again).
+var takeoverScript = redis.NewScript(`
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 62)
+if type(h) == 'table' or #h < 63 then return 0 end
+local cid = string.sub(h, 4, 51)
+if cid == ARGV[4] then return 1 end -- a repeat of this very call
+if cid ~= ARGV[1] or string.sub(h, 2, 2) ~= 'f' then return 0 end
+if redis.call('PTTL', KEYS[1]) - tonumber(string.sub(h, 52, 63), 16) > 0 then return 0 end
+redis.call('SET', KEYS[1], string.sub(ARGV[2], 1, 2) .. string.sub(h, 3, 3) .. string.sub(ARGV[2], 4), 'PX', ARGV[3])
+return 1
+`)
+
+// complete2Script stores the completed record if the caller still holds
+// the claim. A repeat of the call finds its claim id in the completed
+// record and is answered 1.
+//
+//	KEYS[1]  the record
+//	ARGV     cid, value, ms (ttl), channel
+var complete2Script = redis.NewScript(`
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 50)
+if type(h) == 'table' or string.sub(h, 4, 51) ~= ARGV[1] then return 0 end
+if string.sub(h, 2, 2) == 'c' then return 1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+if string.sub(h, 3, 3) == '1' then redis.call('PUBLISH', ARGV[4], KEYS[1]) end
+return 1
+`)
+
+// release2Script deletes the claim if the caller still holds it; a record
+// that is gone counts as released.
+//
+//	KEYS[1]  the record
+//	ARGV     cid, channel
+var release2Script = redis.NewScript(`
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 50)
+if type(h) == 'table' then return 0 end
+if h == '' then return 1 end
+if string.sub(h, 2, 2) ~= 'f' or string.sub(h, 4, 51) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if string.sub(h, 3, 3) == '1' then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
+return 1
+`)
+
+// renew2Script extends the lease if the caller still holds the claim.
+//
+//	KEYS[1]  the record
+//	ARGV     cid, ms (lease+ttl)
+var renew2Script = redis.NewScript(`
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 50)
+if type(h) == 'table' or string.sub(h, 2, 2) ~= 'f' or string.sub(h, 4, 51) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`)
+
+// checkpoint2Script replaces the claim by the caller's value carrying a
+// recovery point, and renews the lease, if the caller still holds the
+// claim and its lease has not run out. The w byte is kept.
+//
+//	KEYS[1]  the record
+//	ARGV     cid, value, ms (lease+ttl)
+var checkpoint2Script = redis.NewScript(`
+local h = redis.pcall('GETRANGE', KEYS[1], 0, 62)
+if type(h) == 'table' or string.sub(h, 2, 2) ~= 'f' or string.sub(h, 4, 51) ~= ARGV[1] then return 0 end
+if redis.call('PTTL', KEYS[1]) - tonumber(string.sub(h, 52, 63), 16) <= 0 then return 0 end
+redis.call('SET', KEYS[1], string.sub(ARGV[2], 1, 2) .. string.sub(h, 3, 3) .. string.sub(ARGV[2], 4), 'PX', ARGV[3])
 return 1
 `)
