@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
@@ -23,42 +22,43 @@ type claim struct {
 	cid   string // the claim id in the row (see schema.go)
 	info  engine.ClaimInfo
 	start time.Time
-	done  chan struct{} // closed to stop renewing
-	once  sync.Once
+	stop  func() // ends the renewals (nil if there are none)
 }
 
 // newClaim registers a claim made by the begin function and starts
 // renewing it. It returns nil if the Store was closed meanwhile: the
 // caller gives the claim back and answers engine.ErrClosed.
 func (s *Store) newClaim(ek []byte, cid string, info engine.ClaimInfo) *claim {
-	c := &claim{s: s, ek: ek, cid: cid, info: info, start: time.Now(), done: make(chan struct{})}
+	c := &claim{s: s, ek: ek, cid: cid, info: info, start: time.Now()}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return nil
 	}
 	if s.opts.RenewEvery > 0 {
-		s.work.Add(1)
-		go c.renew()
+		c.stop = c.renewal().Begin(s.ctx, s.enter, s.work.Done)
 	}
 	return c
 }
 
-// renew renews the lease until the claim ends (see sharedstore.Renewal).
+// renewal renews the lease until the claim ends (see sharedstore.Renewal).
 // While a CompleteTx transaction holds the row's lock, a renewal waits for
 // it (up to RenewEvery), then finds the claim completed and stops.
-func (c *claim) renew() {
+func (c *claim) renewal() sharedstore.Renewal {
 	s := c.s
-	defer s.work.Done()
-	sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
+	return sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
 		Renew: func(ctx context.Context) (bool, error) {
 			tag, err := s.pool.Exec(ctx, s.sql.renew, c.ek, c.cid, s.opts.Lease.Milliseconds(), s.opts.TTL.Milliseconds())
 			return tag.RowsAffected() != 0, err
 		},
-	}.Run(s.ctx, c.done)
+	}
 }
 
-func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }
+func (c *claim) stopRenewing() {
+	if c.stop != nil {
+		c.stop()
+	}
+}
 
 // end counts the claim out of Stats.Claims. engine.Claim calls Complete
 // (past its refusals) or Release at most once, so end runs once.

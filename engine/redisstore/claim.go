@@ -3,7 +3,6 @@ package redisstore
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/idemkv/idemkv/engine"
@@ -20,8 +19,7 @@ type claim struct {
 	v     *value // the claim's record in layout 2; nil in layout 1
 	info  engine.ClaimInfo
 	start time.Time
-	done  chan struct{} // closed to stop renewing
-	once  sync.Once
+	stop  func() // ends the renewals (nil if there are none)
 }
 
 // newClaim registers a claim made by Begin (v is its record in layout 2,
@@ -29,24 +27,22 @@ type claim struct {
 // was closed meanwhile: the caller gives the claim back and answers
 // engine.ErrClosed.
 func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo, v *value) *claim {
-	c := &claim{s: s, rk: rk, cid: cid, v: v, info: info, start: time.Now(), done: make(chan struct{})}
+	c := &claim{s: s, rk: rk, cid: cid, v: v, info: info, start: time.Now()}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return nil
 	}
 	if s.opts.RenewEvery > 0 {
-		s.work.Add(1)
-		go c.renew()
+		c.stop = c.renewal().Begin(s.ctx, s.enter, s.work.Done)
 	}
 	return c
 }
 
-// renew renews the lease until the claim ends (see sharedstore.Renewal).
-func (c *claim) renew() {
+// renewal renews the lease until the claim ends (see sharedstore.Renewal).
+func (c *claim) renewal() sharedstore.Renewal {
 	s := c.s
-	defer s.work.Done()
-	sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
+	return sharedstore.Renewal{Every: s.opts.RenewEvery, MaxHold: s.opts.MaxHold, Start: c.start,
 		Renew: func(ctx context.Context) (bool, error) {
 			var n int64
 			var err error
@@ -58,10 +54,14 @@ func (c *claim) renew() {
 			}
 			return n != 0, err
 		},
-	}.Run(s.ctx, c.done)
+	}
 }
 
-func (c *claim) stopRenewing() { c.once.Do(func() { close(c.done) }) }
+func (c *claim) stopRenewing() {
+	if c.stop != nil {
+		c.stop()
+	}
+}
 
 // Complete stores resp if the claim is still held (engine.ErrLeaseLost if
 // not). A response it refuses (engine.ErrInvalid, engine.ErrTooLarge)
@@ -93,21 +93,30 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		Lease:      record.Lease{Token: c.info.Token},
 		Checkpoint: c.info.Checkpoint,
 	}
-	val, err := record.Append(nil, r, s.opts.Compression)
-	if err != nil {
-		return err // ErrTooLarge: nothing was written
+	ms := max(ttl.Milliseconds(), 1)
+	var val []byte
+	var err error
+	if c.v != nil {
+		// The completed record in layout 2: the claim's fields, then
+		// the record, in one buffer.
+		cv := *c.v
+		cv.state, cv.ttl, cv.rid, cv.prid, cv.cp = 'c', ms, rid, "", nil
+		val = appendFields(make([]byte, 0, valueMinLen+len(cv.k)+64+len(rid)+len(resp.Body)/2), &cv)
+		if val, err = record.Append(val, r, s.opts.Compression); err != nil {
+			return err // ErrTooLarge: nothing was written
+		}
+		val = sealValue(val, 0)
+	} else if val, err = record.Append(nil, r, s.opts.Compression); err != nil {
+		return err
 	}
 	defer c.stopRenewing()
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
-	ms := max(ttl.Milliseconds(), 1)
 	var n int64
 	if c.v != nil {
-		cv := *c.v
-		cv.state, cv.ttl, cv.rid, cv.prid, cv.cp, cv.rec = 'c', ms, rid, "", nil, string(val)
-		n, err = complete2Script.Run(ctx, s.c, []string{c.rk}, c.cid, appendValue(nil, &cv), ms, s.channel()).Int64()
+		n, err = complete2Script.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, s.channel).Int64()
 	} else {
-		n, err = completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, rid, s.channel()).Int64()
+		n, err = completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, rid, s.channel).Int64()
 	}
 	switch {
 	case err != nil:
@@ -193,7 +202,7 @@ func (c *claim) Release(ctx context.Context) error {
 // 1 if the claim is given back or gone, 0 if another holds the key.
 func (s *Store) release(ctx context.Context, rk, cid string, layout2 bool) (int64, error) {
 	if layout2 {
-		return release2Script.Run(ctx, s.c, []string{rk}, cid, s.channel()).Int64()
+		return release2Script.Run(ctx, s.c, []string{rk}, cid, s.channel).Int64()
 	}
-	return releaseScript.Run(ctx, s.c, []string{rk}, cid, s.channel()).Int64()
+	return releaseScript.Run(ctx, s.c, []string{rk}, cid, s.channel).Int64()
 }

@@ -73,6 +73,15 @@ type value struct {
 
 // appendValue appends v in layout 2 to dst, with w '0'.
 func appendValue(dst []byte, v *value) []byte {
+	if dst == nil {
+		dst = make([]byte, 0, valueMinLen+len(v.k)+40+len(v.rid)+len(v.prid)+len(v.rec))
+	}
+	return sealValue(appendFields(dst, v), 0)
+}
+
+// appendFields appends v in layout 2 to dst up to its rec, which the
+// caller may append before it calls sealValue.
+func appendFields(dst []byte, v *value) []byte {
 	dst = append(dst, '2', v.state, '0')
 	dst = append(dst, v.cid...)
 	dst = appendHex(dst, uint64(v.ttl), 12)
@@ -92,8 +101,12 @@ func appendValue(dst []byte, v *value) []byte {
 		dst = appendString(dst, v.cp.Phase)
 		dst = appendString(dst, string(v.cp.Data))
 	}
-	dst = append(dst, v.rec...)
-	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[offCID:], castagnoli))
+	return append(dst, v.rec...)
+}
+
+// sealValue appends the checksum of the value that starts at dst[start].
+func sealValue(dst []byte, start int) []byte {
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start+offCID:], castagnoli))
 }
 
 func appendHex(dst []byte, n uint64, width int) []byte {

@@ -183,9 +183,11 @@ type Store struct {
 	scoper atomic.Pointer[engine.Scoper]
 
 	// waiter runs waiting Begins; sub is its subscription (see
-	// waiting.go).
-	waiter sharedstore.Waiter
-	sub    subscription
+	// waiting.go) to channel (Prefix + "done"), on which Complete and
+	// Release publish waited-for keys.
+	waiter  sharedstore.Waiter
+	sub     subscription
+	channel string
 
 	mu     sync.RWMutex // orders work.Add (read) against Close (write)
 	closed atomic.Bool
@@ -209,7 +211,7 @@ func New(client redis.UniversalClient, o *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{c: client, opts: opts, id: hex.EncodeToString(b[:])}
+	s := &Store{c: client, opts: opts, id: hex.EncodeToString(b[:]), channel: opts.Prefix + "done"}
 	s.scoper.Store(scoper)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.waiter = sharedstore.Waiter{
@@ -435,7 +437,9 @@ func (s *Store) ask(ctx context.Context, rk string, ek []byte, req engine.Reques
 // newCID returns a new claim id (cidLen characters), never used before by
 // any Store.
 func (s *Store) newCID() string {
-	return s.id + fmt.Sprintf("%016x", s.seq.Add(1))
+	b := make([]byte, 0, cidLen)
+	b = append(b, s.id...)
+	return string(appendHex(b, s.seq.Add(1), 16))
 }
 
 // errWrongType stands for Redis's WRONGTYPE: a key of the other layout.

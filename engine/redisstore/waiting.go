@@ -30,10 +30,6 @@ type subscription struct {
 // it tries again.
 const resubscribeAfter = 30 * time.Second
 
-// channel is the channel that Complete and Release publish waited-for keys
-// on.
-func (s *Store) channel() string { return s.opts.Prefix + "done" }
-
 // subscribed makes sure the Store is subscribed to its channel (lazily,
 // at its first wait); false if it cannot be (it tries again
 // resubscribeAfter later). The subscription is confirmed before it
@@ -51,7 +47,7 @@ func (s *Store) subscribed() bool {
 	if time.Now().Before(w.next) {
 		return false
 	}
-	ps := s.c.Subscribe(s.ctx, s.channel())
+	ps := s.c.Subscribe(s.ctx, s.channel)
 	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
 	defer cancel()
 	if _, err := ps.Receive(ctx); err != nil { // the subscription's confirmation

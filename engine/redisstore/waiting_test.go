@@ -35,7 +35,7 @@ func commandsProcessed(t *testing.T, rc *redis.Client) int64 {
 	return 0
 }
 
-func rawClient(t *testing.T, url string) *redis.Client {
+func rawClient(t testing.TB, url string) *redis.Client {
 	t.Helper()
 	opt, err := redis.ParseURL(url)
 	if err != nil {
