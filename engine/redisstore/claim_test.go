@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,5 +181,34 @@ func TestOpenRefusesServerWithoutPersistence(t *testing.T) {
 		if err := s.CheckPersistence(ctx); err != nil {
 			t.Fatalf("CheckPersistence with %v: %v", cfg, err)
 		}
+	}
+}
+
+// TestServersBeforeSetNXGet: on a server that refuses SET … NX GET
+// (before Redis 7.0), a Store claims new keys by a script that does the
+// same, with the same answers.
+func TestServersBeforeSetNXGet(t *testing.T) {
+	url := redistest.Start(t, nil)
+	ctx := context.Background()
+	s := openStore(t, url, redisstore.Options{Prefix: fmt.Sprintf("old%d:", prefixes.Add(1))})
+	s.WithoutSetNXGet()
+	res := proceed(t, s, "k")
+	if got, err := s.Begin(ctx, request("k")); err != nil || got.Outcome != engine.InProgress {
+		t.Fatalf("a duplicate in flight: %v %v", got.Outcome, err)
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte("A")}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Begin(ctx, request("k")); err != nil || got.Outcome != engine.Replay || string(got.Record.Body) != "A" {
+		t.Fatalf("a retry: %v %v", got.Outcome, err)
+	}
+	other := request("k")
+	other.Fingerprint = record.Sum([]byte("another body"))
+	if got, err := s.Begin(ctx, other); err != nil || got.Outcome != engine.Conflict || got.OriginalRequestID != "req-k" {
+		t.Fatalf("another body: %v %q %v", got.Outcome, got.OriginalRequestID, err)
+	}
+	// The claims were the script's (its GET), not SET … NX GET.
+	if info, err := rawClient(t, url).Info(ctx, "commandstats").Result(); err != nil || !strings.Contains(info, "cmdstat_get:") {
+		t.Fatalf("no GET ran on the server: %v\n%s", err, info)
 	}
 }

@@ -23,6 +23,7 @@ import (
 // ran the command would. go-redis then sends the command again.
 type dropProxy struct {
 	armed atomic.Bool
+	skip  atomic.Int32 // replies to pass once armed, before the one dropped
 	drops atomic.Int32
 }
 
@@ -55,7 +56,7 @@ func proxied(t *testing.T) (*dropProxy, string) {
 				for {
 					n, err := s.Read(buf)
 					if n > 0 {
-						if p.armed.CompareAndSwap(true, false) {
+						if p.armed.Load() && p.skip.Add(-1) < 0 && p.armed.CompareAndSwap(true, false) {
 							p.drops.Add(1)
 							_ = s.Close()
 							return
@@ -100,11 +101,19 @@ func warm(t *testing.T, s *redisstore.Store) {
 // call, so a lost reply changes nothing the caller sees.
 func TestLostReplies(t *testing.T) {
 	p, url := proxied(t)
-	s := openStore(t, url, redisstore.Options{Prefix: "lost:", Lease: 2 * time.Second})
+	for _, layout := range []int{1, 2} {
+		t.Run(fmt.Sprintf("layout%d", layout), func(t *testing.T) { lostReplies(t, p, url, layout) })
+	}
+}
+
+func lostReplies(t *testing.T, p *dropProxy, url string, layout int) {
+	prefix := fmt.Sprintf("lost%d:", prefixes.Add(1))
+	s := openStore(t, url, redisstore.Options{Prefix: prefix, Lease: 2 * time.Second, Layout: layout})
 	warm(t, s)
 	ctx := context.Background()
-	lose := func(what string, f func() error) {
+	lose := func(what string, skip int32, f func() error) {
 		t.Helper()
+		p.skip.Store(skip)
 		p.armed.Store(true)
 		before := p.drops.Load()
 		if err := f(); err != nil {
@@ -120,12 +129,13 @@ func TestLostReplies(t *testing.T) {
 		r.WhenInProgress = wait
 		var res engine.Result
 		start := time.Now()
-		lose("Begin", func() (err error) { res, err = s.Begin(ctx, r); return err })
+		lose("Begin", 0, func() (err error) { res, err = s.Begin(ctx, r); return err })
 		if res.Outcome != engine.Proceed || res.Recovered || res.Claim.Attempt() != 1 || time.Since(start) > time.Second {
 			t.Fatalf("Begin (%v) whose reply was lost: %v, recovered %v, attempt after %v",
 				wait, res.Outcome, res.Recovered, time.Since(start))
 		}
-		lose("Complete", func() error { return res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte("A")}) })
+		lose("Checkpoint", 0, func() error { return res.Claim.Checkpoint(ctx, "p", []byte("d")) })
+		lose("Complete", 0, func() error { return res.Claim.Complete(ctx, engine.Response{Status: 201, Body: []byte("A")}) })
 		got, err := s.Begin(ctx, r)
 		if err != nil || got.Outcome != engine.Replay || string(got.Record.Body) != "A" {
 			t.Fatalf("after a Complete whose reply was lost: %v %v", got.Outcome, err)
@@ -133,9 +143,33 @@ func TestLostReplies(t *testing.T) {
 	}
 
 	res := proceed(t, s, "release")
-	lose("Release", func() error { return res.Claim.Release(ctx) })
+	lose("Release", 0, func() error { return res.Claim.Release(ctx) })
 	if got, err := s.Begin(ctx, request("release")); err != nil || got.Outcome != engine.Proceed || got.Recovered {
 		t.Fatalf("after a Release whose reply was lost: %v %v", got.Outcome, err)
+	}
+
+	// A takeover of a crashed claim whose reply was lost: the repeat
+	// finds its own claim and answers it, recovered, attempt 2. (The
+	// first takeover loads the scripts, so that the second sends one
+	// command each: in layout 2, SET NX GET and lookScript before the
+	// takeover, whose reply is the third.)
+	crashed := openStore(t, url, redisstore.Options{Prefix: prefix, Lease: 300 * time.Millisecond, RenewEvery: -1, Layout: layout})
+	proceed(t, crashed, "takeover-warm")
+	proceed(t, crashed, "takeover")
+	time.Sleep(400 * time.Millisecond)
+	if err := proceed(t, s, "takeover-warm").Claim.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	skip := int32(2)
+	if layout == 1 {
+		skip = 0
+	}
+	lose("a takeover's Begin", skip, func() (err error) { res, err = s.Begin(ctx, request("takeover")); return err })
+	if res.Outcome != engine.Proceed || !res.Recovered || res.Claim.Attempt() != 2 {
+		t.Fatalf("a takeover whose reply was lost: %v, recovered %v", res.Outcome, res.Recovered)
+	}
+	if err := res.Claim.Complete(ctx, engine.Response{Status: 201}); err != nil {
+		t.Fatal(err)
 	}
 }
 

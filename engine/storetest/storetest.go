@@ -296,14 +296,24 @@ var cases = []testCase{
 		}
 	}},
 	{name: "concurrent duplicates run once", run: func(t *testing.T, d Deployment) {
-		runOnce(t, []engine.Store{d.Store()})
+		runOnce(t, []engine.Store{d.Store()}, false)
 	}},
 	{name: "two replicas run a key once", run: func(t *testing.T, d Deployment) {
 		r := d.Replica()
 		if r == nil {
 			t.Skip("this store has one replica at a time")
 		}
-		runOnce(t, []engine.Store{d.Store(), r})
+		runOnce(t, []engine.Store{d.Store(), r}, false)
+	}},
+	{name: "a crashed claim is taken over once by many duplicates", settings: Settings{Lease: 300 * time.Millisecond}, run: func(t *testing.T, d Deployment) {
+		for k := range hotKeys {
+			begin(t, d.Store(), req(fmt.Sprint("hot-", k), "a"), engine.Proceed)
+		}
+		stores := []engine.Store{d.Crash()}
+		if r := d.Replica(); r != nil {
+			stores = append(stores, r)
+		}
+		runOnce(t, stores, true)
 	}},
 	{name: "a crashed claim is recovered", settings: Settings{Lease: 300 * time.Millisecond}, run: func(t *testing.T, d Deployment) {
 		begin(t, d.Store(), req("k", "a"), engine.Proceed)
@@ -641,9 +651,12 @@ func checkPoint(t *testing.T, what string, cp *record.Checkpoint, phase, data st
 
 // runOnce sends 64 concurrent requests per key over stores and checks that
 // exactly one proceeded for each key and the rest replayed its response.
-func runOnce(t *testing.T, stores []engine.Store) {
+// runOnce sends 64 duplicates of each of hotKeys keys at once, spread
+// over stores, and checks that each key's request runs once (a takeover,
+// Recovered, if recovered) and that the others replay its response.
+func runOnce(t *testing.T, stores []engine.Store, recovered bool) {
 	var wg sync.WaitGroup
-	for k := range 4 {
+	for k := range hotKeys {
 		var runs atomic.Int32
 		key := fmt.Sprint("hot-", k)
 		for i := range 64 {
@@ -659,6 +672,9 @@ func runOnce(t *testing.T, stores []engine.Store) {
 				case engine.Proceed:
 					if runs.Add(1) != 1 {
 						t.Errorf("%s ran twice", key)
+					}
+					if res.Recovered != recovered {
+						t.Errorf("%s: Proceed, Recovered %v", key, res.Recovered)
 					}
 					time.Sleep(5 * time.Millisecond)
 					if err := res.Claim.Complete(ctx, resp("once "+key)); err != nil {
@@ -676,6 +692,9 @@ func runOnce(t *testing.T, stores []engine.Store) {
 	}
 	wg.Wait()
 }
+
+// hotKeys is how many keys runOnce sends duplicates of.
+const hotKeys = 4
 
 // testGate is an engine.WaitGate that admits or refuses every wait, and
 // counts.
