@@ -47,6 +47,7 @@ type serverFlags struct {
 	// body for ever.
 	readHeaderTimeout, readTimeout, writeTimeout, idleTimeout time.Duration
 	redisNoPersistence                                        bool
+	redisLayout                                               int
 	anonymous                                                 idemhttp.AnonymousPolicy
 	scopeCookie                                               string
 	scopeSecretFile, previousScopeSecretFile                  string
@@ -77,6 +78,7 @@ func (f *serverFlags) register(fs *flag.FlagSet, listen string) {
 	fs.StringVar(&f.admin, "admin", "", "`address` of an admin listener: /healthz, /readyz, /metrics (Prometheus) and the admin API under /admin/ (see -admin-token); off if empty")
 	fs.StringVar(&f.data, "data", "./idemkv-data", "data `directory` (created if missing)")
 	fs.StringVar(&f.redisURL, "redis", "", "keep records in Redis at `URL` instead of the data directory, for many replicas: redis://host:port/db, or redis+cluster://host:port?addr=host2:port&addr=host3:port")
+	fs.IntVar(&f.redisLayout, "redis-layout", 2, "the layout new -redis records are written in: 2, one string each; or 1, the hashes of versions before it, for a rolling upgrade from them (both are read)")
 	fs.BoolVar(&f.redisNoPersistence, "redis-no-persistence", false, "accept a -redis server that persists nothing (no AOF, no RDB): a restart of it then forgets every record, and every retry runs its handler again")
 	fs.DurationVar(&f.ttl, "ttl", 24*time.Hour, "how long a completed response is replayed, from its completion")
 	fs.DurationVar(&f.lease, "lease", 0, "how long the key of a request whose process died (kill -9, a crash) stays held before a retry may run it again; with -redis and -postgres, a running request renews it (default: the store's, 5m for a data directory, 30s for -redis and -postgres)")
@@ -272,7 +274,7 @@ func openStore(f *serverFlags, logger *slog.Logger) (store, string, error) {
 			return nil, "", fmt.Errorf("-redis needs a scope secret, the same on every replica: set %s or give -scope-secret-file (what credentials are digested with; at least %d bytes)", scopeSecretEnv, engine.MinScopeSecretLen)
 		}
 		st, err := redisstore.Open(ctx, f.redisURL, &redisstore.Options{TTL: f.ttl, Lease: f.lease, AllowNoPersistence: f.redisNoPersistence,
-			ScopeSecret: secret, PreviousScopeSecrets: previousList})
+			ScopeSecret: secret, PreviousScopeSecrets: previousList, Layout: f.redisLayout})
 		if errors.Is(err, redisstore.ErrNoPersistence) {
 			return nil, "", fmt.Errorf("%w; turn on appendonly (or save points) on the server, or accept it with -redis-no-persistence", err)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/idemkv/idemkv/engine/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestProxyCommandSurvivesRestart(t *testing.T) {
@@ -251,6 +253,49 @@ func TestServeRefusesRedisWithoutPersistence(t *testing.T) {
 	}
 	if !strings.Contains(p.stderr.String(), "Redis persists nothing") {
 		t.Fatalf("no warning at start; stderr:\n%s", p.stderr)
+	}
+}
+
+// TestServeRedisLayout: -redis-layout 1 writes records as the hashes of
+// versions before layout 2 (for a rolling upgrade from them), the default
+// as strings, and each replays the other's; another layout is refused.
+func TestServeRedisLayout(t *testing.T) {
+	t.Setenv("IDEMKV_SCOPE_SECRET", "the scope secret of this test")
+	url := redistest.Start(t, nil)
+	opt, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	if code, _, errOut := runCmd(t, "serve", "-listen", "127.0.0.1:0", "-redis", url, "-redis-layout", "3"); code != 1 || !strings.Contains(errOut, "Layout 3") {
+		t.Fatalf("-redis-layout 3: exit %d, stderr:\n%s", code, errOut)
+	}
+	v1 := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url, "-redis-layout", "1")
+	v2 := start(t, "serve", "-listen", "127.0.0.1:0", "-redis", url)
+	for _, c := range []struct {
+		writer, reader *process
+		key, typ       string
+	}{{v1, v2, "by-v1", "hash"}, {v2, v1, "by-v2", "string"}} {
+		status, _, body := send(t, "POST", c.writer.addr+"/v1/calls", c.key, `{}`)
+		if status != http.StatusCreated {
+			t.Fatalf("%s: %d", c.key, status)
+		}
+		keys, err := rc.Keys(context.Background(), "idemkv:{*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]int{}
+		for _, k := range keys {
+			types[rc.Type(context.Background(), k).Val()]++
+		}
+		if types[c.typ] != 1 {
+			t.Fatalf("after %s: records by type %v; want one %s", c.key, types, c.typ)
+		}
+		s2, h2, body2 := send(t, "POST", c.reader.addr+"/v1/calls", c.key, `{}`)
+		if s2 != status || body2 != body || h2.Get("Idempotency-Replay") != "true" {
+			t.Fatalf("%s replayed by the other layout: %d %q %v; want %d %q", c.key, s2, body2, h2, status, body)
+		}
 	}
 }
 
