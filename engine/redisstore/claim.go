@@ -101,7 +101,13 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		// the record, in one buffer.
 		cv := *c.v
 		cv.state, cv.ttl, cv.rid, cv.prid, cv.cp = 'c', ms, rid, "", nil
-		val = appendFields(make([]byte, 0, valueMinLen+len(cv.k)+64+len(rid)+len(resp.Body)/2), &cv)
+		hdr := 0
+		for _, h := range resp.Header {
+			hdr += len(h.Name) + len(h.Value) + 4
+		}
+		// Room for the record as compressed (its worst case, which s2
+		// bounds by the body and a sixth), so that it is written once.
+		val = appendFields(make([]byte, 0, valueMinLen+len(cv.k)+2*len(rid)+hdr+len(resp.Body)*5/4+512), &cv)
 		if val, err = record.Append(val, r, s.opts.Compression); err != nil {
 			return err // ErrTooLarge: nothing was written
 		}
