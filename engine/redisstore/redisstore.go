@@ -9,36 +9,49 @@
 //
 // # How it works
 //
-// Each record is one Redis hash (layout in scripts.go), named by a digest
-// of the key inside a hash tag, so a record never spans hash slots. Every
-// decision is one Lua script, atomic on the server:
+// Each record is one Redis string (layout 2, drawn in layout.go), named by
+// a digest of the key inside a hash tag, so a record never spans hash
+// slots. Every decision is atomic on the server, and the common ones cost
+// what the claim/complete pattern written by hand costs, two commands:
 //
-//   - Begin claims a new key with a lease (lease time from the Redis
-//     server's clock, so replicas with skewed clocks agree) and a fencing
-//     token; answers Replay or Conflict from a completed record; answers
-//     InProgress for a live lease; and takes an expired lease over, with the
-//     token incremented, as Proceed with Recovered.
+//   - Begin claims a new key with one native SET … NX GET PX, which sets
+//     the claim (a lease of Lease, and a claim id) if the key is free and
+//     otherwise returns the record there: a completed one answers Replay or
+//     Conflict at once. A claim found in flight costs one script more (its
+//     lease is read on the server's clock, so replicas with skewed clocks
+//     agree): InProgress while its lease runs, or, once it has run out, a
+//     takeover — a compare-and-set of the claim id — answered Proceed with
+//     Recovered, the attempt and fencing token incremented.
 //   - While the handler runs, the claim renews its lease every Lease/3 (up
 //     to MaxHold), so a long handler keeps its claim and a crashed
 //     replica's claim is recovered about one Lease after its last renewal.
-//   - Complete, Release and Checkpoint act only if the caller's claim id
-//     (random, never reused) is still the one in the record: a replica
-//     whose lease expired and was taken over — even by a claim made after
-//     the record was released or deleted — gets engine.ErrLeaseLost and
-//     cannot overwrite the new holder's record.
+//   - Complete, Release and Checkpoint are one short script each, which
+//     acts only if the caller's claim id (random, never reused) is still
+//     the one in the record: a replica whose lease expired and was taken
+//     over — even by a claim made after the record was released or deleted
+//     — gets engine.ErrLeaseLost and cannot overwrite the new holder's
+//     record.
 //   - Completed responses are stored in package record's format (the
 //     embedded store's, compressed the same way, with the same
-//     fingerprints) and expire through Redis (PEXPIRE) TTL after
-//     completion.
+//     fingerprints) and expire TTL after completion (PX).
+//
+// Every command may run twice for one call (go-redis resends a command
+// whose connection broke before its reply came); each answers a repeat
+// of its own call as it answered the call (see scripts.go), so a lost
+// reply never turns into a second run or a lost response.
+//
+// Records of versions before layout 2 (one hash each, scripts.go) are read,
+// waited for, taken over and fenced as before; Options.Layout says how to
+// upgrade replicas without a request failing.
 //
 // # Waiting for a request in flight
 //
-// A duplicate that waits polls the record, starting at PollInterval and
-// doubling up to MaxPollInterval, never past the lease's end. Polling was
-// chosen over pub/sub: it needs no extra connection per waiter, works the
-// same on Cluster (where PUBLISH is broadcast to every node), and cannot
-// miss a wake-up; its cost is one small script call per poll for each
-// waiting duplicate, which are rare, and a delay of at most one interval.
+// A waiting duplicate marks the record; the Complete or Release of a
+// marked claim publishes its key, and every Store that has waited keeps
+// one subscription that wakes its waiters (waiting.go). It also asks
+// Redis itself at most every MaxPollInterval, and when the holder's lease
+// runs out, so a lost notification delays a waiter but never strands it;
+// on a server that refuses SUBSCRIBE, waiters poll.
 //
 // # Durability
 //
