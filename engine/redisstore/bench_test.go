@@ -44,9 +44,9 @@ func benchStore(b *testing.B, url string, layout int) {
 	req := func(i int64) engine.Request {
 		return engine.Request{Key: record.Key{Scope: "s", Endpoint: "POST /v1/x", Key: fmt.Sprint("k", i)}, Fingerprint: fp, RequestID: "r"}
 	}
-	var next atomic.Int64
-	first := func() error {
-		res, err := st.Begin(ctx, req(next.Add(1)))
+	var sys paths
+	sys.first = func() error {
+		res, err := st.Begin(ctx, req(sys.next.Add(1)))
 		if err != nil {
 			return err
 		}
@@ -55,44 +55,14 @@ func benchStore(b *testing.B, url string, layout int) {
 		}
 		return res.Claim.Complete(ctx, resp)
 	}
-	b.Run("first", func(b *testing.B) {
-		b.ReportAllocs()
-		b.SetBytes(int64(len(body)))
-		b.SetParallelism(32) // many requests in flight, as in a server
-		defer serverCPU(b, rc)()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if err := first(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	})
-	b.Run("replay", func(b *testing.B) {
-		const keys = 1000
-		base := next.Load()
-		for range keys {
-			if err := first(); err != nil {
-				b.Fatal(err)
-			}
+	sys.replay = func(n int64) error {
+		res, err := st.Begin(ctx, req(n))
+		if err == nil && res.Outcome != engine.Replay {
+			err = fmt.Errorf("outcome %v", res.Outcome)
 		}
-		var i atomic.Int64
-		b.ReportAllocs()
-		b.SetBytes(int64(len(body)))
-		b.ResetTimer()
-		b.SetParallelism(32) // many requests in flight, as in a server
-		defer serverCPU(b, rc)()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				res, err := st.Begin(ctx, req(base+1+i.Add(1)%keys))
-				if err != nil || res.Outcome != engine.Replay {
-					b.Errorf("%v %v", res.Outcome, err)
-					return
-				}
-			}
-		})
-	})
+		return err
+	}
+	sys.run(b, rc, len(body))
 }
 
 // benchByHand is BenchmarkRedisStore's baseline: the pattern written by
@@ -105,23 +75,37 @@ func benchByHand(b *testing.B, url string) {
 	for i := range body {
 		body[i] = 'a' + byte(i%26)
 	}
-	var next atomic.Int64
-	first := func() error {
-		k := fmt.Sprint(prefix, next.Add(1))
+	var sys paths
+	sys.first = func() error {
+		k := fmt.Sprint(prefix, sys.next.Add(1))
 		ok, err := rc.SetNX(ctx, k, "in-flight", 30*time.Second).Result()
 		if err != nil || !ok {
 			return fmt.Errorf("SET NX: %v %v", ok, err)
 		}
 		return rc.Set(ctx, k, body, 24*time.Hour).Err()
 	}
+	sys.replay = func(n int64) error { return rc.Get(ctx, fmt.Sprint(prefix, n)).Err() }
+	sys.run(b, rc, len(body))
+}
+
+// paths are a system's two hot paths, measured by run.
+type paths struct {
+	next   atomic.Int64
+	first  func() error        // a first request, of key next.Add(1)
+	replay func(n int64) error // a retry of key n, completed
+}
+
+// run measures first requests, then replays of 1,000 keys, from 64
+// goroutines (32 per CPU here: many requests in flight, as in a server).
+func (p *paths) run(b *testing.B, rc *redis.Client, bodyLen int) {
 	b.Run("first", func(b *testing.B) {
 		b.ReportAllocs()
-		b.SetBytes(int64(len(body)))
+		b.SetBytes(int64(bodyLen))
 		b.SetParallelism(32)
 		defer serverCPU(b, rc)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if err := first(); err != nil {
+				if err := p.first(); err != nil {
 					b.Error(err)
 					return
 				}
@@ -130,21 +114,21 @@ func benchByHand(b *testing.B, url string) {
 	})
 	b.Run("replay", func(b *testing.B) {
 		const keys = 1000
-		base := next.Load()
+		base := p.next.Load()
 		for range keys {
-			if err := first(); err != nil {
+			if err := p.first(); err != nil {
 				b.Fatal(err)
 			}
 		}
 		var i atomic.Int64
 		b.ReportAllocs()
-		b.SetBytes(int64(len(body)))
+		b.SetBytes(int64(bodyLen))
 		b.ResetTimer()
 		b.SetParallelism(32)
 		defer serverCPU(b, rc)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if err := rc.Get(ctx, fmt.Sprint(prefix, base+1+i.Add(1)%keys)).Err(); err != nil {
+				if err := p.replay(base + 1 + i.Add(1)%keys); err != nil {
 					b.Error(err)
 					return
 				}
