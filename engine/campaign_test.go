@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/idemkv/idemkv/engine"
@@ -68,54 +69,56 @@ func TestCorruptionCampaign(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c campaignCounts
-	for _, ent := range ents {
-		name := ent.Name()
-		kind := fileKind(name)
-		if kind == "" {
-			continue
-		}
-		fi, err := ent.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		size := fi.Size()
-		if size == 0 {
-			continue
-		}
-		var offsets []int64
-		for i := range flips {
-			offsets = append(offsets, size*int64(i)/int64(flips))
-		}
-		offsets = append(offsets, size-1, max(0, size-40))
-		slices.Sort(offsets)
-		// Damage to bytes past the last proof of their fsync (the last
-		// fsync before the kill, whose proof was not yet written) cannot
-		// be told from a torn tail: see "The sync mark" in the package
-		// doc. Such cases are counted, not checked.
-		beyondMark := func(at int64, what string) bool {
-			if kind != "write-ahead log" || markCovers(t, killed, name, at) {
-				return false
-			}
-			c.cases++
-			c.beyondMark++
-			t.Logf("%s %s: past the sync mark, not checked", name, what)
-			return true
-		}
-		for _, off := range slices.Compact(offsets) {
-			what := fmt.Sprintf("flip at %d of %d", off, size)
-			if beyondMark(off, what) {
+	t.Run("cases", func(t *testing.T) { // its cases run in parallel: it returns when all have
+		for _, ent := range ents {
+			name := ent.Name()
+			kind := fileKind(name)
+			if kind == "" {
 				continue
 			}
-			c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { b[off] ^= 0x10; return b })
-		}
-		for _, keep := range []int64{size / 2, size - 1} {
-			what := fmt.Sprintf("cut to %d of %d", keep, size)
-			if beyondMark(keep, what) {
+			fi, err := ent.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := fi.Size()
+			if size == 0 {
 				continue
 			}
-			c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { return b[:keep] })
+			var offsets []int64
+			for i := range flips {
+				offsets = append(offsets, size*int64(i)/int64(flips))
+			}
+			offsets = append(offsets, size-1, max(0, size-40))
+			slices.Sort(offsets)
+			// Damage to bytes past the last proof of their fsync (the last
+			// fsync before the kill, whose proof was not yet written) cannot
+			// be told from a torn tail: see "The sync mark" in the package
+			// doc. Such cases are counted, not checked.
+			beyondMark := func(at int64, what string) bool {
+				if kind != "write-ahead log" || markCovers(t, killed, name, at) {
+					return false
+				}
+				c.cases++
+				c.beyondMark++
+				t.Logf("%s %s: past the sync mark, not checked", name, what)
+				return true
+			}
+			for _, off := range slices.Compact(offsets) {
+				what := fmt.Sprintf("flip at %d of %d", off, size)
+				if beyondMark(off, what) {
+					continue
+				}
+				c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { b[off] ^= 0x10; return b })
+			}
+			for _, keep := range []int64{size / 2, size - 1} {
+				what := fmt.Sprintf("cut to %d of %d", keep, size)
+				if beyondMark(keep, what) {
+					continue
+				}
+				c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { return b[:keep] })
+			}
 		}
-	}
+	})
 	t.Logf("%d cases over %d files (%d acknowledged completions each): %d refused at Open, %d opened with every completion replayed, %d opened with some completions refused (%d refusals), 0 silent losses; %d cuts and flips of the newest log past its sync mark not checked",
 		c.cases, c.files, len(acks), c.refusedOpen, c.clean, c.partial, c.refusedKeys, c.beyondMark)
 	t.Logf("repair of those %d directories: %d completions replayed, %d lost and named in the report, %d lost inside damage the report describes, 0 unreported, 0 wrong",
@@ -126,6 +129,8 @@ func TestCorruptionCampaign(t *testing.T) {
 }
 
 type campaignCounts struct {
+	mu sync.Mutex // the parallel cases add their counts under it (add)
+
 	cases, files, refusedOpen, clean, partial, refusedKeys, beyondMark int
 	// Repairs of the directories refused at Open or in part.
 	repaired, repairReplayed, repairLostNamed, repairLostUnnamed int
@@ -158,14 +163,17 @@ func (c *campaignCounts) run(t *testing.T, killed, name, kind, what string, acks
 	}
 	c.cases++
 	t.Run(name+" "+what, func(t *testing.T) {
+		t.Parallel()
+		var r campaignCounts // this case's, added to c at its end
+		defer c.add(&r)
 		dir := damagedCopy(t, killed, name, damage)
 		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
 		if err != nil {
 			if !errors.Is(err, engine.ErrCorrupt) && !errors.Is(err, engine.ErrStorage) {
 				t.Fatalf("%s %s: Open: %v; want an error matching ErrCorrupt or ErrStorage", kind, what, err)
 			}
-			c.refusedOpen++
-			c.checkRepair(t, dir, kind, what, acks)
+			r.refusedOpen++
+			r.checkRepair(t, dir, kind, what, acks)
 			return
 		}
 		defer e.Close()
@@ -185,14 +193,28 @@ func (c *campaignCounts) run(t *testing.T, killed, name, kind, what string, acks
 			}
 		}
 		if refused == 0 {
-			c.clean++
+			r.clean++
 		} else {
-			c.partial++
-			c.refusedKeys += refused
+			r.partial++
+			r.refusedKeys += refused
 			e.Close()
-			c.checkRepair(t, dir, kind, what, acks)
+			r.checkRepair(t, dir, kind, what, acks)
 		}
 	})
+}
+
+// add adds the counts of one case to c.
+func (c *campaignCounts) add(r *campaignCounts) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refusedOpen += r.refusedOpen
+	c.clean += r.clean
+	c.partial += r.partial
+	c.refusedKeys += r.refusedKeys
+	c.repaired += r.repaired
+	c.repairReplayed += r.repairReplayed
+	c.repairLostNamed += r.repairLostNamed
+	c.repairLostUnnamed += r.repairLostUnnamed
 }
 
 // checkRepair repairs the damaged directory dir and checks the result:
