@@ -107,7 +107,9 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 		}
 		// Room for the record as compressed (its worst case, which s2
 		// bounds by the body and a sixth), so that it is written once.
-		val = appendFields(make([]byte, 0, valueMinLen+len(cv.k)+2*len(rid)+hdr+len(resp.Body)*5/4+512), &cv)
+		buf := getBuf(valueMinLen + len(cv.k) + 2*len(rid) + hdr + len(resp.Body)*5/4 + 512)
+		defer func() { putBuf(val) }() // go-redis has written it when Run returns
+		val = appendFields(buf, &cv)
 		if val, err = record.Append(val, r, s.opts.Compression); err != nil {
 			return err // ErrTooLarge: nothing was written
 		}

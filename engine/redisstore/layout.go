@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"strconv"
+	"sync"
 
 	"github.com/idemkv/idemkv/engine"
 	"github.com/idemkv/idemkv/record"
@@ -55,6 +56,32 @@ const (
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// bufs holds the buffers that values are built in for one command: the
+// client has written a command's arguments to the connection when the
+// call returns, so the buffer can serve the next one (no allocation, no
+// zeroing, on the two hot paths).
+var bufs sync.Pool
+
+// maxPooled bounds the buffers bufs keeps: a rare large response does not
+// pin its size for good.
+const maxPooled = 64 << 10
+
+// getBuf returns an empty buffer of at least n bytes' capacity.
+func getBuf(n int) []byte {
+	if p, ok := bufs.Get().(*[]byte); ok && cap(*p) >= n {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, max(n, 4<<10))
+}
+
+// putBuf gives b back to bufs once nothing refers to it.
+func putBuf(b []byte) {
+	if cap(b) <= maxPooled {
+		b = b[:0]
+		bufs.Put(&b)
+	}
+}
 
 // value is a record in layout 2.
 type value struct {

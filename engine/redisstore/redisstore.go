@@ -420,7 +420,9 @@ func (s *Store) ask(ctx context.Context, rk string, ek []byte, req engine.Reques
 		if s.opts.Layout == 2 {
 			nv := &value{state: 'f', cid: cid, ttl: s.opts.TTL.Milliseconds(), k: string(ek), fp: req.Fingerprint,
 				tok: 1, att: 1, ca: ca, rid: req.RequestID}
-			v, err = s.setNXGet(ctx, rk, appendValue(nil, nv))
+			buf := appendValue(getBuf(valueMinLen+len(ek)+64+len(req.RequestID)), nv)
+			v, err = s.setNXGet(ctx, rk, buf)
+			putBuf(buf) // written when setNXGet returns
 			if errors.Is(err, redis.Nil) {
 				return s.proceed(rk, cid, req, nv)
 			}
