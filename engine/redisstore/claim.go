@@ -17,6 +17,7 @@ type claim struct {
 	rk    string
 	cid   string // the claim id in the record (see scripts.go, layout.go)
 	v     *value // the claim's record in layout 2; nil in layout 1
+	two   bool   // layout 2 (v != nil); fixed, for the renewals, which run beside Checkpoint's update of v
 	info  engine.ClaimInfo
 	start time.Time
 	stop  func() // ends the renewals (nil if there are none)
@@ -27,7 +28,7 @@ type claim struct {
 // was closed meanwhile: the caller gives the claim back and answers
 // engine.ErrClosed.
 func (s *Store) newClaim(rk, cid string, info engine.ClaimInfo, v *value) *claim {
-	c := &claim{s: s, rk: rk, cid: cid, v: v, info: info, start: time.Now()}
+	c := &claim{s: s, rk: rk, cid: cid, v: v, two: v != nil, info: info, start: time.Now()}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
@@ -46,7 +47,7 @@ func (c *claim) renewal() sharedstore.Renewal {
 		Renew: func(ctx context.Context) (bool, error) {
 			var n int64
 			var err error
-			if c.v != nil {
+			if c.two {
 				n, err = renew2Script.Run(ctx, s.c, []string{c.rk}, c.cid, (s.opts.Lease + s.opts.TTL).Milliseconds()).Int64()
 			} else {
 				n, err = renewScript.Run(ctx, s.c, []string{c.rk}, c.cid,

@@ -228,3 +228,27 @@ func TestServersBeforeSetNXGet(t *testing.T) {
 		t.Fatalf("%d script calls; want 11 (the claims were not the script's)\n%s", scripts, info)
 	}
 }
+
+// TestCheckpointsWhileRenewing: recovery points recorded while the lease
+// is being renewed are kept, and the two do not race (run with -race).
+func TestCheckpointsWhileRenewing(t *testing.T) {
+	url := redistest.Start(t, nil)
+	ctx := context.Background()
+	for _, layout := range []int{1, 2} {
+		s := openStore(t, url, redisstore.Options{Prefix: fmt.Sprintf("cpr%d:", prefixes.Add(1)), Lease: 100 * time.Millisecond, Layout: layout})
+		res := proceed(t, s, "k")
+		for i := range 20 {
+			if err := res.Claim.Checkpoint(ctx, fmt.Sprint("phase-", i), []byte("data")); err != nil {
+				t.Fatalf("layout %d: checkpoint %d: %v", layout, i, err)
+			}
+			time.Sleep(10 * time.Millisecond) // renewals every ~33 ms meanwhile
+		}
+		r, err := s.Get(ctx, request("k").Key)
+		if err != nil || r.Checkpoint == nil || r.Checkpoint.Phase != "phase-19" {
+			t.Fatalf("layout %d: after the checkpoints: %+v %v", layout, r, err)
+		}
+		if err := res.Claim.Complete(ctx, engine.Response{Status: 201}); err != nil {
+			t.Fatalf("layout %d: %v", layout, err)
+		}
+	}
+}
