@@ -17,7 +17,7 @@ type claim struct {
 	rk    string
 	cid   string // the claim id in the record (see scripts.go, layout.go)
 	v     *value // the claim's record in layout 2; nil in layout 1
-	two   bool   // layout 2 (v != nil); fixed, for the renewals, which run beside Checkpoint's update of v
+	two   bool   // layout 2 (v != nil): fixed at the claim, so that the renewals, which run beside Checkpoint's update of v, read it without a lock
 	info  engine.ClaimInfo
 	start time.Time
 	stop  func() // ends the renewals (nil if there are none)
@@ -97,7 +97,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	ms := max(ttl.Milliseconds(), 1)
 	var val []byte
 	var err error
-	if c.v != nil {
+	if c.two {
 		// The completed record in layout 2: the claim's fields, then
 		// the record, in one buffer.
 		cv := *c.v
@@ -122,7 +122,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	defer c.end()
 	ctx = context.WithoutCancel(ctx)
 	var n int64
-	if c.v != nil {
+	if c.two {
 		n, err = complete2Script.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, s.channel).Int64()
 	} else {
 		n, err = completeScript.Run(ctx, s.c, []string{c.rk}, c.cid, val, ms, rid, s.channel).Int64()
@@ -131,7 +131,7 @@ func (c *claim) Complete(ctx context.Context, resp engine.Response) error {
 	case err != nil:
 		// Fenced by the claim id: if the write did happen after all,
 		// the record is completed and this does nothing.
-		_, _ = s.release(ctx, c.rk, c.cid, c.v != nil)
+		_, _ = s.release(ctx, c.rk, c.cid, c.two)
 		err = s.scriptErr("complete", ctx, err)
 		s.st.CountErr(err)
 		return err
@@ -158,7 +158,7 @@ func (c *claim) Checkpoint(ctx context.Context, cp record.Checkpoint) error {
 	ctx = context.WithoutCancel(ctx) // the step happened: record it
 	var n int64
 	var err error
-	if c.v != nil {
+	if c.two {
 		cv := *c.v
 		cv.cp = &cp
 		n, err = checkpoint2Script.Run(ctx, s.c, []string{c.rk}, c.cid, appendValue(nil, &cv),
@@ -193,7 +193,7 @@ func (c *claim) Release(ctx context.Context) error {
 		return engine.ErrClosed
 	}
 	ctx = context.WithoutCancel(ctx)
-	n, err := s.release(ctx, c.rk, c.cid, c.v != nil)
+	n, err := s.release(ctx, c.rk, c.cid, c.two)
 	switch {
 	case err != nil:
 		err = s.scriptErr("release", ctx, err)
