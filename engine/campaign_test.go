@@ -21,9 +21,9 @@ import (
 
 // TestCorruptionCampaign damages a data directory the way disks and
 // operators do, after it was written under concurrent load and killed with
-// SIGKILL: for every write-ahead log, table, blob file and MANIFEST, one
-// byte flipped at many offsets (the start, the middle, the tail), and the
-// file cut short. For each case the directory must either refuse to open
+// SIGKILL: for every write-ahead log, table, blob file, MANIFEST and
+// MANIFEST mirror, one byte flipped at many offsets (the start, the
+// middle, the tail), and the file cut short. For each case the directory must either refuse to open
 // with an error matching ErrCorrupt or ErrStorage that names the kind of
 // file, or open and answer every acknowledged completion with its exact
 // response or with an error — never Proceed, which would run a handler a
@@ -148,6 +148,8 @@ func fileKind(name string) string {
 		return "blob file"
 	case strings.HasPrefix(name, "MANIFEST-"):
 		return "MANIFEST"
+	case strings.HasPrefix(name, "MIRROR-"):
+		return "MANIFEST mirror"
 	}
 	return ""
 }

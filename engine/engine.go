@@ -195,6 +195,9 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 	if err := checkLogs(opts.fs, openDir); err != nil {
 		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
 	}
+	if err := checkManifests(opts.fs, openDir); err != nil {
+		return nil, fmt.Errorf("engine: open %q: %w", dir, err)
+	}
 	e := &Engine{
 		opts:     opts,
 		dir:      openDir,

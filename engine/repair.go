@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pebblerecord "github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/idemkv/idemkv/engine/internal/walfs"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -36,17 +37,24 @@ import (
 //     stretch; the damaged stretch is reported with its offset and
 //     length. The records of a log are written into a fresh log of the
 //     same number in a working copy of the directory.
-//  2. Tables and blob files: Pebble opens the working copy read-only,
+//  2. A damaged MANIFEST is put right: every MANIFEST has a
+//     mirror beside it that holds what its fsyncs covered (MIRROR-000123
+//     beside MANIFEST-000123; see package walfs). A MANIFEST that reads
+//     fewer whole edits than its mirror (Pebble would stop at the damaged
+//     edit and drop the rest, or not open at all) is replaced in the
+//     working copy by the mirror.
+//  3. Tables and blob files: Pebble opens the working copy read-only,
 //     with the MANIFEST, and replays the rewritten logs, which gives the
 //     state the directory held less what the damaged log bytes held.
 //     Every key is then read: a record whose value cannot be read or
 //     fails its checksum is lost (its key is reported), and a table block
 //     that cannot be read is stepped over (from the next table boundary,
 //     and backwards from it), reported as a span of unreadable keys.
-//  3. If Pebble cannot open the working copy at all (a damaged MANIFEST, a
-//     table it names missing), the logs alone are applied, in order, to
-//     an empty store: what was flushed to tables before is lost, and the
-//     report says so.
+//  4. If Pebble still cannot open the working copy (no usable mirror, as
+//     in a directory written before mirrors existed; a table the MANIFEST
+//     names missing), the logs alone are applied, in order, to an empty
+//     store: what was flushed to tables before is lost, and the report
+//     says so.
 //
 // Every record written to the new directory passed its checksums; expired
 // records are left behind (they would never be replayed). The new
@@ -163,6 +171,11 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	logs, err := copyForRepair(dir, work, rep)
 	if err != nil {
 		return rep, err
+	}
+	// A damaged MANIFEST: its mirror names the tables (Pebble would stop
+	// at the damaged edit, silently, or refuse).
+	for _, name := range useMirrors(work) {
+		rep.Damage = append(rep.Damage, fmt.Sprintf("%s was damaged; its mirror %s, which holds every edit fsynced, was read in its place", name, walfs.MirrorName(name)))
 	}
 	db, err := pebble.Open(work, repairPebbleOptions(true))
 	if err != nil {
@@ -386,6 +399,34 @@ func writeLog(path string, recs [][]byte) error {
 		}
 	}
 	return errors.Join(w.Close(), f.Close())
+}
+
+// useMirrors puts in place of each MANIFEST in the working copy work the
+// mirror that holds more whole edits than it reads (see walfs), and
+// returns the names of the MANIFESTs replaced.
+func useMirrors(work string) (used []string) {
+	ents, err := os.ReadDir(work)
+	if err != nil {
+		return nil
+	}
+	for _, ent := range ents {
+		name := ent.Name()
+		mirror := walfs.MirrorName(name)
+		if mirror == "" {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join(work, name)) // unreadable: replaced if the mirror has edits
+		mb, err := os.ReadFile(filepath.Join(work, mirror))
+		if err != nil || manifestEdits(mb) <= manifestEdits(b) {
+			continue
+		}
+		tmp := filepath.Join(work, name+".mirrored")
+		if os.WriteFile(tmp, mb, 0o644) != nil || os.Rename(tmp, filepath.Join(work, name)) != nil {
+			continue
+		}
+		used = append(used, name)
+	}
+	return used
 }
 
 // logsOnly applies the log records recs, in order, to a new store in dir.

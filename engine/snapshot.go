@@ -108,9 +108,20 @@ func copyStore(dir, tmp string) (ok bool, err error) {
 		return false, err
 	}
 	// The sync mark first: it must not claim more of a log than the copy
-	// of that log holds (the logs grow while they are copied).
+	// of that log holds (the logs grow while they are copied). Then the
+	// MANIFESTs' mirrors, for the same reason: a mirror must not hold an
+	// edit that the copy of its MANIFEST lacks (see checkManifests).
+	first := func(name string) int {
+		switch {
+		case name == syncMarkName:
+			return 2
+		case strings.HasPrefix(name, "MIRROR-"):
+			return 1
+		}
+		return 0
+	}
 	slices.SortStableFunc(ents, func(a, b os.DirEntry) int {
-		return cmp.Compare(boolInt(b.Name() == syncMarkName), boolInt(a.Name() == syncMarkName))
+		return cmp.Compare(first(b.Name()), first(a.Name()))
 	})
 	for _, ent := range ents {
 		name := ent.Name()
@@ -217,11 +228,4 @@ func canonical(dir string) string {
 		dir = real
 	}
 	return dir
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	pebblerecord "github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine/internal/walfs"
 )
@@ -405,4 +406,79 @@ func readSyncMark(fs vfs.FS, dir string) (num uint64, size int64, ok bool) {
 		return 0, 0, false
 	}
 	return parseProof(b)
+}
+
+// checkManifests refuses a directory whose current MANIFEST reads fewer
+// whole edits than its mirror holds: the mirror holds only what fsyncs of
+// the MANIFEST covered (see package walfs, The MANIFEST mirror), so the
+// MANIFEST lost bytes that were on stable storage, and Pebble, which takes
+// an unreadable edit for a torn tail, would open the directory without the
+// edits after it. A MANIFEST without a mirror (written by a version before
+// mirrors, or after its mirror failed) is not checked.
+func checkManifests(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil
+	}
+	cur := currentManifest(names)
+	mirror := walfs.MirrorName(cur)
+	if mirror == "" {
+		return nil
+	}
+	mb, err := readFile(fs, fs.PathJoin(dir, mirror))
+	if err != nil {
+		return nil
+	}
+	b, err := readFile(fs, fs.PathJoin(dir, cur))
+	if err != nil {
+		return nil // Pebble reports it
+	}
+	if n, m := manifestEdits(b), manifestEdits(mb); n < m {
+		return damaged(fmt.Sprintf("%s is damaged: it reads %d whole edits, but %d were fsynced (its mirror %s holds them); idemkv repair reads the mirror in its place (keep a copy of the directory; see \"When the engine refuses to open\" in the README)",
+			cur, n, m, mirror), nil)
+	}
+	return nil
+}
+
+// currentManifest returns the name of the MANIFEST that Pebble's newest
+// manifest marker (marker.manifest.<counter>.<name>) names, or "".
+func currentManifest(names []string) string {
+	var cur, best string
+	for _, name := range names {
+		rest, ok := strings.CutPrefix(name, "marker.manifest.")
+		if !ok {
+			continue
+		}
+		counter, manifest, ok := strings.Cut(rest, ".")
+		if ok && (len(counter) > len(best) || len(counter) == len(best) && counter > best) {
+			cur, best = manifest, counter
+		}
+	}
+	return cur
+}
+
+// manifestEdits counts the whole records (version edits) a MANIFEST's
+// bytes b read before the first that cannot be read.
+func manifestEdits(b []byte) int {
+	r := pebblerecord.NewReader(bytes.NewReader(b), 0)
+	n := 0
+	for {
+		rec, err := r.Next()
+		if err != nil {
+			return n
+		}
+		if _, err := io.Copy(io.Discard, rec); err != nil {
+			return n
+		}
+		n++
+	}
+}
+
+func readFile(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

@@ -177,7 +177,13 @@ func (fs *FS) Remove(name string) error {
 	if err := fs.frozen("remove", name); err != nil {
 		return err
 	}
-	return fs.FS.Remove(name)
+	if err := fs.FS.Remove(name); err != nil {
+		return err
+	}
+	if strings.HasPrefix(fs.PathBase(name), "MANIFEST-") {
+		fs.removeMirror(name)
+	}
+	return nil
 }
 
 // RemoveAll implements vfs.FS.
@@ -249,7 +255,13 @@ func (fs *FS) wrap(f vfs.File, name string, category vfs.DiskWriteCategory, err 
 		}
 		return f, err
 	case isManifest(fs, name, category):
-		return &manifestFile{File: f, fs: fs}, nil
+		mf := &manifestFile{File: f, fs: fs}
+		if op == "create" {
+			mf.mirror = fs.createMirror(name)
+		} else {
+			fs.removeMirror(name)
+		}
+		return mf, nil
 	case strings.HasSuffix(name, ".blob"):
 		return &blobFile{File: f, fs: fs}, nil
 	case category != walCategory:
@@ -458,10 +470,12 @@ func (f *tableFile) Sync() error {
 }
 
 // manifestFile refuses every write once the filesystem has failed, so that
-// nothing written after the failure (a blob file above all) is committed.
+// nothing written after the failure (a blob file above all) is committed,
+// and copies what it writes to its mirror (see mirror.go).
 type manifestFile struct {
 	vfs.File
-	fs *FS
+	fs     *FS
+	mirror *mirror // nil: none
 }
 
 func (f *manifestFile) Write(p []byte) (int, error) {
@@ -470,6 +484,13 @@ func (f *manifestFile) Write(p []byte) (int, error) {
 	}
 	n, err := f.File.Write(p)
 	f.fs.written.Add(uint64(n))
+	if f.mirror != nil {
+		if err != nil || n != len(p) {
+			f.mirror.drop()
+		} else {
+			f.mirror.write(p)
+		}
+	}
 	return n, err
 }
 
@@ -477,14 +498,36 @@ func (f *manifestFile) Sync() error {
 	if err := f.fs.Err(); err != nil {
 		return err
 	}
-	return f.File.Sync()
+	err := f.File.Sync()
+	f.syncMirror(err)
+	return err
 }
 
 func (f *manifestFile) SyncData() error {
 	if err := f.fs.Err(); err != nil {
 		return err
 	}
-	return f.File.SyncData()
+	err := f.File.SyncData()
+	f.syncMirror(err)
+	return err
+}
+
+func (f *manifestFile) syncMirror(err error) {
+	switch {
+	case f.mirror == nil:
+	case err != nil:
+		f.mirror.drop()
+	default:
+		f.mirror.synced()
+	}
+}
+
+func (f *manifestFile) Close() error {
+	err := f.File.Close()
+	if f.mirror != nil {
+		f.mirror.close()
+	}
+	return err
 }
 
 // nullFile stands in for a WAL file that could not be created once the

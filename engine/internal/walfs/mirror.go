@@ -1,0 +1,144 @@
+package walfs
+
+import (
+	"io"
+	"strings"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// # The MANIFEST mirror
+//
+// Pebble's MANIFEST is the one file that names every table and blob file
+// of the store, and Pebble reads it as it reads a log: it stops at the
+// first edit it cannot read and takes the rest for a torn tail. A damaged
+// byte in a MANIFEST's last edits therefore drops those edits silently —
+// the tables a flush wrote stop being part of the store after the log
+// they came from was deleted — and a damaged byte in its first edit makes
+// the directory unreadable, though every table is intact (which blob file
+// a table's values point into is recorded only in the MANIFEST).
+//
+// So every MANIFEST this filesystem creates gets a mirror beside it
+// (MANIFEST-000123, MIRROR-000123) that holds exactly what the MANIFEST's
+// fsyncs covered: a fsync of the MANIFEST is followed, before it returns
+// to Pebble, by the write and fsync of the same bytes to the mirror. So
+// Pebble acts on an edit (deleting the files it made obsolete, say) only
+// once both copies hold it, and an edit that is whole in the mirror was
+// fsynced in the MANIFEST: if the MANIFEST reads fewer whole edits than
+// its mirror, bytes that were on stable storage were damaged, which is no
+// torn tail (see engine's checkManifests); a torn tail of the MANIFEST,
+// written but never fsynced, is never in the mirror. An explicit repair
+// reads the mirror in the MANIFEST's place (see engine.Repair).
+//
+// If a write or fsync of the mirror fails, the mirror is removed and the
+// MANIFEST goes on without one (and without the check).
+const mirrorPrefix = "MIRROR-"
+
+// MirrorName returns the name of the mirror of the MANIFEST file with base
+// name manifest (MANIFEST-000123 -> MIRROR-000123), or "" if manifest is
+// not a MANIFEST's name.
+func MirrorName(manifest string) string {
+	num, ok := strings.CutPrefix(manifest, "MANIFEST-")
+	if !ok || num == "" || strings.ContainsAny(num, "./") {
+		return ""
+	}
+	return mirrorPrefix + num
+}
+
+// mirrorPath returns the path of the mirror of the MANIFEST at name, or "".
+func (fs *FS) mirrorPath(name string) string {
+	m := MirrorName(fs.PathBase(name))
+	if m == "" {
+		return ""
+	}
+	return fs.PathJoin(fs.PathDir(name), m)
+}
+
+// createMirror creates the mirror of the MANIFEST being created at name,
+// or returns nil (the MANIFEST then goes on without one).
+func (fs *FS) createMirror(name string) *mirror {
+	path := fs.mirrorPath(name)
+	if path == "" {
+		return nil
+	}
+	f, err := fs.FS.Create(path, manifestCategory)
+	if err != nil {
+		_ = fs.FS.Remove(path)
+		return nil
+	}
+	return &mirror{f: f, fs: fs.FS, path: path}
+}
+
+// removeMirror removes the mirror of the MANIFEST at name, if it has one.
+func (fs *FS) removeMirror(name string) {
+	if path := fs.mirrorPath(name); path != "" {
+		_ = fs.FS.Remove(path)
+	}
+}
+
+// A mirror is the second copy of one MANIFEST file.
+type mirror struct {
+	mu      sync.Mutex
+	f       vfs.File // nil once dropped
+	fs      vfs.FS
+	path    string
+	pending []byte // written to the MANIFEST since its last fsync
+}
+
+// write notes p, which the MANIFEST has just taken; it reaches the mirror
+// after the MANIFEST's next fsync.
+func (m *mirror) write(p []byte) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.f != nil {
+		m.pending = append(m.pending, p...)
+	}
+}
+
+// synced copies what the MANIFEST's fsync just covered to the mirror, and
+// fsyncs it.
+func (m *mirror) synced() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.f == nil || len(m.pending) == 0 {
+		return
+	}
+	n, err := m.f.Write(m.pending)
+	if err == nil && n == len(m.pending) {
+		err = m.f.Sync()
+	} else if err == nil {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		m.dropLocked()
+		return
+	}
+	m.pending = m.pending[:0]
+}
+
+func (m *mirror) close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.f != nil {
+		_ = m.f.Close()
+		m.f = nil
+	}
+}
+
+// drop gives the mirror up after a failed write or fsync of its MANIFEST.
+func (m *mirror) drop() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.f != nil {
+		m.dropLocked()
+	}
+}
+
+// dropLocked gives the mirror up: it is removed, so that no copy that
+// misses an edit stays behind.
+func (m *mirror) dropLocked() {
+	_ = m.f.Close()
+	m.f, m.pending = nil, nil
+	_ = m.fs.Remove(m.path)
+}
