@@ -1134,3 +1134,50 @@ func TestOpenOfDirectoryInUseIsLockedNotDamaged(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// TestFailedMirrorStopsNothing: a failed write or fsync of a MANIFEST's
+// mirror only gives the mirror up (it is removed, so that no copy missing
+// edits stays behind); the engine goes on, and the next start writes a new
+// MANIFEST with a mirror.
+func TestFailedMirrorStopsNothing(t *testing.T) {
+	for name, op := range map[string]errorfs.OpKind{"write": errorfs.OpFileWrite, "fsync": errorfs.OpFileSync} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			f := &fault{match: func(o errorfs.Op) bool {
+				return o.Kind == op && strings.Contains(o.Path, "MIRROR-")
+			}, err: enospc}
+			e := openFaulty(t, dir, f, engine.Options{})
+			keys := completeAll(t, e, "a", 20)
+			manifest := newestFile(t, dir, "MANIFEST-")
+			mirror := "MIRROR-" + strings.TrimPrefix(manifest, "MANIFEST-")
+			if _, err := os.Stat(filepath.Join(dir, mirror)); err != nil {
+				t.Fatalf("no mirror before the fault: %v", err)
+			}
+			f.on.Store(true)
+			if err := e.FlushForTest(); err != nil { // a MANIFEST edit
+				t.Fatal(err)
+			}
+			if f.hits.Load() == 0 {
+				t.Fatal("the flush wrote nothing to the mirror")
+			}
+			if _, err := os.Stat(filepath.Join(dir, mirror)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the failed mirror is still there: %v", err)
+			}
+			keys = append(keys, completeAll(t, e, "b", 20)...)
+			if err := e.Err(); err != nil {
+				t.Fatalf("a failed mirror stopped the engine: %v", err)
+			}
+			f.on.Store(false)
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			e = reopen(t, dir)
+			defer e.Close()
+			checkAfterFault(t, e, keys, nil)
+			next := newestFile(t, dir, "MANIFEST-")
+			if _, err := os.Stat(filepath.Join(dir, "MIRROR-"+strings.TrimPrefix(next, "MANIFEST-"))); next == manifest || err != nil {
+				t.Fatalf("after a restart: MANIFEST %s (was %s), its mirror: %v", next, manifest, err)
+			}
+		})
+	}
+}

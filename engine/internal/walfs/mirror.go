@@ -135,10 +135,15 @@ func (m *mirror) drop() {
 	}
 }
 
-// dropLocked gives the mirror up: it is removed, so that no copy that
-// misses an edit stays behind.
+// dropLocked gives the mirror up: it is removed (or, if it cannot be,
+// emptied), so that no copy that misses edits stays behind for a repair to
+// read in the MANIFEST's place.
 func (m *mirror) dropLocked() {
 	_ = m.f.Close()
 	m.f, m.pending = nil, nil
-	_ = m.fs.Remove(m.path)
+	if m.fs.Remove(m.path) != nil {
+		if f, err := m.fs.Create(m.path, manifestCategory); err == nil {
+			_ = f.Close()
+		}
+	}
 }
