@@ -21,9 +21,10 @@ import (
 
 // TestCorruptionCampaign damages a data directory the way disks and
 // operators do, after it was written under concurrent load and killed with
-// SIGKILL: for every write-ahead log, table, blob file, MANIFEST and
-// MANIFEST mirror, one byte flipped at many offsets (the start, the
-// middle, the tail), and the file cut short. For each case the directory must either refuse to open
+// SIGKILL: for every file of the directory (write-ahead logs, tables, blob
+// files, MANIFESTs and their mirrors, OPTIONS, the scope secret, the sync
+// mark), one byte flipped at many offsets (the start, the middle, the
+// tail), and the file cut short. For each case the directory must either refuse to open
 // with an error matching ErrCorrupt or ErrStorage that names the kind of
 // file, or open and answer every acknowledged completion with its exact
 // response or with an error — never Proceed, which would run a handler a
@@ -68,7 +69,7 @@ func TestCorruptionCampaign(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c campaignCounts
+	c := campaignCounts{secret: scopeSecretOf(t, killed)}
 	t.Run("cases", func(t *testing.T) { // its cases run in parallel: it returns when all have
 		for _, ent := range ents {
 			name := ent.Name()
@@ -135,6 +136,24 @@ type campaignCounts struct {
 	// Repairs of the directories refused at Open or in part.
 	repaired, repairReplayed, repairLostNamed, repairLostUnnamed int
 	seen                                                         map[string]bool
+	// secret is the directory's scope secret, which the repair of a
+	// directory whose secret file is damaged is given.
+	secret []byte
+}
+
+// scopeSecretOf reads the scope secret file of dir.
+func scopeSecretOf(t *testing.T, dir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, engine.ScopeSecretFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, line, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	secret, err := hex.DecodeString(line)
+	if err != nil || len(secret) != 32 {
+		t.Fatalf("scope secret file %q: %v", b, err)
+	}
+	return secret
 }
 
 // fileKind names the kind of a data file the campaign damages, or "".
@@ -150,6 +169,12 @@ func fileKind(name string) string {
 		return "MANIFEST"
 	case strings.HasPrefix(name, "MIRROR-"):
 		return "MANIFEST mirror"
+	case strings.HasPrefix(name, "OPTIONS-"):
+		return "OPTIONS"
+	case name == engine.ScopeSecretFile:
+		return "scope secret"
+	case name == "IDEMKV-SYNCED":
+		return "sync mark"
 	}
 	return ""
 }
@@ -166,7 +191,7 @@ func (c *campaignCounts) run(t *testing.T, killed, name, kind, what string, acks
 	c.cases++
 	t.Run(name+" "+what, func(t *testing.T) {
 		t.Parallel()
-		var r campaignCounts // this case's, added to c at its end
+		r := campaignCounts{secret: c.secret} // this case's, added to c at its end
 		defer c.add(&r)
 		dir := damagedCopy(t, killed, name, damage)
 		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
@@ -228,7 +253,16 @@ func (c *campaignCounts) checkRepair(t *testing.T, dir, kind, what string, acks 
 	t.Helper()
 	before := dirDigest(t, dir)
 	dst := filepath.Join(t.TempDir(), "repaired")
-	rep, err := engine.Repair(dir, dst, &engine.Options{Logger: quietLogger()})
+	opts := &engine.Options{Logger: quietLogger()}
+	if kind == "scope secret" {
+		// Without its secret no record can be found: Repair refuses too,
+		// until the operator gives it.
+		if _, err := engine.Repair(dir, dst, opts); !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), engine.ScopeSecretFile) {
+			t.Fatalf("%s %s: Repair without the secret: %v; want ErrCorrupt naming %s", kind, what, err, engine.ScopeSecretFile)
+		}
+		opts.ScopeSecret = c.secret
+	}
+	rep, err := engine.Repair(dir, dst, opts)
 	if err != nil {
 		t.Fatalf("%s %s: Repair: %v", kind, what, err)
 	}
@@ -239,7 +273,7 @@ func (c *campaignCounts) checkRepair(t *testing.T, dir, kind, what string, acks 
 	for _, k := range rep.Lost {
 		lost[k.Key] = true
 	}
-	e, err := engine.Open(dst, &engine.Options{Logger: quietLogger()})
+	e, err := engine.Open(dst, &engine.Options{Logger: quietLogger(), ScopeSecret: opts.ScopeSecret})
 	if err != nil {
 		t.Fatalf("%s %s: Open of the repaired directory: %v (report %+v)", kind, what, err, rep)
 	}
