@@ -471,7 +471,7 @@ func (f *tableFile) Sync() error {
 
 // manifestFile refuses every write once the filesystem has failed, so that
 // nothing written after the failure (a blob file above all) is committed,
-// and copies what it writes to its mirror (see mirror.go).
+// and copies what each fsync covered to its mirror (see mirror.go).
 type manifestFile struct {
 	vfs.File
 	fs     *FS
