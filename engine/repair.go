@@ -81,10 +81,14 @@ type RepairReport struct {
 	// LostUnknown counts stored entries lost whose key could not be read
 	// either (a damaged key).
 	LostUnknown int
-	// Damage describes every damaged place found: log stretches whose
-	// records could not be read (their keys cannot be known), table
-	// blocks stepped over, and the failure to open the tables at all.
+	// Damage describes every damaged place found that may have cost
+	// records: log stretches whose records could not be read (their keys
+	// cannot be known), table blocks stepped over, and the failure to
+	// open the tables at all.
 	Damage []string
+	// Mended describes damage put right without loss: a damaged MANIFEST
+	// read from its mirror.
+	Mended []string
 	// Interrupted lists the keys copied as in-flight leases. If any
 	// write-ahead log was damaged, the completion of one of these may
 	// have been in the damaged bytes.
@@ -92,12 +96,14 @@ type RepairReport struct {
 	// Verdict is what Open says of the damaged directory (nil if it
 	// would open).
 	Verdict error
+
+	verdictMended bool // Verdict names a file that Mended put right
 }
 
-// Clean reports whether nothing was lost: no damage was found and every
-// stored record was carried over.
+// Clean reports whether nothing was lost: every stored record was carried
+// over, and no damage was found but what Mended lists.
 func (r *RepairReport) Clean() bool {
-	return len(r.Lost) == 0 && r.LostUnknown == 0 && len(r.Damage) == 0 && r.Verdict == nil
+	return len(r.Lost) == 0 && r.LostUnknown == 0 && len(r.Damage) == 0 && (r.Verdict == nil || r.verdictMended)
 }
 
 // Repair salvages the data directory dir into the new directory dst (see
@@ -175,7 +181,10 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	// A damaged MANIFEST: its mirror names the tables (Pebble would stop
 	// at the damaged edit, silently, or refuse).
 	for _, name := range useMirrors(work) {
-		rep.Damage = append(rep.Damage, fmt.Sprintf("%s was damaged; its mirror %s, which holds every edit fsynced, was read in its place", name, walfs.MirrorName(name)))
+		rep.Mended = append(rep.Mended, fmt.Sprintf("%s was damaged; its mirror %s, which holds every edit fsynced, was read in its place", name, walfs.MirrorName(name)))
+		if rep.Verdict != nil && strings.Contains(rep.Verdict.Error(), name) {
+			rep.verdictMended = true
+		}
 	}
 	db, err := pebble.Open(work, repairPebbleOptions(true))
 	if err != nil {

@@ -351,10 +351,10 @@ func TestRepairReadsTablesThroughTheManifestMirror(t *testing.T) {
 			}
 			damage := strings.Join(rep.Damage, "; ")
 			if tc.whole {
-				if rep.Completed != len(keys) || len(rep.Lost) != 0 || rep.LostUnknown != 0 || !strings.Contains(damage, mirror) {
-					t.Fatalf("Repair with an intact mirror: %d of %d completions, lost %v and %d, damage %q", rep.Completed, len(keys), rep.Lost, rep.LostUnknown, damage)
+				if rep.Completed != len(keys) || !rep.Clean() || len(rep.Mended) != 1 || !strings.Contains(rep.Mended[0], mirror) {
+					t.Fatalf("Repair with an intact mirror: %d of %d completions, clean %v, lost %v and %d, damage %q, mended %q", rep.Completed, len(keys), rep.Clean(), rep.Lost, rep.LostUnknown, damage, rep.Mended)
 				}
-			} else if rep.Completed >= len(keys) || !strings.Contains(damage, "only the write-ahead logs were salvaged") {
+			} else if rep.Completed >= len(keys) || rep.Clean() || !strings.Contains(damage, "only the write-ahead logs were salvaged") {
 				t.Fatalf("Repair without a usable mirror: %d of %d completions, damage %q; want the log's records only, and the tables reported lost", rep.Completed, len(keys), damage)
 			}
 			e, err := engine.Open(out, &engine.Options{Logger: quietLogger()})

@@ -558,6 +558,44 @@ func TestRepair(t *testing.T) {
 	}
 }
 
+// TestRepairMendsADamagedManifest: a directory whose MANIFEST is damaged is
+// refused by the tools, naming the MANIFEST; repair reads the MANIFEST's
+// mirror, loses nothing and says so (exit 0).
+func TestRepairMendsADamagedManifest(t *testing.T) {
+	sound := filepath.Join(t.TempDir(), "sound")
+	if code, _, stderr := runCmd(t, "repair", "-data", newDataDir(t), "-out", sound); code != 3 {
+		t.Fatalf("repair of the damaged record's directory: exit %d\n%s", code, stderr)
+	}
+	var manifest string
+	ents, err := os.ReadDir(sound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ent := range ents {
+		if m, ok := strings.CutPrefix(ent.Name(), "marker.manifest."); ok {
+			_, manifest, _ = strings.Cut(m, ".")
+		}
+	}
+	path := filepath.Join(sound, manifest)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("current MANIFEST %q: %v", manifest, err)
+	}
+	b[len(b)/2] ^= 0x10
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCmd(t, "inspect", "-data", sound); code != 1 || !strings.Contains(stderr, manifest) {
+		t.Fatalf("inspect of a directory with a damaged MANIFEST: exit %d, want 1 naming %s\n%s", code, manifest, stderr)
+	}
+	out := filepath.Join(t.TempDir(), "mended")
+	code, stdout, stderr := runCmd(t, "repair", "-data", sound, "-out", out)
+	if code != 0 || !strings.Contains(stdout, "mended: "+manifest) || !strings.Contains(stdout, "nothing was lost") {
+		t.Fatalf("repair of a damaged MANIFEST: exit %d, want 0, mended, nothing lost\n%s\n%s", code, stdout, stderr)
+	}
+	checkOutput(t, []string{"inspect", "-data", out}, 0, []string{"k1", "k2", "a1", "anon", "k3"}, nil)
+}
+
 // TestToolsReadADirectoryKeyedWithAConfiguredSecret: a directory served
 // with IDEMKV_SCOPE_SECRET has no secret file; inspect still lists it,
 // and -credential finds the tenant's records once given the secret (and

@@ -59,6 +59,9 @@ func printRepair(w io.Writer, dir, out string, rep *engine.RepairReport) {
 	}
 	fmt.Fprintf(w, "wrote %s: %d completed records, %d interrupted claims; left behind %d expired\n",
 		out, rep.Completed, rep.Claimed, rep.Expired)
+	for _, d := range rep.Mended {
+		fmt.Fprintf(w, "mended: %s\n", d)
+	}
 	for _, d := range rep.Damage {
 		fmt.Fprintf(w, "damage: %s\n", d)
 	}
