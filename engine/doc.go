@@ -142,10 +142,10 @@
 //     unreadable edit and takes the rest for a torn tail, which would drop
 //     the tables of later flushes silently. Every MANIFEST has a mirror
 //     (MIRROR-<n>, see package walfs) holding what its fsyncs covered;
-//     Open fails with ErrCorrupt naming a MANIFEST that reads fewer whole
-//     edits than its mirror (checkManifests), and Repair reads the mirror
-//     in its place. A MANIFEST written before mirrors existed, or whose
-//     mirror failed, is not checked.
+//     Open fails with ErrCorrupt naming a MANIFEST with a chunk that does
+//     not read within what the mirror holds (checkManifests), and Repair
+//     takes each damaged chunk from the mirror. A MANIFEST written before
+//     mirrors existed, or whose mirror failed, is not checked.
 //   - Storage failures. Every error caused by the disk matches ErrStorage
 //     and nothing is acknowledged that was not written. Failed table
 //     writes (a flush out of space) and failed reads are retried by Pebble

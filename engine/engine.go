@@ -298,6 +298,7 @@ func open(dir, openDir string, opts Options) (*Engine, error) {
 	if opts.ReadOnly {
 		return e, nil
 	}
+	e.fs.RemoveOrphanMirrors(openDir)
 	sweepEvery := opts.SweepInterval
 	if sweepEvery == 0 {
 		sweepEvery = min(time.Minute, max(time.Second, e.gens.Width/16))

@@ -37,12 +37,14 @@ import (
 //     stretch; the damaged stretch is reported with its offset and
 //     length. The records of a log are written into a fresh log of the
 //     same number in a working copy of the directory.
-//  2. A damaged MANIFEST is put right: every MANIFEST has a
-//     mirror beside it that holds what its fsyncs covered (MIRROR-000123
-//     beside MANIFEST-000123; see package walfs). A MANIFEST that reads
-//     fewer whole edits than its mirror (Pebble would stop at the damaged
-//     edit and drop the rest, or not open at all) is replaced in the
-//     working copy by the mirror.
+//  2. A damaged MANIFEST is mended: every MANIFEST has a mirror beside it
+//     that holds what its fsyncs covered (MIRROR-000123 beside
+//     MANIFEST-000123; see package walfs). Each chunk of the current
+//     MANIFEST that does not read (Pebble would stop at it and drop the
+//     edits after, silently, or not open at all) is taken from the
+//     mirror, in the working copy. If both copies are damaged at the same
+//     place before the end of what was fsynced, the tables cannot be
+//     trusted, and step 4 follows.
 //  3. Tables and blob files: Pebble opens the working copy read-only,
 //     with the MANIFEST, and replays the rewritten logs, which gives the
 //     state the directory held less what the damaged log bytes held.
@@ -50,9 +52,9 @@ import (
 //     fails its checksum is lost (its key is reported), and a table block
 //     that cannot be read is stepped over (from the next table boundary,
 //     and backwards from it), reported as a span of unreadable keys.
-//  4. If Pebble still cannot open the working copy (no usable mirror, as
-//     in a directory written before mirrors existed; a table the MANIFEST
-//     names missing), the logs alone are applied, in order, to an empty
+//  4. If Pebble still cannot open the working copy (a MANIFEST damaged
+//     without a usable mirror, as in a directory written before mirrors
+//     existed; a table the MANIFEST names missing), the logs alone are applied, in order, to an empty
 //     store: what was flushed to tables before is lost, and the report
 //     says so.
 //
@@ -178,15 +180,13 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	if err != nil {
 		return rep, err
 	}
-	// A damaged MANIFEST: its mirror names the tables (Pebble would stop
-	// at the damaged edit, silently, or refuse).
-	for _, name := range useMirrors(work) {
-		rep.Mended = append(rep.Mended, fmt.Sprintf("%s was damaged; its mirror %s, which holds every edit fsynced, was read in its place", name, walfs.MirrorName(name)))
-		if rep.Verdict != nil && strings.Contains(rep.Verdict.Error(), name) {
-			rep.verdictMended = true
-		}
+	// A damaged MANIFEST is mended from its mirror (Pebble would stop at
+	// the damaged edit, silently, or refuse).
+	var db *pebble.DB
+	err = errors.New("the MANIFEST and its mirror are damaged")
+	if mendManifestIn(work, rep) {
+		db, err = pebble.Open(work, repairPebbleOptions(true))
 	}
-	db, err := pebble.Open(work, repairPebbleOptions(true))
 	if err != nil {
 		rep.Damage = append(rep.Damage, fmt.Sprintf("the tables could not be opened, so only the write-ahead logs were salvaged and every record flushed to tables before them is lost (%v)", err))
 		if db, err = logsOnly(filepath.Join(work, "logs-only"), logs); err != nil {
@@ -410,32 +410,51 @@ func writeLog(path string, recs [][]byte) error {
 	return errors.Join(w.Close(), f.Close())
 }
 
-// useMirrors puts in place of each MANIFEST in the working copy work the
-// mirror that holds more whole edits than it reads (see walfs), and
-// returns the names of the MANIFESTs replaced.
-func useMirrors(work string) (used []string) {
+// mendManifestIn mends the current MANIFEST of the working copy work from
+// its mirror (see walfs, and mendManifest in walcheck.go): every damaged
+// chunk that the mirror holds intact is taken from it. It reports what it
+// mended in rep, and returns false if the MANIFEST lost bytes that were
+// fsynced and that neither copy holds intact: Pebble would read it up to
+// there and drop the edits after, silently, so its tables cannot be used.
+func mendManifestIn(work string, rep *RepairReport) bool {
 	ents, err := os.ReadDir(work)
 	if err != nil {
-		return nil
+		return true
 	}
-	for _, ent := range ents {
-		name := ent.Name()
-		mirror := walfs.MirrorName(name)
-		if mirror == "" {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join(work, name)) // unreadable: replaced if the mirror has edits
-		mb, err := os.ReadFile(filepath.Join(work, mirror))
-		if err != nil || manifestEdits(mb) <= manifestEdits(b) {
-			continue
-		}
-		tmp := filepath.Join(work, name+".mirrored")
-		if os.WriteFile(tmp, mb, 0o644) != nil || os.Rename(tmp, filepath.Join(work, name)) != nil {
-			continue
-		}
-		used = append(used, name)
+	names := make([]string, len(ents))
+	for i, ent := range ents {
+		names[i] = ent.Name()
 	}
-	return used
+	cur := currentManifest(names)
+	mirror := walfs.MirrorName(cur)
+	if mirror == "" {
+		return true
+	}
+	mb, err := os.ReadFile(filepath.Join(work, mirror))
+	if err != nil {
+		return true
+	}
+	b, _ := os.ReadFile(filepath.Join(work, cur)) // unreadable: mended from the mirror if it can be
+	mended, from, end := mendManifest(b, mb)
+	if end < len(mb) {
+		rep.Damage = append(rep.Damage, fmt.Sprintf("%s and its mirror %s are both damaged at offset %d, before the %d bytes that were fsynced: the edits from there are lost", cur, mirror, end, len(mb)))
+		return false
+	}
+	if len(from) == 0 {
+		return true
+	}
+	tmp := filepath.Join(work, cur+".mended")
+	if err := os.WriteFile(tmp, mended, 0o644); err != nil {
+		return true
+	}
+	if err := os.Rename(tmp, filepath.Join(work, cur)); err != nil {
+		return true
+	}
+	rep.Mended = append(rep.Mended, fmt.Sprintf("%s was damaged; %d of its chunks (from offset %d) were read from its mirror %s, which holds what was fsynced", cur, len(from), from[0], mirror))
+	if rep.Verdict != nil && strings.Contains(rep.Verdict.Error(), cur) {
+		rep.verdictMended = true
+	}
+	return true
 }
 
 // logsOnly applies the log records recs, in order, to a new store in dir.

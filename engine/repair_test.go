@@ -252,7 +252,7 @@ func replayed(t *testing.T, e *engine.Engine, keys []string) int {
 }
 
 // TestManifestDamageIsNeverTakenForATornTail flips every byte of a
-// MANIFEST in turn. Pebble reads a MANIFEST up to its first unreadable
+// MANIFEST in turn (every other time a byte of its mirror too). Pebble reads a MANIFEST up to its first unreadable
 // edit and takes the rest for a torn tail, so a flip in a later edit used
 // to open the directory without the tables that edit added: 200
 // acknowledged records gone, silently. Each flip must now be refused
@@ -270,6 +270,18 @@ func TestManifestDamageIsNeverTakenForATornTail(t *testing.T) {
 	refused, whole := 0, 0
 	for off := int64(0); off < fi.Size(); off += step {
 		dir := damagedCopy(t, src, manifest, func(b []byte) []byte { b[off] ^= 0x10; return b })
+		if off%2 == 1 {
+			// The mirror damaged too, elsewhere.
+			mp := filepath.Join(dir, "MIRROR-"+strings.TrimPrefix(manifest, "MANIFEST-"))
+			mb, err := os.ReadFile(mp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb[(off*7+13)%int64(len(mb))] ^= 0x04
+			if err := os.WriteFile(mp, mb, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		e, err := engine.Open(dir, &engine.Options{Logger: quietLogger()})
 		if err != nil {
 			if !errors.Is(err, engine.ErrCorrupt) || !strings.Contains(err.Error(), manifest) {
@@ -323,6 +335,14 @@ func TestRepairReadsTablesThroughTheManifestMirror(t *testing.T) {
 	}{
 		{"first edit, intact mirror", func(int) int { return 10 }, func(b []byte) []byte { return b }, true},
 		{"last edit, intact mirror", func(n int) int { return n - 20 }, func(b []byte) []byte { return b }, true},
+		// Each copy damaged where the other is not (found in review: the
+		// whole mirror was read in the MANIFEST's place, or the damage
+		// opened silently).
+		{"first edit, mirror damaged in the last", func(int) int { return 10 }, func(b []byte) []byte { b[len(b)-20] ^= 0x10; return b }, true},
+		{"last edit, mirror damaged in the first", func(n int) int { return n - 20 }, func(b []byte) []byte { b[10] ^= 0x10; return b }, true},
+		// A mirror that missed the last edit (one whose removal failed)
+		// mends what it holds, and the rest is the MANIFEST's own.
+		{"first edit, mirror without the last edit", func(int) int { return 10 }, func(b []byte) []byte { return b[:manifestRecordEnd(t, b, 1)] }, true},
 		{"no mirror", func(int) int { return 10 }, nil, false},
 		{"mirror damaged too", func(int) int { return 10 }, func(b []byte) []byte { b[10] ^= 0x10; return b }, false},
 	} {
@@ -369,6 +389,20 @@ func TestRepairReadsTablesThroughTheManifestMirror(t *testing.T) {
 	}
 }
 
+// manifestRecordEnd returns the offset at which the first n records of
+// MANIFEST b end (each of these fits one chunk).
+func manifestRecordEnd(t *testing.T, b []byte, n int) int {
+	t.Helper()
+	off := 0
+	for range n {
+		if off+7 > len(b) || b[off+6] != 1 { // a full chunk
+			t.Fatalf("MANIFEST record at %d is not one chunk", off)
+		}
+		off += 7 + (int(b[off+4]) | int(b[off+5])<<8)
+	}
+	return off
+}
+
 // newestFile returns the name of the file in dir with the prefix and the
 // highest number.
 func newestFile(t *testing.T, dir, prefix string) string {
@@ -402,4 +436,34 @@ func countFiles(t *testing.T, dir, prefix string) int {
 		}
 	}
 	return n
+}
+
+// TestOrphanMirrorIsRemoved: a mirror whose MANIFEST is gone (a crash
+// between their removals) is removed at the next writable open, and a
+// read-only open leaves it.
+func TestOrphanMirrorIsRemoved(t *testing.T) {
+	dir, _, _, _ := manifestDir(t)
+	orphan := filepath.Join(dir, "MIRROR-000002")
+	if err := os.WriteFile(orphan, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(dir, &engine.Options{ReadOnly: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	if _, err := os.Stat(orphan); err != nil {
+		t.Fatalf("a read-only open removed a file: %v", err)
+	}
+	e, err = engine.Open(dir, &engine.Options{Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the orphan mirror is still there: %v", err)
+	}
+	if n, m := countFiles(t, dir, "MANIFEST-"), countFiles(t, dir, "MIRROR-"); n != m {
+		t.Fatalf("%d MANIFEST files and %d mirrors after open", n, m)
+	}
 }

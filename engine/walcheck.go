@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	pebblerecord "github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/idemkv/idemkv/engine/internal/walfs"
 )
@@ -408,13 +407,16 @@ func readSyncMark(fs vfs.FS, dir string) (num uint64, size int64, ok bool) {
 	return parseProof(b)
 }
 
-// checkManifests refuses a directory whose current MANIFEST reads fewer
-// whole edits than its mirror holds: the mirror holds only what fsyncs of
-// the MANIFEST covered (see package walfs, The MANIFEST mirror), so the
-// MANIFEST lost bytes that were on stable storage, and Pebble, which takes
-// an unreadable edit for a torn tail, would open the directory without the
-// edits after it. A MANIFEST without a mirror (written by a version before
-// mirrors, or after its mirror failed) is not checked.
+// checkManifests refuses a directory whose current MANIFEST lost bytes
+// that were fsynced. Its mirror (see package walfs, The MANIFEST mirror)
+// is written only after a fsync of the MANIFEST covered the same bytes, so
+// the mirror's length is a fsynced length of the MANIFEST, and the mirror
+// is a byte copy of the MANIFEST's start. The MANIFEST is damaged if one
+// of its chunks before that length does not read (Pebble, which takes an
+// unreadable edit for a torn tail, would open the directory without the
+// edits from there), or if the mirror holds an intact chunk where the
+// MANIFEST's is damaged. A MANIFEST without a mirror (written by a version
+// before mirrors, or after its mirror failed) is not checked.
 func checkManifests(fs vfs.FS, dir string) error {
 	names, err := fs.List(dir)
 	if err != nil {
@@ -425,6 +427,8 @@ func checkManifests(fs vfs.FS, dir string) error {
 	if mirror == "" {
 		return nil
 	}
+	// The mirror first: on a live directory it can only grow after the
+	// MANIFEST did.
 	mb, err := readFile(fs, fs.PathJoin(dir, mirror))
 	if err != nil {
 		return nil
@@ -433,11 +437,50 @@ func checkManifests(fs vfs.FS, dir string) error {
 	if err != nil {
 		return nil // Pebble reports it
 	}
-	if n, m := manifestEdits(b), manifestEdits(mb); n < m {
-		return damaged(fmt.Sprintf("%s is damaged: it reads %d whole edits, but %d were fsynced (its mirror %s holds them); idemkv repair reads the mirror in its place (keep a copy of the directory; see \"When the engine refuses to open\" in the README)",
-			cur, n, m, mirror), nil)
+	if _, from, end := mendManifest(b, mb); len(from) > 0 || end < len(mb) {
+		at := end
+		if len(from) > 0 {
+			at = from[0]
+		}
+		return damaged(fmt.Sprintf("%s is damaged at offset %d: its first %d bytes were fsynced (its mirror %s holds them); idemkv repair reads the mirror where the MANIFEST is damaged (keep a copy of the directory; see \"When the engine refuses to open\" in the README)",
+			cur, at, len(mb), mirror), nil)
 	}
 	return nil
+}
+
+// mendManifest reads the chunks of MANIFEST b (Pebble's record format: 32
+// KiB blocks of chunks, each with its checksum), taking any chunk that is
+// damaged or missing in b from the mirror m at the same offset. It returns
+// the mended bytes (b itself if nothing was taken), the offsets of the
+// chunks taken from m, and end, the offset where neither copy holds an
+// intact chunk (or where both end).
+func mendManifest(b, m []byte) (mended []byte, from []int, end int) {
+	mended = b
+	i := 0
+	for i < max(len(mended), len(m)) {
+		if rest := logBlockSize - i%logBlockSize; rest < 7 {
+			i += rest // a block's padding: no chunk header fits
+			continue
+		}
+		if _, _, e, ok := chunkAt(mended, i, 0); ok {
+			i = e
+			continue
+		}
+		_, _, e, ok := chunkAt(m, i, 0)
+		if !ok {
+			break
+		}
+		if len(from) == 0 {
+			mended = bytes.Clone(b)
+		}
+		if len(mended) < e {
+			mended = append(mended, make([]byte, e-len(mended))...)
+		}
+		copy(mended[i:e], m[i:e])
+		from = append(from, i)
+		i = e
+	}
+	return mended, from, min(i, max(len(mended), len(m)))
 }
 
 // currentManifest returns the name of the MANIFEST that Pebble's newest
@@ -455,23 +498,6 @@ func currentManifest(names []string) string {
 		}
 	}
 	return cur
-}
-
-// manifestEdits counts the whole records (version edits) a MANIFEST's
-// bytes b read before the first that cannot be read.
-func manifestEdits(b []byte) int {
-	r := pebblerecord.NewReader(bytes.NewReader(b), 0)
-	n := 0
-	for {
-		rec, err := r.Next()
-		if err != nil {
-			return n
-		}
-		if _, err := io.Copy(io.Discard, rec); err != nil {
-			return n
-		}
-		n++
-	}
 }
 
 func readFile(fs vfs.FS, path string) ([]byte, error) {

@@ -24,15 +24,21 @@ import (
 // fsyncs covered: a fsync of the MANIFEST is followed, before it returns
 // to Pebble, by the write and fsync of the same bytes to the mirror. So
 // Pebble acts on an edit (deleting the files it made obsolete, say) only
-// once both copies hold it, and an edit that is whole in the mirror was
-// fsynced in the MANIFEST: if the MANIFEST reads fewer whole edits than
-// its mirror, bytes that were on stable storage were damaged, which is no
-// torn tail (see engine's checkManifests); a torn tail of the MANIFEST,
+// once both copies hold it; the mirror is a byte copy of the MANIFEST's
+// start; and any length the mirror has is a length of the MANIFEST that
+// was fsynced. A chunk of the MANIFEST that does not read before the
+// mirror's length was damaged on stable storage, which is no torn tail
+// (engine's checkManifests refuses it); a torn tail of the MANIFEST,
 // written but never fsynced, is never in the mirror. An explicit repair
-// reads the mirror in the MANIFEST's place (see engine.Repair).
+// takes each damaged chunk from the mirror (see engine.Repair).
 //
-// If a write or fsync of the mirror fails, the mirror is removed and the
-// MANIFEST goes on without one (and without the check).
+// If a write or fsync of the mirror fails, the mirror is removed (or
+// emptied, if it cannot be) and the MANIFEST goes on without one, and
+// without the check. Were even that to fail, the stale mirror would still
+// be a byte copy of the MANIFEST's start: it mends only what it holds.
+// What a mirror cannot cover: an edit that a kill -9 stopped between the
+// MANIFEST's fsync and the mirror's write, until the next MANIFEST begins
+// (at the next flush or open), and damage to the same chunk of both.
 const mirrorPrefix = "MIRROR-"
 
 // MirrorName returns the name of the mirror of the MANIFEST file with base
@@ -68,6 +74,32 @@ func (fs *FS) createMirror(name string) *mirror {
 		return nil
 	}
 	return &mirror{f: f, fs: fs.FS, path: path}
+}
+
+// RemoveOrphanMirrors removes the mirrors in dir whose MANIFEST is gone (a
+// crash between the removal of an obsolete MANIFEST and of its mirror
+// leaves one). Failures are ignored: an orphan only takes space.
+func (fs *FS) RemoveOrphanMirrors(dir string) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return
+	}
+	have := make(map[string]bool, len(names))
+	for _, name := range names {
+		have[name] = true
+	}
+	for _, name := range names {
+		num, ok := strings.CutPrefix(name, mirrorPrefix)
+		if !ok || have["MANIFEST-"+num] {
+			continue
+		}
+		// A listing is no snapshot: a MANIFEST created while it ran may be
+		// missing from it while its mirror (created after it) is there.
+		if _, err := fs.FS.Stat(fs.PathJoin(dir, "MANIFEST-"+num)); err == nil {
+			continue
+		}
+		_ = fs.FS.Remove(fs.PathJoin(dir, name))
+	}
 }
 
 // removeMirror removes the mirror of the MANIFEST at name, if it has one.
