@@ -459,11 +459,15 @@ func TestOrphanMirrorIsRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
 	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the orphan mirror is still there: %v", err)
 	}
+	// Counted once Pebble's removal of the obsolete MANIFEST (and, after
+	// it, of its mirror) is over: Close waits for it.
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if n, m := countFiles(t, dir, "MANIFEST-"), countFiles(t, dir, "MIRROR-"); n != m {
-		t.Fatalf("%d MANIFEST files and %d mirrors after open", n, m)
+		t.Fatalf("%d MANIFEST files and %d mirrors after open and close", n, m)
 	}
 }
