@@ -54,9 +54,9 @@ import (
 //     and backwards from it), reported as a span of unreadable keys.
 //  4. If Pebble still cannot open the working copy (a MANIFEST damaged
 //     without a usable mirror, as in a directory written before mirrors
-//     existed; a table the MANIFEST names missing), the logs alone are applied, in order, to an empty
-//     store: what was flushed to tables before is lost, and the report
-//     says so.
+//     existed; a table the MANIFEST names missing), the logs alone are
+//     applied, in order, to an empty store: what was flushed to tables
+//     before is lost, and the report says so.
 //
 // Every record written to the new directory passed its checksums; expired
 // records are left behind (they would never be replayed). The new
@@ -88,8 +88,8 @@ type RepairReport struct {
 	// cannot be known), table blocks stepped over, and the failure to
 	// open the tables at all.
 	Damage []string
-	// Mended describes damage put right without loss: a damaged MANIFEST
-	// read from its mirror.
+	// Mended describes damage put right without loss: a MANIFEST whose
+	// damaged chunks were read from its mirror.
 	Mended []string
 	// Interrupted lists the keys copied as in-flight leases. If any
 	// write-ahead log was damaged, the completion of one of these may
@@ -183,9 +183,14 @@ func Repair(dir, dst string, o *Options) (_ *RepairReport, err error) {
 	// A damaged MANIFEST is mended from its mirror (Pebble would stop at
 	// the damaged edit, silently, or refuse).
 	var db *pebble.DB
-	err = errors.New("the MANIFEST and its mirror are damaged")
-	if mendManifestIn(work, rep) {
+	usable, err := mendManifestIn(work, rep)
+	switch {
+	case err != nil:
+		return rep, err
+	case usable:
 		db, err = pebble.Open(work, repairPebbleOptions(true))
+	default:
+		err = errors.New("the MANIFEST and its mirror are damaged")
 	}
 	if err != nil {
 		rep.Damage = append(rep.Damage, fmt.Sprintf("the tables could not be opened, so only the write-ahead logs were salvaged and every record flushed to tables before them is lost (%v)", err))
@@ -413,13 +418,14 @@ func writeLog(path string, recs [][]byte) error {
 // mendManifestIn mends the current MANIFEST of the working copy work from
 // its mirror (see walfs, and mendManifest in walcheck.go): every damaged
 // chunk that the mirror holds intact is taken from it. It reports what it
-// mended in rep, and returns false if the MANIFEST lost bytes that were
-// fsynced and that neither copy holds intact: Pebble would read it up to
-// there and drop the edits after, silently, so its tables cannot be used.
-func mendManifestIn(work string, rep *RepairReport) bool {
+// mended in rep, and returns usable=false if the MANIFEST lost bytes that
+// were fsynced and that neither copy holds intact: Pebble would read it up
+// to there and drop the edits after, silently, so its tables cannot be
+// used.
+func mendManifestIn(work string, rep *RepairReport) (usable bool, err error) {
 	ents, err := os.ReadDir(work)
 	if err != nil {
-		return true
+		return false, err
 	}
 	names := make([]string, len(ents))
 	for i, ent := range ents {
@@ -428,33 +434,33 @@ func mendManifestIn(work string, rep *RepairReport) bool {
 	cur := currentManifest(names)
 	mirror := walfs.MirrorName(cur)
 	if mirror == "" {
-		return true
+		return true, nil
 	}
 	mb, err := os.ReadFile(filepath.Join(work, mirror))
 	if err != nil {
-		return true
+		return true, nil // no mirror: Pebble judges the MANIFEST alone
 	}
 	b, _ := os.ReadFile(filepath.Join(work, cur)) // unreadable: mended from the mirror if it can be
 	mended, from, end := mendManifest(b, mb)
 	if end < len(mb) {
 		rep.Damage = append(rep.Damage, fmt.Sprintf("%s and its mirror %s are both damaged at offset %d, before the %d bytes that were fsynced: the edits from there are lost", cur, mirror, end, len(mb)))
-		return false
+		return false, nil
 	}
 	if len(from) == 0 {
-		return true
+		return true, nil
 	}
 	tmp := filepath.Join(work, cur+".mended")
 	if err := os.WriteFile(tmp, mended, 0o644); err != nil {
-		return true
+		return false, err
 	}
 	if err := os.Rename(tmp, filepath.Join(work, cur)); err != nil {
-		return true
+		return false, err
 	}
 	rep.Mended = append(rep.Mended, fmt.Sprintf("%s was damaged; %d of its chunks (from offset %d) were read from its mirror %s, which holds what was fsynced", cur, len(from), from[0], mirror))
 	if rep.Verdict != nil && strings.Contains(rep.Verdict.Error(), cur) {
 		rep.verdictMended = true
 	}
-	return true
+	return true, nil
 }
 
 // logsOnly applies the log records recs, in order, to a new store in dir.
