@@ -90,6 +90,13 @@ func TestCorruptionCampaign(t *testing.T) {
 				offsets = append(offsets, size*int64(i)/int64(flips))
 			}
 			offsets = append(offsets, size-1, max(0, size-40))
+			if raceEnabled && smallFile(kind) {
+				// The short mode (CI, under the race detector) damages the
+				// small files of the directory once, in the middle; the
+				// long mode and TestManifestDamageIsNeverTakenForATornTail
+				// cover them byte by byte.
+				offsets = []int64{size / 2}
+			}
 			slices.Sort(offsets)
 			// Damage to bytes past the last proof of their fsync (the last
 			// fsync before the kill, whose proof was not yet written) cannot
@@ -111,7 +118,11 @@ func TestCorruptionCampaign(t *testing.T) {
 				}
 				c.run(t, killed, name, kind, what, acks, func(b []byte) []byte { b[off] ^= 0x10; return b })
 			}
-			for _, keep := range []int64{size / 2, size - 1} {
+			cuts := []int64{size / 2, size - 1}
+			if raceEnabled && smallFile(kind) {
+				cuts = cuts[1:]
+			}
+			for _, keep := range cuts {
 				what := fmt.Sprintf("cut to %d of %d", keep, size)
 				if beyondMark(keep, what) {
 					continue
@@ -177,6 +188,16 @@ func fileKind(name string) string {
 		return "sync mark"
 	}
 	return ""
+}
+
+// smallFile reports whether files of kind are the directory's small ones
+// (metadata beside the data).
+func smallFile(kind string) bool {
+	switch kind {
+	case "MANIFEST mirror", "OPTIONS", "scope secret", "sync mark":
+		return true
+	}
+	return false
 }
 
 func (c *campaignCounts) run(t *testing.T, killed, name, kind, what string, acks []string, damage func([]byte) []byte) {
