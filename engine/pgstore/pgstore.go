@@ -187,6 +187,14 @@ type Store struct {
 	st     sharedstore.Counters // reported by Stats
 	scoper *engine.Scoper
 
+	// asks bounds the Begin statements in flight to one connection fewer
+	// than the pool has, so that a claim's renewals and its Complete
+	// always find a connection: in a flood of duplicates they would
+	// otherwise queue behind the duplicates' statements past the lease,
+	// and another duplicate would take the claim over and run its handler
+	// a second time.
+	asks chan struct{}
+
 	// waiter runs waiting Begins; listener is its notifications (see
 	// waiting.go).
 	waiter   sharedstore.Waiter
@@ -226,6 +234,7 @@ func New(pool *pgxpool.Pool, o *Options) (*Store, error) {
 		del: sqlFor(t, deleteSQL), renew: sqlFor(t, renewSQL), checkpoint: sqlFor(t, checkpointSQL),
 		get: sqlFor(t, getSQL), list: sqlFor(t, listSQL), sweep: sqlFor(t, sweepSQL),
 	}}
+	s.asks = make(chan struct{}, max(1, int(pool.Config().MaxConns)-1))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.waiter = sharedstore.Waiter{
 		Subscribed: s.subscribed, Closed: s.closed.Load, Done: s.ctx.Done(),
@@ -346,6 +355,12 @@ func (s *Store) Begin(ctx context.Context, req engine.Request) (res engine.Resul
 	ek := req.Key.Append(nil)
 	fresh := true
 	ask := func() (engine.Result, time.Duration, error) {
+		select {
+		case s.asks <- struct{}{}:
+			defer func() { <-s.asks }()
+		case <-ctx.Done():
+			return engine.Result{}, 0, s.queryErr("begin", ctx, ctx.Err())
+		}
 		cid := s.id + "." + strconv.FormatUint(s.seq.Add(1), 36)
 		if fresh {
 			// The fast path (see claimSQL): a new key's claim, or a
