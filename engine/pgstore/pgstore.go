@@ -216,6 +216,11 @@ var _ engine.Store = (*Store)(nil)
 // New returns a Store on pool. It does no I/O: call Migrate (or
 // CheckSchema) and CheckScopeSecret before use, as Open does. Close does
 // not close pool. A nil o means the documented defaults.
+//
+// Begin uses at most one connection fewer than the pool has, so that the
+// lease renewals and the Complete of claims in flight are never queued
+// behind a flood of duplicates; give the pool at least two connections
+// (pgxpool's default is four, or one per CPU).
 func New(pool *pgxpool.Pool, o *Options) (*Store, error) {
 	opts, err := o.withDefaults()
 	if err != nil {
