@@ -15,7 +15,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	pebblerecord "github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/idemkv/idemkv/engine/internal/walfs"
 	"github.com/idemkv/idemkv/expiry"
 	"github.com/idemkv/idemkv/record"
 )
@@ -423,24 +422,15 @@ func writeLog(path string, recs [][]byte) error {
 // to there and drop the edits after, silently, so its tables cannot be
 // used.
 func mendManifestIn(work string, rep *RepairReport) (usable bool, err error) {
-	ents, err := os.ReadDir(work)
+	p, err := readManifests(vfs.Default, work)
 	if err != nil {
 		return false, err
 	}
-	names := make([]string, len(ents))
-	for i, ent := range ents {
-		names[i] = ent.Name()
-	}
-	cur := currentManifest(names)
-	mirror := walfs.MirrorName(cur)
-	if mirror == "" {
-		return true, nil
-	}
-	mb, err := os.ReadFile(filepath.Join(work, mirror))
-	if err != nil {
+	if p.mb == nil {
 		return true, nil // no mirror: Pebble judges the MANIFEST alone
 	}
-	b, _ := os.ReadFile(filepath.Join(work, cur)) // unreadable: mended from the mirror if it can be
+	// An unreadable MANIFEST (b nil) is mended from the mirror if it can be.
+	cur, mirror, b, mb := p.name, p.mirror, p.b, p.mb
 	mended, from, end := mendManifest(b, mb)
 	if end < len(mb) {
 		rep.Damage = append(rep.Damage, fmt.Sprintf("%s and its mirror %s are both damaged at offset %d, before the %d bytes that were fsynced: the edits from there are lost", cur, mirror, end, len(mb)))

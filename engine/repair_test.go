@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -407,35 +408,32 @@ func manifestRecordEnd(t *testing.T, b []byte, n int) int {
 // highest number.
 func newestFile(t *testing.T, dir, prefix string) string {
 	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var newest string
-	for _, ent := range ents {
-		if strings.HasPrefix(ent.Name(), prefix) && ent.Name() > newest {
-			newest = ent.Name()
-		}
-	}
-	if newest == "" {
+	names := filesWith(t, dir, prefix)
+	if len(names) == 0 {
 		t.Fatalf("no %s file in %s", prefix, dir)
 	}
-	return newest
+	return slices.Max(names)
 }
 
 func countFiles(t *testing.T, dir, prefix string) int {
+	t.Helper()
+	return len(filesWith(t, dir, prefix))
+}
+
+// filesWith returns the names of the files in dir with the prefix.
+func filesWith(t *testing.T, dir, prefix string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	var names []string
 	for _, ent := range ents {
 		if strings.HasPrefix(ent.Name(), prefix) {
-			n++
+			names = append(names, ent.Name())
 		}
 	}
-	return n
+	return names
 }
 
 // TestOrphanMirrorIsRemoved: a mirror whose MANIFEST is gone (a crash

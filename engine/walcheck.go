@@ -252,12 +252,7 @@ func checkLogs(fs vfs.FS, dir string) error {
 			continue
 		}
 		path := fs.PathJoin(dir, name)
-		f, err := fs.Open(path)
-		if err != nil {
-			return fmt.Errorf("engine: check write-ahead log %s: %w", path, err)
-		}
-		b, err := io.ReadAll(f)
-		f.Close()
+		b, err := readFile(fs, path)
 		if err != nil {
 			return fmt.Errorf("engine: check write-ahead log %s: %w", path, err)
 		}
@@ -296,12 +291,7 @@ func whereDamaged(fs vfs.FS, dir string) string {
 		if !ok || (best != "" && num > bestNum) {
 			continue
 		}
-		f, err := fs.Open(fs.PathJoin(dir, name))
-		if err != nil {
-			continue
-		}
-		b, err := io.ReadAll(f)
-		f.Close()
+		b, err := readFile(fs, fs.PathJoin(dir, name))
 		if err != nil {
 			continue
 		}
@@ -418,25 +408,11 @@ func readSyncMark(fs vfs.FS, dir string) (num uint64, size int64, ok bool) {
 // MANIFEST's is damaged. A MANIFEST without a mirror (written by a version
 // before mirrors, or after its mirror failed) is not checked.
 func checkManifests(fs vfs.FS, dir string) error {
-	names, err := fs.List(dir)
-	if err != nil {
-		return nil
+	p, err := readManifests(fs, dir)
+	if err != nil || p.mb == nil || p.b == nil {
+		return nil // no mirror to check against; an unreadable MANIFEST Pebble reports
 	}
-	cur := currentManifest(names)
-	mirror := walfs.MirrorName(cur)
-	if mirror == "" {
-		return nil
-	}
-	// The mirror first: on a live directory it can only grow after the
-	// MANIFEST did.
-	mb, err := readFile(fs, fs.PathJoin(dir, mirror))
-	if err != nil {
-		return nil
-	}
-	b, err := readFile(fs, fs.PathJoin(dir, cur))
-	if err != nil {
-		return nil // Pebble reports it
-	}
+	cur, mirror, b, mb := p.name, p.mirror, p.b, p.mb
 	if _, from, end := mendManifest(b, mb); len(from) > 0 || end < len(mb) {
 		at := end
 		if len(from) > 0 {
@@ -481,6 +457,29 @@ func mendManifest(b, m []byte) (mended []byte, from []int, end int) {
 		i = e
 	}
 	return mended, from, min(i, max(len(mended), len(m)))
+}
+
+// manifests are the current MANIFEST of a directory and its mirror.
+type manifests struct {
+	name, mirror string // "" if the directory has no current MANIFEST
+	b, mb        []byte // their bytes; nil if absent or unreadable
+}
+
+// readManifests reads the current MANIFEST of dir and its mirror (the
+// mirror first: on a live directory it only grows after the MANIFEST did).
+// The error is the listing's.
+func readManifests(fs vfs.FS, dir string) (p manifests, err error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return p, err
+	}
+	p.name = currentManifest(names)
+	if p.mirror = walfs.MirrorName(p.name); p.mirror == "" {
+		return p, nil
+	}
+	p.mb, _ = readFile(fs, fs.PathJoin(dir, p.mirror))
+	p.b, _ = readFile(fs, fs.PathJoin(dir, p.name))
+	return p, nil
 }
 
 // currentManifest returns the name of the MANIFEST that Pebble's newest

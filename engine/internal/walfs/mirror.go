@@ -1,7 +1,9 @@
 package walfs
 
 import (
+	"errors"
 	"io"
+	"os"
 	"strings"
 	"sync"
 
@@ -84,21 +86,17 @@ func (fs *FS) RemoveOrphanMirrors(dir string) {
 	if err != nil {
 		return
 	}
-	have := make(map[string]bool, len(names))
-	for _, name := range names {
-		have[name] = true
-	}
 	for _, name := range names {
 		num, ok := strings.CutPrefix(name, mirrorPrefix)
-		if !ok || have["MANIFEST-"+num] {
+		if !ok {
 			continue
 		}
-		// A listing is no snapshot: a MANIFEST created while it ran may be
-		// missing from it while its mirror (created after it) is there.
-		if _, err := fs.FS.Stat(fs.PathJoin(dir, "MANIFEST-"+num)); err == nil {
-			continue
+		// Asked of the filesystem, not of the listing, which is no
+		// snapshot: a MANIFEST created while it ran may be missing from
+		// it while its mirror (created after it) is there.
+		if _, err := fs.FS.Stat(fs.PathJoin(dir, "MANIFEST-"+num)); errors.Is(err, os.ErrNotExist) {
+			_ = fs.FS.Remove(fs.PathJoin(dir, name))
 		}
-		_ = fs.FS.Remove(fs.PathJoin(dir, name))
 	}
 }
 
